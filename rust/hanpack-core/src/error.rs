@@ -1,0 +1,29 @@
+//! The one error type of the core. Each variant carries what a user needs to find the
+//! fault (file, id, reason); the Python layer maps variants to exception classes.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HanpackError {
+    /// The file could not be read (missing, permission, ...).
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not a SentencePiece `ModelProto` (truncated, corrupt, another format).
+    #[error("{origin}: not a valid SentencePiece model file: {reason}")]
+    ModelFormat { origin: String, reason: String },
+    /// The protobuf parsed, but the model breaks one of sentencepiece's load-time rules.
+    #[error("{origin}: invalid SentencePiece model: {reason}")]
+    InvalidModel { origin: String, reason: String },
+    /// A token id outside `0..vocab_size`.
+    #[error("token id {id} is out of range (vocab_size is {vocab_size})")]
+    IdOutOfRange { id: i64, vocab_size: usize },
+    /// An argument that the caller got wrong (e.g. add_bos on a model without `<s>`).
+    #[error("{0}")]
+    InvalidArgument(String),
+}
+
+pub type Result<T> = std::result::Result<T, HanpackError>;

@@ -1,0 +1,12 @@
+//! hanpack-core: the pure-Rust core of hanpack (no Python here).
+//!
+//! * [`tokenizer::spm`] — SentencePiece models (BPE and Unigram), encoding and decoding
+//!   id-for-id like sentencepiece 0.2.x.
+//!
+//! Errors are [`error::HanpackError`]; the PyO3 crate maps each variant to one Python
+//! exception class in a single place.
+
+pub mod error;
+pub mod tokenizer;
+
+pub use error::{HanpackError, Result};

@@ -1,0 +1,11 @@
+//! Tokenization.
+//!
+//! * [`spm`] — SentencePiece `.model` files: the pipeline is
+//!   normalizer (charsmap + whitespace rules) → model (BPE by piece *score*, or Unigram
+//!   Viterbi) → id post-processing (unknown merging, byte fallback) → decoder.
+//! * [`darts`] — a reader for the Darts-clone double arrays that sentencepiece stores.
+//! * [`utf8`] — UTF-8 decoding with sentencepiece's rules (one U+FFFD per bad byte).
+
+pub mod darts;
+pub mod spm;
+pub mod utf8;

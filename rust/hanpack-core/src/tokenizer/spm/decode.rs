@@ -1,0 +1,200 @@
+//! Decoding ids to text exactly like `SentencePieceProcessor::Decode`, and a streaming
+//! decoder whose concatenated output equals the one-shot decode.
+//!
+//! Rules: CONTROL pieces vanish; the UNKNOWN piece becomes `unk_surface` (" ⁇ ");
+//! runs of `<0xXX>` pieces are reassembled into UTF-8 (one U+FFFD per bad byte); U+2581
+//! becomes a space, and the leading one is dropped at the start of the text when
+//! `add_dummy_prefix` or `remove_extra_whitespaces` is set (with the latter, every leading
+//! space-only piece is dropped). A denormalizer charsmap, when present, runs last.
+
+use super::normalizer::SPACE_SYMBOL;
+use super::proto::PieceType;
+use super::SpmModel;
+use crate::error::{HanpackError, Result};
+use crate::tokenizer::utf8::decode_lossy_into;
+
+/// `<0xXX>` (upper-case hex, as sentencepiece writes it) → the byte.
+pub fn piece_to_byte(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+/// Decoding state carried between ids; the one-shot decode is a stream that is finished.
+#[derive(Clone, Debug)]
+pub struct DecodeState {
+    /// Bytes of `<0xXX>` pieces not yet turned into text.
+    pending: Vec<u8>,
+    /// Still at the beginning of the text, where a leading U+2581 is dropped.
+    is_bos_ws: bool,
+    /// The previous piece consumed a leading U+2581 at the beginning.
+    bos_ws_seen: bool,
+    /// Some text has been produced (sentencepiece tests `!text->empty()`).
+    produced: bool,
+}
+
+impl Default for DecodeState {
+    fn default() -> Self {
+        Self { pending: Vec::new(), is_bos_ws: true, bos_ws_seen: false, produced: false }
+    }
+}
+
+impl SpmModel {
+    fn check_id(&self, id: i64) -> Result<u32> {
+        if id < 0 || id as u64 >= self.table.len() as u64 {
+            return Err(HanpackError::IdOutOfRange { id, vocab_size: self.table.len() });
+        }
+        Ok(id as u32)
+    }
+
+    fn strip_bos_ws(&self) -> bool {
+        let (add, remove) = (self.normalizer.add_dummy_prefix, self.normalizer.remove_extra_whitespaces);
+        add || remove
+    }
+
+    fn flush_bytes(state: &mut DecodeState, final_chunk: bool, out: &mut String) {
+        if state.pending.is_empty() {
+            return;
+        }
+        let before = out.len();
+        let used = decode_lossy_into(&state.pending, final_chunk, out);
+        state.pending.drain(..used);
+        if out.len() > before {
+            state.produced = true;
+        }
+    }
+
+    /// Feeds one id; appends whatever text is complete to `out`.
+    pub fn decode_step(&self, state: &mut DecodeState, id: i64, out: &mut String) -> Result<()> {
+        let mut id = self.check_id(id)?;
+        let piece = self.table.piece(id);
+        if self.decode_remaps {
+            id = self.piece_to_id(piece);
+        }
+        let ty = self.table.piece_type(id);
+        if ty == PieceType::Byte {
+            if let Some(b) = piece_to_byte(piece) {
+                state.pending.push(b);
+            }
+            Self::flush_bytes(state, false, out);
+            return Ok(());
+        }
+        Self::flush_bytes(state, true, out);
+        if state.bos_ws_seen || state.produced {
+            state.is_bos_ws = false;
+        }
+        let start = out.len();
+        match ty {
+            PieceType::Control => state.bos_ws_seen = false,
+            PieceType::Unknown => {
+                out.push_str(&self.unk_surface);
+                state.bos_ws_seen = false;
+            }
+            _ => {
+                let mut text = piece;
+                let mut seen = false;
+                if state.is_bos_ws && self.strip_bos_ws() {
+                    if let Some(rest) = text.strip_prefix(SPACE_SYMBOL) {
+                        text = rest;
+                        seen = true;
+                    }
+                    if self.normalizer.remove_extra_whitespaces {
+                        seen = false;
+                    }
+                }
+                push_unescaped(text, out);
+                state.bos_ws_seen = seen;
+            }
+        }
+        if out.len() > start {
+            state.produced = true;
+        }
+        Ok(())
+    }
+
+    /// Ends the stream: any pending bytes become text (U+FFFD for incomplete ones).
+    pub fn decode_finish(&self, state: &mut DecodeState, out: &mut String) {
+        Self::flush_bytes(state, true, out);
+    }
+
+    fn denormalize(&self, text: String) -> String {
+        match &self.denormalizer {
+            Some(d) => {
+                let mut out = String::new();
+                d.normalize(None, &text, &mut out);
+                out
+            }
+            None => text,
+        }
+    }
+
+    /// `SentencePieceProcessor::DecodeIds`.
+    pub fn decode(&self, ids: &[i64]) -> Result<String> {
+        let mut state = DecodeState::default();
+        let mut out = String::with_capacity(ids.len() * 4);
+        for &id in ids {
+            self.decode_step(&mut state, id, &mut out)?;
+        }
+        self.decode_finish(&mut state, &mut out);
+        Ok(self.denormalize(out))
+    }
+
+    /// One streaming step with the denormalizer applied to the emitted chunk. Exact for
+    /// every model without a denormalizer charsmap (all common ones); with one, the
+    /// charsmap is applied chunk by chunk.
+    pub fn decode_stream_step(&self, state: &mut DecodeState, id: i64) -> Result<String> {
+        let mut out = String::new();
+        self.decode_step(state, id, &mut out)?;
+        Ok(if out.is_empty() { out } else { self.denormalize(out) })
+    }
+
+    pub fn decode_stream_finish(&self, state: &mut DecodeState) -> String {
+        let mut out = String::new();
+        self.decode_finish(state, &mut out);
+        if out.is_empty() {
+            out
+        } else {
+            self.denormalize(out)
+        }
+    }
+}
+
+/// Appends `piece` with U+2581 replaced by a space.
+#[inline]
+fn push_unescaped(piece: &str, out: &mut String) {
+    // U+2581 is E2 96 81; a quick byte test avoids the replace on most pieces.
+    if !piece.as_bytes().contains(&0xE2) {
+        out.push_str(piece);
+        return;
+    }
+    let mut rest = piece;
+    while let Some(i) = rest.find(SPACE_SYMBOL) {
+        out.push_str(&rest[..i]);
+        out.push(' ');
+        rest = &rest[i + SPACE_SYMBOL.len()..];
+    }
+    out.push_str(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_pieces_parse_like_sentencepiece() {
+        assert_eq!(piece_to_byte("<0x0A>"), Some(10));
+        assert_eq!(piece_to_byte("<0xFF>"), Some(255));
+        assert_eq!(piece_to_byte("<0xff>"), None);
+        assert_eq!(piece_to_byte("<0x1>"), None);
+        assert_eq!(piece_to_byte("0x41"), None);
+    }
+
+    #[test]
+    fn unescape() {
+        let mut s = String::new();
+        push_unescaped("▁a▁b", &mut s);
+        assert_eq!(s, " a b");
+    }
+}

@@ -1,0 +1,87 @@
+//! Unit tests on a model built in the test (no files needed).
+
+use super::proto::*;
+use super::*;
+use prost::Message;
+
+fn piece(text: &str, score: f32, ty: PieceType) -> SentencePiece {
+    SentencePiece { piece: Some(text.into()), score: Some(score), r#type: Some(ty as i32) }
+}
+
+/// A tiny BPE model with byte fallback, identity normalizer, LLaMA-like settings.
+fn tiny_bpe() -> Vec<u8> {
+    let mut pieces = vec![
+        piece("<unk>", 0.0, PieceType::Unknown),
+        piece("<s>", 0.0, PieceType::Control),
+        piece("</s>", 0.0, PieceType::Control),
+    ];
+    for b in 0..=255u8 {
+        pieces.push(piece(&format!("<0x{b:02X}>"), 0.0, PieceType::Byte));
+    }
+    for (t, s) in [("▁", -1.0), ("a", -2.0), ("b", -3.0), ("ab", -0.5), ("▁ab", -0.1), ("中", -4.0), ("文", -4.0)] {
+        pieces.push(piece(t, s, PieceType::Normal));
+    }
+    ModelProto {
+        pieces,
+        trainer_spec: Some(TrainerSpec { model_type: Some(ModelType::Bpe as i32), byte_fallback: Some(true), ..Default::default() }),
+        normalizer_spec: Some(NormalizerSpec {
+            name: Some("identity".into()),
+            add_dummy_prefix: Some(true),
+            remove_extra_whitespaces: Some(false),
+            escape_whitespaces: Some(true),
+            ..Default::default()
+        }),
+        self_test_data: None,
+        denormalizer_spec: None,
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn bpe_merges_by_score_and_falls_back_to_bytes() {
+    let m = SpmModel::from_bytes(&tiny_bpe(), "tiny").unwrap();
+    let ids = m.encode("ab 中x", true, true).unwrap();
+    let pieces: Vec<&str> = ids.iter().map(|&i| m.id_to_piece(i).unwrap()).collect();
+    assert_eq!(pieces, ["<s>", "▁ab", "▁", "中", "<0x78>", "</s>"]);
+    assert_eq!(m.decode(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unwrap(), "ab 中x");
+}
+
+#[test]
+fn save_round_trips_bytes() {
+    let bytes = tiny_bpe();
+    let m = SpmModel::from_bytes(&bytes, "tiny").unwrap();
+    assert_eq!(m.to_bytes(), bytes);
+}
+
+#[test]
+fn streaming_never_splits_a_character() {
+    let m = SpmModel::from_bytes(&tiny_bpe(), "tiny").unwrap();
+    let ids: Vec<i64> = m.encode("x汉y", false, false).unwrap().into_iter().map(i64::from).collect();
+    let mut state = decode::DecodeState::default();
+    let chunks: Vec<String> = ids.iter().map(|&i| m.decode_stream_step(&mut state, i).unwrap()).collect();
+    assert!(chunks.iter().all(|c| !c.contains('\u{FFFD}')));
+    let joined: String = chunks.concat() + &m.decode_stream_finish(&mut state);
+    assert_eq!(joined, m.decode(&ids).unwrap());
+    assert_eq!(joined, "x汉y");
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    assert!(matches!(SpmModel::from_bytes(b"", "e"), Err(HanpackError::ModelFormat { .. })));
+    assert!(SpmModel::from_bytes(b"{\"model\": 1}", "json").is_err());
+    let bytes = tiny_bpe();
+    for cut in [1, 7, bytes.len() / 2, bytes.len() - 1] {
+        assert!(SpmModel::from_bytes(&bytes[..cut], "cut").is_err(), "cut at {cut}");
+    }
+    let m = SpmModel::from_bytes(&bytes, "tiny").unwrap();
+    assert!(matches!(m.decode(&[-1]), Err(HanpackError::IdOutOfRange { .. })));
+    assert!(matches!(m.decode(&[1 << 40]), Err(HanpackError::IdOutOfRange { .. })));
+}
+
+#[test]
+fn long_repetitive_input_is_linear() {
+    let m = SpmModel::from_bytes(&tiny_bpe(), "tiny").unwrap();
+    let text = "a".repeat(200_000);
+    let ids = m.encode(&text, false, false).unwrap();
+    assert_eq!(ids.len(), 200_001); // "▁" then one "a" each (no "▁a" piece)
+}

@@ -1,0 +1,132 @@
+//! SentencePiece Unigram encoding: the Viterbi best path of `EncodeOptimized`
+//! (`unigram_model.cc`), id for id.
+//!
+//! For each character position, all pieces starting there are found with a trie; the best
+//! path ending at each position is kept (ties keep the first path found). A position with
+//! no single-character piece gets an unknown node scored `min_score - 10`. USER_DEFINED
+//! pieces score `len_bytes * max_score - 0.1` so they always win; UNUSED pieces are skipped.
+//! The float arithmetic mirrors the C++ (f32 sums, the user-defined bonus in f64).
+
+use super::proto::PieceType;
+use super::vocab::PieceTable;
+use super::Token;
+
+const UNK_PENALTY: f32 = 10.0;
+
+pub struct UnigramModel {
+    trie: Option<crawdad::Trie>,
+    min_score: f32,
+    max_score: f32,
+}
+
+#[derive(Clone, Copy)]
+struct BestPath {
+    id: u32,
+    score: f32,
+    /// Character index where the last piece starts; -1 = not reached yet.
+    starts_at: i32,
+}
+
+/// Buffers reused across calls on one thread.
+#[derive(Default)]
+pub struct UnigramScratch {
+    best: Vec<BestPathSlot>,
+    char_offsets: Vec<u32>,
+}
+
+type BestPathSlot = BestPath;
+
+impl UnigramModel {
+    pub fn new(table: &PieceTable) -> Result<Self, String> {
+        let mut min_score = f32::MAX;
+        let mut max_score = f32::MIN_POSITIVE; // C++ FLT_MIN is the smallest positive float
+        let mut records: Vec<(&str, u32)> = Vec::new();
+        for (id, piece) in table.normal_pieces() {
+            if table.piece_type(id) == PieceType::Normal {
+                min_score = min_score.min(table.score(id));
+                max_score = max_score.max(table.score(id));
+            }
+            records.push((piece, id));
+        }
+        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let trie = if records.is_empty() {
+            None
+        } else {
+            Some(crawdad::Trie::from_records(records).map_err(|e| format!("cannot index the pieces: {e}"))?)
+        };
+        Ok(Self { trie, min_score, max_score })
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.trie.as_ref().map_or(0, |t| t.heap_bytes())
+    }
+
+    pub fn encode(&self, table: &PieceTable, unk: u32, text: &str, scratch: &mut UnigramScratch, out: &mut Vec<Token>) {
+        if text.is_empty() {
+            return;
+        }
+        let offsets = &mut scratch.char_offsets;
+        offsets.clear();
+        offsets.extend(text.char_indices().map(|(i, _)| i as u32));
+        offsets.push(text.len() as u32);
+        let n = offsets.len() - 1;
+        let best = &mut scratch.best;
+        best.clear();
+        best.resize(n + 1, BestPath { id: unk, score: 0.0, starts_at: -1 });
+        let unk_score = self.min_score - UNK_PENALTY;
+
+        for start in 0..n {
+            let till_here = best[start].score;
+            let mut has_single = false;
+            if let Some(trie) = &self.trie {
+                let tail = &text[offsets[start] as usize..];
+                for (id, len_chars) in trie.common_prefix_search(tail.chars()) {
+                    let ty = table.piece_type(id);
+                    if ty == PieceType::Unused {
+                        continue;
+                    }
+                    let end = start + len_chars;
+                    // C++ `auto score = user_defined ? (len * max_score_ - 0.1) : score;` has
+                    // type double, so the sum and the comparison happen in f64 and only the
+                    // stored best score is rounded back to f32.
+                    let score: f64 = if ty == PieceType::UserDefined {
+                        let len_bytes = (offsets[end] - offsets[start]) as f32;
+                        (len_bytes * self.max_score) as f64 - 0.1
+                    } else {
+                        table.score(id) as f64
+                    };
+                    let c = score + till_here as f64;
+                    let better = best[end].starts_at == -1 || c > best[end].score as f64;
+                    let cand = c as f32;
+                    if better {
+                        best[end] = BestPath { id, score: cand, starts_at: start as i32 };
+                    }
+                    if len_chars == 1 {
+                        has_single = true;
+                    }
+                }
+            }
+            if !has_single {
+                let cand = unk_score + till_here;
+                let slot = &mut best[start + 1];
+                if slot.starts_at == -1 || cand > slot.score {
+                    *slot = BestPath { id: unk, score: cand, starts_at: start as i32 };
+                }
+            }
+        }
+
+        // Backtrack, then reverse the appended part.
+        let first = out.len();
+        let mut end = n;
+        while end > 0 {
+            let node = best[end];
+            let start = node.starts_at.max(0) as usize;
+            out.push(Token { start: offsets[start], end: offsets[end], id: node.id });
+            if start >= end {
+                break; // unreachable for a well-formed lattice; guards against a loop
+            }
+            end = start;
+        }
+        out[first..].reverse();
+    }
+}

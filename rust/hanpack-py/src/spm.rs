@@ -1,0 +1,229 @@
+//! Python classes for SentencePiece models: conversion only.
+
+use std::sync::{Arc, Mutex};
+
+use hanpack_core::tokenizer::spm::decode::DecodeState;
+use hanpack_core::tokenizer::spm::SpmModel;
+use numpy::PyArray1;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::PyBytes;
+use rayon::prelude::*;
+
+use crate::errors::{run, run_detached, Failure};
+use crate::pool;
+
+#[pyclass(frozen, module = "hanpack._core")]
+pub struct SpmTokenizer {
+    model: Arc<SpmModel>,
+}
+
+/// Batches are split into this many items per rayon task at least, so tiny lines do not
+/// drown in scheduling overhead.
+const MIN_TASK: usize = 64;
+
+#[pymethods]
+impl SpmTokenizer {
+    /// Loads a serialized ModelProto. `origin` names the source in error messages.
+    #[staticmethod]
+    fn from_bytes(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
+        let data = data.to_vec();
+        let origin = origin.to_owned();
+        run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_bytes(&data, &origin)?) }))
+    }
+
+    #[staticmethod]
+    fn from_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
+        run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_file(&path)?) }))
+    }
+
+    fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let m = &self.model;
+        let bytes = run_detached(py, || Ok(m.to_bytes()))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    fn encode(&self, py: Python<'_>, text: PyBackedStr, add_bos: bool, add_eos: bool) -> PyResult<Vec<u32>> {
+        let m = &self.model;
+        run_detached(py, || Ok(m.encode(&text, add_bos, add_eos)?))
+    }
+
+    fn encode_as_pieces(&self, py: Python<'_>, text: PyBackedStr) -> PyResult<Vec<String>> {
+        let m = &self.model;
+        run_detached(py, || Ok(m.encode_as_pieces(&text)))
+    }
+
+    fn normalize(&self, py: Python<'_>, text: PyBackedStr) -> PyResult<String> {
+        let m = &self.model;
+        run_detached(py, || Ok(m.normalize(&text)))
+    }
+
+    #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
+    fn encode_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
+        let m = &self.model;
+        run_detached(py, || {
+            pool::install(num_threads, || {
+                texts
+                    .par_iter()
+                    .with_min_len(MIN_TASK)
+                    .map(|t| m.encode(t, add_bos, add_eos))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(Failure::from)
+            })
+        })
+    }
+
+    /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
+    #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
+    #[allow(clippy::type_complexity)]
+    fn encode_batch_flat<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<PyBackedStr>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+        let m = &self.model;
+        let (ids, offsets) = run_detached(py, || {
+            pool::install(num_threads, || {
+                let chunk = (texts.len() / (rayon::current_num_threads() * 8)).max(MIN_TASK);
+                let parts = texts
+                    .par_chunks(chunk)
+                    .map(|chunk| {
+                        let mut ids: Vec<i32> = Vec::new();
+                        let mut lens = Vec::with_capacity(chunk.len());
+                        let mut buf = Vec::new();
+                        for t in chunk {
+                            buf.clear();
+                            m.encode_into(t, add_bos, add_eos, &mut buf)?;
+                            ids.extend(buf.iter().map(|&i| i as i32));
+                            lens.push(buf.len() as i64);
+                        }
+                        Ok((ids, lens))
+                    })
+                    .collect::<Result<Vec<_>, hanpack_core::HanpackError>>()?;
+                let total: usize = parts.iter().map(|p| p.0.len()).sum();
+                let mut ids = Vec::with_capacity(total);
+                let mut offsets = Vec::with_capacity(texts.len() + 1);
+                offsets.push(0i64);
+                for (part_ids, lens) in parts {
+                    ids.extend_from_slice(&part_ids);
+                    for l in lens {
+                        let last = *offsets.last().unwrap_or(&0);
+                        offsets.push(last + l);
+                    }
+                }
+                Ok::<_, Failure>((ids, offsets))
+            })
+        })?;
+        Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, offsets)))
+    }
+
+    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+        let m = &self.model;
+        run_detached(py, || Ok(m.decode(&ids)?))
+    }
+
+    #[pyo3(signature = (batch, num_threads=None))]
+    fn decode_batch(&self, py: Python<'_>, batch: Vec<Vec<i64>>, num_threads: Option<usize>) -> PyResult<Vec<String>> {
+        let m = &self.model;
+        run_detached(py, || {
+            pool::install(num_threads, || {
+                batch.par_iter().with_min_len(MIN_TASK).map(|ids| m.decode(ids)).collect::<Result<Vec<_>, _>>().map_err(Failure::from)
+            })
+        })
+    }
+
+    fn id_to_piece(&self, id: i64) -> Option<&str> {
+        u32::try_from(id).ok().and_then(|i| self.model.id_to_piece(i))
+    }
+
+    fn piece_to_id(&self, piece: &str) -> u32 {
+        self.model.piece_to_id(piece)
+    }
+
+    fn piece_score(&self, id: i64) -> Option<f32> {
+        u32::try_from(id).ok().and_then(|i| self.model.piece_score(i))
+    }
+
+    /// The piece type name (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE).
+    fn piece_type(&self, id: i64) -> Option<&'static str> {
+        use hanpack_core::tokenizer::spm::proto::PieceType::*;
+        u32::try_from(id).ok().and_then(|i| self.model.piece_kind(i)).map(|t| match t {
+            Normal => "NORMAL",
+            Unknown => "UNKNOWN",
+            Control => "CONTROL",
+            UserDefined => "USER_DEFINED",
+            Unused => "UNUSED",
+            Byte => "BYTE",
+        })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.model.vocab_size()
+    }
+    #[getter]
+    fn model_type(&self) -> &'static str {
+        if self.model.is_bpe() {
+            "bpe"
+        } else {
+            "unigram"
+        }
+    }
+    #[getter]
+    fn byte_fallback(&self) -> bool {
+        self.model.byte_fallback()
+    }
+    #[getter]
+    fn heap_bytes(&self) -> usize {
+        self.model.heap_bytes()
+    }
+    #[getter]
+    fn unk_id(&self) -> i64 {
+        self.model.unk_id().map_or(-1, i64::from)
+    }
+    #[getter]
+    fn bos_id(&self) -> i64 {
+        self.model.bos_id().map_or(-1, i64::from)
+    }
+    #[getter]
+    fn eos_id(&self) -> i64 {
+        self.model.eos_id().map_or(-1, i64::from)
+    }
+    #[getter]
+    fn pad_id(&self) -> i64 {
+        self.model.pad_id().map_or(-1, i64::from)
+    }
+
+    fn stream_decoder(&self) -> SpmStreamDecoder {
+        SpmStreamDecoder { model: self.model.clone(), state: Mutex::new(DecodeState::default()) }
+    }
+}
+
+/// Incremental decoder: `step(id)` returns only complete text.
+#[pyclass(frozen, module = "hanpack._core")]
+pub struct SpmStreamDecoder {
+    model: Arc<SpmModel>,
+    state: Mutex<DecodeState>,
+}
+
+#[pymethods]
+impl SpmStreamDecoder {
+    fn step(&self, py: Python<'_>, id: i64) -> PyResult<String> {
+        run(py, || {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(self.model.decode_stream_step(&mut st, id)?)
+        })
+    }
+
+    fn finish(&self, py: Python<'_>) -> PyResult<String> {
+        run(py, || {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let out = self.model.decode_stream_finish(&mut st);
+            *st = DecodeState::default();
+            Ok(out)
+        })
+    }
+}
