@@ -89,7 +89,13 @@ impl SpmModel {
         match ty {
             PieceType::Control => state.bos_ws_seen = false,
             PieceType::Unknown => {
-                out.push_str(&self.unk_surface);
+                // A piece that only maps to <unk> by lookup (e.g. an unindexed "\0")
+                // decodes to its own text, as sentencepiece does.
+                if self.table.piece(id) == piece {
+                    out.push_str(&self.unk_surface);
+                } else {
+                    out.push_str(piece);
+                }
                 state.bos_ws_seen = false;
             }
             _ => {

@@ -24,7 +24,7 @@ use normalizer::{CharsMap, Normalizer};
 use prefix_matcher::PrefixMatcher;
 use proto::{ModelProto, ModelType, NormalizerSpec, PieceType, SelfTestData, TrainerSpec};
 use unigram::{UnigramModel, UnigramScratch};
-use vocab::PieceTable;
+use vocab::{BuildError, IndexKind, PieceTable};
 
 /// One piece found by the model: a byte range of the normalized text and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,14 +115,21 @@ impl SpmModel {
         let mut entries = Vec::with_capacity(pieces.len());
         for (i, p) in pieces.into_iter().enumerate() {
             let text = p.piece.unwrap_or_default();
-            let ty = p.r#type.and_then(|t| PieceType::try_from(t).ok()).unwrap_or(PieceType::Normal);
+            let mut ty = p.r#type.and_then(|t| PieceType::try_from(t).ok()).unwrap_or(PieceType::Normal);
+            let mut indexed = true;
+            if text == "\0" && byte_fallback {
+                // sentencepiece 0.2.3 warns and treats it as an UNUSED piece that no
+                // lookup finds (InternLM's V7_sft.model has one).
+                ty = PieceType::Unused;
+                indexed = false;
+            }
             if text.len() >= 8000 {
                 return Err(invalid(format!("piece {i} is too long ({} bytes)", text.len())));
             }
             if text.is_empty() {
                 return Err(invalid(format!("piece {i} is empty")));
             }
-            if text.contains('\0') {
+            if indexed && text.contains('\0') {
                 return Err(invalid(format!("piece {i} contains a NUL character")));
             }
             match ty {
@@ -143,19 +150,25 @@ impl SpmModel {
                 }
                 _ => {}
             }
-            entries.push((text, p.score.unwrap_or(0.0), ty));
+            entries.push((text, p.score.unwrap_or(0.0), ty, indexed));
         }
-        let table = PieceTable::build(entries.into_iter()).map_err(|d| invalid(format!("piece {:?} is defined twice", d.0)))?;
+        let model_type = trainer.model_type.and_then(|t| ModelType::try_from(t).ok()).unwrap_or(ModelType::Unigram);
+        let kind = match model_type {
+            ModelType::Bpe => IndexKind::Hash,
+            ModelType::Unigram => IndexKind::Trie,
+            other => return Err(invalid(format!("model_type {other:?} is not supported (BPE and UNIGRAM are)"))),
+        };
+        let table = PieceTable::build(entries.into_iter(), kind).map_err(|e| match e {
+            BuildError::Duplicate(p) => invalid(format!("piece {p:?} is defined twice")),
+            BuildError::Index(e) => invalid(format!("cannot index the pieces: {e}")),
+        })?;
         let unk = unk.ok_or_else(|| invalid("no UNKNOWN piece is defined".into()))?;
         if byte_fallback && byte_ids.contains(&u32::MAX) {
             return Err(invalid("byte_fallback is set but the 256 <0xXX> byte pieces are not all there".into()));
         }
-
-        let model_type = trainer.model_type.and_then(|t| ModelType::try_from(t).ok()).unwrap_or(ModelType::Unigram);
-        let algorithm = match model_type {
-            ModelType::Bpe => Algorithm::Bpe(BpeModel::new(&table)),
-            ModelType::Unigram => Algorithm::Unigram(UnigramModel::new(&table).map_err(invalid)?),
-            other => return Err(invalid(format!("model_type {other:?} is not supported (BPE and UNIGRAM are)"))),
+        let algorithm = match kind {
+            IndexKind::Hash => Algorithm::Bpe(BpeModel::new(&table)),
+            IndexKind::Trie => Algorithm::Unigram(UnigramModel::new(&table)),
         };
 
         let mut normalizer_spec = normalizer_spec;
@@ -288,12 +301,8 @@ impl SpmModel {
 
     /// Approximate heap bytes held by the model (tables, tries, charsmaps).
     pub fn heap_bytes(&self) -> usize {
-        let trie = match &self.algorithm {
-            Algorithm::Unigram(u) => u.heap_bytes(),
-            Algorithm::Bpe(_) => 0,
-        };
         let cm = |n: Option<&Normalizer>| n.and_then(|n| n.charsmap.as_ref()).map_or(0, |c| c.heap_bytes());
-        self.table.heap_bytes() + trie + cm(Some(&self.normalizer)) + cm(self.denormalizer.as_ref())
+        self.table.heap_bytes() + cm(Some(&self.normalizer)) + cm(self.denormalizer.as_ref())
     }
 
     /// Normalizes `text` as sentencepiece's `Normalizer::Normalize`.

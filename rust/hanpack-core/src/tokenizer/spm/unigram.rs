@@ -5,7 +5,7 @@
 //! path ending at each position is kept (ties keep the first path found). A position with
 //! no single-character piece gets an unknown node scored `min_score - 10`. USER_DEFINED
 //! pieces score `len_bytes * max_score - 0.1` so they always win; UNUSED pieces are skipped.
-//! The float arithmetic mirrors the C++ (f32 sums, the user-defined bonus in f64).
+//! Path scores are f32 sums, as sentencepiece 0.2.3 computes them.
 
 use super::proto::PieceType;
 use super::vocab::PieceTable;
@@ -14,7 +14,6 @@ use super::Token;
 const UNK_PENALTY: f32 = 10.0;
 
 pub struct UnigramModel {
-    trie: Option<crawdad::Trie>,
     min_score: f32,
     max_score: f32,
 }
@@ -37,28 +36,16 @@ pub struct UnigramScratch {
 type BestPathSlot = BestPath;
 
 impl UnigramModel {
-    pub fn new(table: &PieceTable) -> Result<Self, String> {
+    pub fn new(table: &PieceTable) -> Self {
         let mut min_score = f32::MAX;
         let mut max_score = f32::MIN_POSITIVE; // C++ FLT_MIN is the smallest positive float
-        let mut records: Vec<(&str, u32)> = Vec::new();
-        for (id, piece) in table.normal_pieces() {
+        for id in 0..table.len() as u32 {
             if table.piece_type(id) == PieceType::Normal {
                 min_score = min_score.min(table.score(id));
                 max_score = max_score.max(table.score(id));
             }
-            records.push((piece, id));
         }
-        records.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        let trie = if records.is_empty() {
-            None
-        } else {
-            Some(crawdad::Trie::from_records(records).map_err(|e| format!("cannot index the pieces: {e}"))?)
-        };
-        Ok(Self { trie, min_score, max_score })
-    }
-
-    pub fn heap_bytes(&self) -> usize {
-        self.trie.as_ref().map_or(0, |t| t.heap_bytes())
+        Self { min_score, max_score }
     }
 
     pub fn encode(&self, table: &PieceTable, unk: u32, text: &str, scratch: &mut UnigramScratch, out: &mut Vec<Token>) {
@@ -78,7 +65,7 @@ impl UnigramModel {
         for start in 0..n {
             let till_here = best[start].score;
             let mut has_single = false;
-            if let Some(trie) = &self.trie {
+            if let Some(trie) = table.trie() {
                 let tail = &text[offsets[start] as usize..];
                 for (id, len_chars) in trie.common_prefix_search(tail.chars()) {
                     let ty = table.piece_type(id);
@@ -86,18 +73,18 @@ impl UnigramModel {
                         continue;
                     }
                     let end = start + len_chars;
-                    // C++ `auto score = user_defined ? (len * max_score_ - 0.1) : score;` has
-                    // type double, so the sum and the comparison happen in f64 and only the
-                    // stored best score is rounded back to f32.
-                    let score: f64 = if ty == PieceType::UserDefined {
+                    // Measured against sentencepiece 0.2.3: the path sums behave as f32
+                    // additions (ties between equal-scoring segmentations keep the first
+                    // path found, which f64 sums would not); the user-defined bonus is
+                    // formed in f64 and rounded.
+                    let score: f32 = if ty == PieceType::UserDefined {
                         let len_bytes = (offsets[end] - offsets[start]) as f32;
-                        (len_bytes * self.max_score) as f64 - 0.1
+                        ((len_bytes * self.max_score) as f64 - 0.1) as f32
                     } else {
-                        table.score(id) as f64
+                        table.score(id)
                     };
-                    let c = score + till_here as f64;
-                    let better = best[end].starts_at == -1 || c > best[end].score as f64;
-                    let cand = c as f32;
+                    let cand = score + till_here;
+                    let better = best[end].starts_at == -1 || cand > best[end].score;
                     if better {
                         best[end] = BestPath { id, score: cand, starts_at: start as i32 };
                     }

@@ -3,8 +3,10 @@
 //! CONTROL/UNKNOWN/BYTE). Lookups check the reserved map first, as `PieceToId` does.
 //!
 //! Memory is kept small on purpose (a loaded tokenizer should cost at most a few times its
-//! file size): texts live in one arena, the maps store only `u32` ids and hash the arena
-//! slice on demand.
+//! file size): texts live in one arena, the hash maps store only `u32` ids and hash the
+//! arena slice on demand. The NORMAL map is a hash table for BPE (exact lookups of
+//! concatenated pairs are its hot path) and a character trie for Unigram (prefix search is
+//! its hot path, and the trie answers exact lookups too, so no second index is kept).
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
@@ -12,55 +14,116 @@ use std::hash::BuildHasher;
 
 use super::proto::PieceType;
 
-#[derive(Clone, Debug)]
+/// How the NORMAL/USER_DEFINED/UNUSED pieces are indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexKind {
+    Hash,
+    Trie,
+}
+
+enum NormalIndex {
+    Hash(HashTable<u32>),
+    Trie(Option<crawdad::Trie>),
+}
+
 pub struct PieceTable {
     arena: String,
     /// `offsets[i]..offsets[i + 1]` is piece `i` in `arena`.
     offsets: Vec<u32>,
     scores: Vec<f32>,
-    types: Vec<PieceType>,
-    normal: HashTable<u32>,
+    /// `PieceType` as a byte (the enum itself is 4 bytes wide).
+    types: Vec<u8>,
+    normal: NormalIndex,
     reserved: HashTable<u32>,
 }
 
 #[inline]
-fn hash_str(s: &str) -> u64 {
+pub(crate) fn hash_str(s: &str) -> u64 {
     FxBuildHasher.hash_one(s.as_bytes())
 }
 
+#[inline]
+fn type_from_u8(t: u8) -> PieceType {
+    match t {
+        2 => PieceType::Unknown,
+        3 => PieceType::Control,
+        4 => PieceType::UserDefined,
+        5 => PieceType::Unused,
+        6 => PieceType::Byte,
+        _ => PieceType::Normal,
+    }
+}
+
+#[inline]
+fn is_normal_type(ty: PieceType) -> bool {
+    matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused)
+}
+
 /// Why a piece list cannot be used (the caller adds the file name).
-pub struct DuplicatePiece(pub String);
+pub enum BuildError {
+    Duplicate(String),
+    Index(String),
+}
 
 impl PieceTable {
-    pub fn build(pieces: impl ExactSizeIterator<Item = (String, f32, PieceType)>) -> Result<Self, DuplicatePiece> {
+    /// `indexed == false` keeps a piece out of both lookup maps (sentencepiece 0.2.3 does
+    /// that to a `"\0"` piece in a byte-fallback model).
+    pub fn build(
+        pieces: impl ExactSizeIterator<Item = (String, f32, PieceType, bool)>,
+        kind: IndexKind,
+    ) -> Result<Self, BuildError> {
         let n = pieces.len();
-        let mut table = Self {
-            arena: String::new(),
-            offsets: Vec::with_capacity(n + 1),
-            scores: Vec::with_capacity(n),
-            types: Vec::with_capacity(n),
-            normal: HashTable::with_capacity(n),
-            reserved: HashTable::new(),
-        };
-        table.offsets.push(0);
-        for (id, (text, score, ty)) in pieces.enumerate() {
-            table.arena.push_str(&text);
-            table.offsets.push(table.arena.len() as u32);
-            table.scores.push(score);
-            table.types.push(ty);
+        let mut arena = String::new();
+        let mut offsets = Vec::with_capacity(n + 1);
+        let mut scores = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut normal_hash = HashTable::with_capacity(if kind == IndexKind::Hash { n } else { 0 });
+        let mut reserved = HashTable::new();
+        let mut trie_records: Vec<(u32, u32)> = Vec::new(); // (id, arena start)
+        offsets.push(0u32);
+        for (id, (text, score, ty, indexed)) in pieces.enumerate() {
+            arena.push_str(&text);
+            offsets.push(arena.len() as u32);
+            scores.push(score);
+            types.push(ty as i32 as u8);
+            if !indexed {
+                continue;
+            }
             let id = id as u32;
-            let is_normal = matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused);
             let hash = hash_str(&text);
-            let (arena, offsets) = (&table.arena, &table.offsets);
             let text_of = |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
-            let map = if is_normal { &mut table.normal } else { &mut table.reserved };
+            let map = match (is_normal_type(ty), kind) {
+                (false, _) => &mut reserved,
+                (true, IndexKind::Hash) => &mut normal_hash,
+                (true, IndexKind::Trie) => {
+                    trie_records.push((id, offsets[id as usize]));
+                    continue;
+                }
+            };
             if map.find(hash, |&i| text_of(i) == text).is_some() {
-                return Err(DuplicatePiece(text));
+                return Err(BuildError::Duplicate(text));
             }
             map.insert_unique(hash, id, |&i| hash_str(text_of(i)));
         }
-        table.arena.shrink_to_fit();
-        Ok(table)
+        arena.shrink_to_fit();
+        let normal = match kind {
+            IndexKind::Hash => NormalIndex::Hash(normal_hash),
+            IndexKind::Trie => {
+                let text_of = |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+                let mut records: Vec<(&str, u32)> = trie_records.iter().map(|&(i, _)| (text_of(i), i)).collect();
+                records.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                if let Some(w) = records.windows(2).find(|w| w[0].0 == w[1].0) {
+                    return Err(BuildError::Duplicate(w[0].0.to_owned()));
+                }
+                let trie = if records.is_empty() {
+                    None
+                } else {
+                    Some(crawdad::Trie::from_records(records).map_err(|e| BuildError::Index(e.to_string()))?)
+                };
+                NormalIndex::Trie(trie)
+            }
+        };
+        Ok(Self { arena, offsets, scores, types, normal, reserved })
     }
 
     #[inline]
@@ -86,16 +149,31 @@ impl PieceTable {
 
     #[inline]
     pub fn piece_type(&self, id: u32) -> PieceType {
-        self.types[id as usize]
+        type_from_u8(self.types[id as usize])
+    }
+
+    /// The character trie over NORMAL/USER_DEFINED/UNUSED pieces (Unigram tables only).
+    pub fn trie(&self) -> Option<&crawdad::Trie> {
+        match &self.normal {
+            NormalIndex::Trie(t) => t.as_ref(),
+            NormalIndex::Hash(_) => None,
+        }
     }
 
     /// Lookup in the NORMAL/USER_DEFINED/UNUSED map only (what BPE merges and the
     /// Unigram lattice see).
     #[inline]
     pub fn normal_id(&self, text: &str) -> Option<u32> {
-        self.normal
-            .find(hash_str(text), |&i| self.piece(i) == text)
-            .copied()
+        self.normal_id_hashed(text, hash_str(text))
+    }
+
+    /// `normal_id` with the hash already computed by the caller.
+    #[inline]
+    pub fn normal_id_hashed(&self, text: &str, hash: u64) -> Option<u32> {
+        match &self.normal {
+            NormalIndex::Hash(h) => h.find(hash, |&i| self.piece(i) == text).copied(),
+            NormalIndex::Trie(t) => t.as_ref()?.exact_match(text.chars()),
+        }
     }
 
     /// Lookup in the CONTROL/UNKNOWN/BYTE map only.
@@ -104,9 +182,7 @@ impl PieceTable {
         if self.reserved.is_empty() {
             return None;
         }
-        self.reserved
-            .find(hash_str(text), |&i| self.piece(i) == text)
-            .copied()
+        self.reserved.find(hash_str(text), |&i| self.piece(i) == text).copied()
     }
 
     /// sentencepiece's `PieceToId` without the unknown fallback.
@@ -117,17 +193,20 @@ impl PieceTable {
 
     /// Ids of NORMAL/USER_DEFINED/UNUSED pieces, with their texts.
     pub fn normal_pieces(&self) -> impl Iterator<Item = (u32, &str)> {
-        (0..self.len() as u32)
-            .filter(|&i| matches!(self.types[i as usize], PieceType::Normal | PieceType::UserDefined | PieceType::Unused))
-            .map(|i| (i, self.piece(i)))
+        (0..self.len() as u32).filter(|&i| is_normal_type(self.piece_type(i))).map(|i| (i, self.piece(i)))
+    }
+
+    /// Ids of CONTROL/UNKNOWN/BYTE pieces.
+    pub fn reserved_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len() as u32).filter(|&i| !is_normal_type(self.piece_type(i)))
     }
 
     /// Heap bytes held (for memory reports).
     pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity()
-            + self.offsets.capacity() * 4
-            + self.scores.capacity() * 4
-            + self.types.capacity() * std::mem::size_of::<PieceType>()
-            + (self.normal.capacity() + self.reserved.capacity()) * 5
+        let normal = match &self.normal {
+            NormalIndex::Hash(h) => h.capacity() * 5,
+            NormalIndex::Trie(t) => t.as_ref().map_or(0, |t| t.heap_bytes()),
+        };
+        self.arena.capacity() + self.offsets.capacity() * 4 + self.scores.capacity() * 4 + self.types.capacity() + normal + self.reserved.capacity() * 5
     }
 }

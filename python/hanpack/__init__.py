@@ -1,0 +1,15 @@
+"""hanpack: SentencePiece-exact, many-times-faster tokenization for Chinese-capable LLMs.
+
+    >>> import hanpack
+    >>> tok = hanpack.Tokenizer.from_file(hanpack.data.default_model_path())
+    >>> tok.decode(tok.encode("汉字")) == "汉字"
+    True
+"""
+
+from __future__ import annotations
+
+from . import data, exceptions
+from ._core import __version__
+from .tokenizer import StreamDecoder, Tokenizer
+
+__all__ = ["Tokenizer", "StreamDecoder", "exceptions", "data", "__version__"]

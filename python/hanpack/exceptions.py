@@ -1,0 +1,45 @@
+"""hanpack's exception hierarchy.
+
+Every error hanpack raises on purpose is a :class:`HanpackError`; each class also
+subclasses the builtin that fits, so ``except ValueError`` keeps working::
+
+    >>> from hanpack.exceptions import ModelFormatError
+    >>> issubclass(ModelFormatError, ValueError)
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HanpackError",
+    "ModelFormatError",
+    "InvalidModelError",
+    "TokenIdError",
+    "InvalidArgumentError",
+    "InternalError",
+]
+
+
+class HanpackError(Exception):
+    """Base class of every hanpack error."""
+
+
+class ModelFormatError(HanpackError, ValueError):
+    """The file is not a model of the expected format (truncated, corrupt, other format)."""
+
+
+class InvalidModelError(HanpackError, ValueError):
+    """The file parses, but the model breaks a rule its reference implementation enforces
+    (for SentencePiece: duplicate or empty pieces, no ``<unk>``, missing byte pieces, ...)."""
+
+
+class TokenIdError(HanpackError, IndexError):
+    """A token id outside ``0 .. vocab_size - 1``."""
+
+
+class InvalidArgumentError(HanpackError, ValueError):
+    """An argument that does not fit the model (e.g. ``add_bos=True`` without a BOS piece)."""
+
+
+class InternalError(HanpackError, RuntimeError):
+    """A bug in hanpack's Rust core, caught at the boundary instead of crashing Python."""
