@@ -13,6 +13,18 @@ use rayon::prelude::*;
 use crate::errors::{run, run_detached, Failure};
 use crate::pool;
 
+/// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
+/// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
+/// it holds. Handing them back keeps resident memory to the model's real size.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
+    // preconditions and does not touch live allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct SpmTokenizer {
     model: Arc<SpmModel>,
@@ -29,12 +41,16 @@ impl SpmTokenizer {
     fn from_bytes(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
         let data = data.to_vec();
         let origin = origin.to_owned();
-        run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_bytes(&data, &origin)?) }))
+        let model = run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_bytes(&data, &origin)?) }));
+        release_freed_memory();
+        model
     }
 
     #[staticmethod]
     fn from_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_file(&path)?) }))
+        let model = run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_file(&path)?) }));
+        release_freed_memory();
+        model
     }
 
     fn to_bytes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
