@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod convert;
 mod errors;
 mod pool;
 mod spm;

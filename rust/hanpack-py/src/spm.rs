@@ -7,9 +7,10 @@ use hanpack_core::tokenizer::spm::SpmModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 use rayon::prelude::*;
 
+use crate::convert::IdCache;
 use crate::errors::{run, run_detached, Failure};
 use crate::pool;
 
@@ -28,6 +29,13 @@ fn release_freed_memory() {
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct SpmTokenizer {
     model: Arc<SpmModel>,
+    ints: IdCache,
+}
+
+impl SpmTokenizer {
+    fn new(model: SpmModel) -> Self {
+        Self { model: Arc::new(model), ints: IdCache::new() }
+    }
 }
 
 /// Batches are split into this many items per rayon task at least, so tiny lines do not
@@ -41,14 +49,14 @@ impl SpmTokenizer {
     fn from_bytes(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
         let data = data.to_vec();
         let origin = origin.to_owned();
-        let model = run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_bytes(&data, &origin)?) }));
+        let model = run_detached(py, move || Ok(Self::new(SpmModel::from_bytes(&data, &origin)?)));
         release_freed_memory();
         model
     }
 
     #[staticmethod]
     fn from_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        let model = run_detached(py, move || Ok(Self { model: Arc::new(SpmModel::from_file(&path)?) }));
+        let model = run_detached(py, move || Ok(Self::new(SpmModel::from_file(&path)?)));
         release_freed_memory();
         model
     }
@@ -59,9 +67,10 @@ impl SpmTokenizer {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    fn encode(&self, py: Python<'_>, text: PyBackedStr, add_bos: bool, add_eos: bool) -> PyResult<Vec<u32>> {
+    fn encode<'py>(&self, py: Python<'py>, text: PyBackedStr, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        run_detached(py, || Ok(m.encode(&text, add_bos, add_eos)?))
+        let ids = run_detached(py, || Ok(m.encode(&text, add_bos, add_eos)?))?;
+        self.ints.list(py, &ids, m.vocab_size())
     }
 
     fn encode_as_pieces(&self, py: Python<'_>, text: PyBackedStr) -> PyResult<Vec<String>> {
@@ -75,9 +84,9 @@ impl SpmTokenizer {
     }
 
     #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
-    fn encode_batch(&self, py: Python<'_>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Vec<Vec<u32>>> {
+    fn encode_batch<'py>(&self, py: Python<'py>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        run_detached(py, || {
+        let rows = run_detached(py, || {
             pool::install(num_threads, || {
                 texts
                     .par_iter()
@@ -86,7 +95,8 @@ impl SpmTokenizer {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(Failure::from)
             })
-        })
+        })?;
+        self.ints.batch(py, &rows, m.vocab_size())
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).

@@ -1,0 +1,72 @@
+//! Fast conversion of token ids to Python lists.
+//!
+//! Returning ids is dominated by making and later freeing one Python int per token
+//! (measured: ~40 ns per id, more than encoding itself). `IdCache` keeps one int object per
+//! id that has been returned so far (at most one per vocabulary entry, created on first
+//! use), so a list costs an INCREF per token instead of an allocation.
+
+use std::sync::Mutex;
+
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+pub struct IdCache {
+    ints: Mutex<Vec<Option<Py<PyAny>>>>,
+}
+
+impl IdCache {
+    pub fn new() -> Self {
+        Self { ints: Mutex::new(Vec::new()) }
+    }
+
+    /// A Python list of `ids` (ids are below `vocab_size`, as the core guarantees).
+    pub fn list<'py>(&self, py: Python<'py>, ids: &[u32], vocab_size: usize) -> PyResult<Bound<'py, PyList>> {
+        let mut ints = self.ints.lock().unwrap_or_else(|p| p.into_inner());
+        if ints.len() < vocab_size {
+            ints.resize_with(vocab_size, || None);
+        }
+        // SAFETY: the list is created with exactly `ids.len()` slots and each slot is set
+        // once with a new (INCREF'd or freshly created) reference before Python sees it.
+        unsafe {
+            let list = ffi::PyList_New(ids.len() as ffi::Py_ssize_t);
+            if list.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let list = Bound::from_owned_ptr(py, list).cast_into_unchecked::<PyList>();
+            for (i, &id) in ids.iter().enumerate() {
+                let item = match ints.get_mut(id as usize) {
+                    Some(Some(obj)) => obj.clone_ref(py).into_ptr(),
+                    Some(slot) => {
+                        let obj = Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLong(id as std::os::raw::c_ulong))?.unbind();
+                        let ptr = obj.clone_ref(py).into_ptr();
+                        *slot = Some(obj);
+                        ptr
+                    }
+                    None => ffi::PyLong_FromUnsignedLong(id as std::os::raw::c_ulong),
+                };
+                if item.is_null() {
+                    return Err(PyErr::fetch(py));
+                }
+                ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item);
+            }
+            Ok(list)
+        }
+    }
+
+    pub fn batch<'py>(&self, py: Python<'py>, rows: &[Vec<u32>], vocab_size: usize) -> PyResult<Bound<'py, PyList>> {
+        // SAFETY: as in `list`; each row list is a new reference stolen by the outer list.
+        unsafe {
+            let outer = ffi::PyList_New(rows.len() as ffi::Py_ssize_t);
+            if outer.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            let outer = Bound::from_owned_ptr(py, outer).cast_into_unchecked::<PyList>();
+            for (i, row) in rows.iter().enumerate() {
+                let inner = self.list(py, row, vocab_size)?;
+                ffi::PyList_SET_ITEM(outer.as_ptr(), i as ffi::Py_ssize_t, inner.into_ptr());
+            }
+            Ok(outer)
+        }
+    }
+}
