@@ -301,8 +301,12 @@ impl SpmModel {
 
     /// Approximate heap bytes held by the model (tables, tries, charsmaps).
     pub fn heap_bytes(&self) -> usize {
+        let algo = match &self.algorithm {
+            Algorithm::Bpe(b) => b.heap_bytes(),
+            Algorithm::Unigram(_) => 0,
+        };
         let cm = |n: Option<&Normalizer>| n.and_then(|n| n.charsmap.as_ref()).map_or(0, |c| c.heap_bytes());
-        self.table.heap_bytes() + cm(Some(&self.normalizer)) + cm(self.denormalizer.as_ref())
+        algo + self.table.heap_bytes() + cm(Some(&self.normalizer)) + cm(self.denormalizer.as_ref())
     }
 
     /// Normalizes `text` as sentencepiece's `Normalizer::Normalize`.
