@@ -168,7 +168,7 @@ impl SpmModel {
         }
         let algorithm = match kind {
             IndexKind::Hash => Algorithm::Bpe(BpeModel::new(&table)),
-            IndexKind::Trie => Algorithm::Unigram(UnigramModel::new(&table)),
+            IndexKind::Trie => Algorithm::Unigram(UnigramModel::new(&table).map_err(invalid)?),
         };
 
         let mut normalizer_spec = normalizer_spec;

@@ -1,11 +1,13 @@
 //! SentencePiece Unigram encoding: the Viterbi best path of `EncodeOptimized`
-//! (`unigram_model.cc`), id for id.
+//! (`unigram_model.cc` of sentencepiece 0.2.3), id for id.
 //!
 //! For each character position, all pieces starting there are found with a trie; the best
 //! path ending at each position is kept (ties keep the first path found). A position with
 //! no single-character piece gets an unknown node scored `min_score - 10`. USER_DEFINED
-//! pieces score `len_bytes * max_score - 0.1` so they always win; UNUSED pieces are skipped.
-//! Path scores are f32 sums, as sentencepiece 0.2.3 computes them.
+//! pieces score `0.1 * (len_bytes - 1)`; UNUSED pieces are skipped. Path scores are f32,
+//! and, as in sentencepiece, whenever the score at the current position leaves
+//! [-1e5, 1e5] it is subtracted from every reached position ahead (so long inputs keep
+//! float precision; this changes tie-breaking, which is why it must be mirrored).
 
 use super::proto::PieceType;
 use super::vocab::PieceTable;
@@ -15,8 +17,9 @@ const UNK_PENALTY: f32 = 10.0;
 
 pub struct UnigramModel {
     min_score: f32,
-    max_score: f32,
 }
+
+const SCORE_RESET_THRESHOLD: f32 = 100_000.0;
 
 #[derive(Clone, Copy)]
 struct BestPath {
@@ -36,16 +39,19 @@ pub struct UnigramScratch {
 type BestPathSlot = BestPath;
 
 impl UnigramModel {
-    pub fn new(table: &PieceTable) -> Self {
+    /// Fails, as sentencepiece does, when a score is NaN or infinite.
+    pub fn new(table: &PieceTable) -> Result<Self, String> {
         let mut min_score = f32::MAX;
-        let mut max_score = f32::MIN_POSITIVE; // C++ FLT_MIN is the smallest positive float
         for id in 0..table.len() as u32 {
+            let score = table.score(id);
+            if !score.is_finite() {
+                return Err(format!("piece {id} has a NaN or infinite score"));
+            }
             if table.piece_type(id) == PieceType::Normal {
-                min_score = min_score.min(table.score(id));
-                max_score = max_score.max(table.score(id));
+                min_score = min_score.min(score);
             }
         }
-        Self { min_score, max_score }
+        Ok(Self { min_score })
     }
 
     pub fn encode(&self, table: &PieceTable, unk: u32, text: &str, scratch: &mut UnigramScratch, out: &mut Vec<Token>) {
@@ -62,8 +68,19 @@ impl UnigramModel {
         best.resize(n + 1, BestPath { id: unk, score: 0.0, starts_at: -1 });
         let unk_score = self.min_score - UNK_PENALTY;
 
+        // Furthest position any path has reached (for the score reset).
+        let mut max_frontier = 0usize;
         for start in 0..n {
-            let till_here = best[start].score;
+            let mut till_here = best[start].score;
+            if !(-SCORE_RESET_THRESHOLD..=SCORE_RESET_THRESHOLD).contains(&till_here) {
+                let offset = till_here;
+                for i in start..=max_frontier.max(start) {
+                    if i == start || best[i].starts_at != -1 {
+                        best[i].score -= offset;
+                    }
+                }
+                till_here = 0.0;
+            }
             let mut has_single = false;
             if let Some(trie) = table.trie() {
                 let tail = &text[offsets[start] as usize..];
@@ -73,19 +90,15 @@ impl UnigramModel {
                         continue;
                     }
                     let end = start + len_chars;
-                    // Measured against sentencepiece 0.2.3: the path sums behave as f32
-                    // additions (ties between equal-scoring segmentations keep the first
-                    // path found, which f64 sums would not); the user-defined bonus is
-                    // formed in f64 and rounded.
-                    let score: f32 = if ty == PieceType::UserDefined {
-                        let len_bytes = (offsets[end] - offsets[start]) as f32;
-                        ((len_bytes * self.max_score) as f64 - 0.1) as f32
+                    max_frontier = max_frontier.max(end);
+                    let score = if ty == PieceType::UserDefined {
+                        let len_bytes = (offsets[end] - offsets[start]) as f64;
+                        (0.1 * (len_bytes - 1.0)) as f32
                     } else {
                         table.score(id)
                     };
                     let cand = score + till_here;
-                    let better = best[end].starts_at == -1 || cand > best[end].score;
-                    if better {
+                    if best[end].starts_at == -1 || cand > best[end].score {
                         best[end] = BestPath { id, score: cand, starts_at: start as i32 };
                     }
                     if len_chars == 1 {
@@ -94,6 +107,7 @@ impl UnigramModel {
                 }
             }
             if !has_single {
+                max_frontier = max_frontier.max(start + 1);
                 let cand = unk_score + till_here;
                 let slot = &mut best[start + 1];
                 if slot.starts_at == -1 || cand > slot.score {
