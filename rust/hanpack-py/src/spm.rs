@@ -165,8 +165,8 @@ impl SpmTokenizer {
         u32::try_from(id).ok().and_then(|i| self.model.id_to_piece(i))
     }
 
-    fn piece_to_id(&self, piece: &str) -> u32 {
-        self.model.piece_to_id(piece)
+    fn piece_to_id(&self, piece: &str) -> i64 {
+        self.model.piece_to_id(piece).map_or(-1, i64::from)
     }
 
     fn piece_score(&self, id: i64) -> Option<f32> {

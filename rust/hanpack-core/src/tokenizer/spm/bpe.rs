@@ -57,10 +57,11 @@ struct Pair {
     id: u32,
 }
 
-/// Maps an f32 to a u32 with the same order (C++ `<` on floats; -0.0 equals 0.0).
+/// Maps an f32 to a u32 in the order of sentencepiece 0.2.3's `SymbolPairComparator`,
+/// which compares the IEEE bit patterns (so -0.0 sorts below +0.0, and NaNs sort by sign
+/// beyond the infinities).
 #[inline]
 fn order_key(score: f32) -> u32 {
-    let score = if score == 0.0 { 0.0 } else { score };
     let bits = score.to_bits();
     if bits & 0x8000_0000 != 0 {
         !bits
@@ -179,10 +180,6 @@ pub struct BpeModel {
     filter: PairFilter,
     /// The vocabulary has UNUSED pieces, so resegmentation may be needed.
     has_unused: bool,
-    /// A reserved piece (CONTROL/UNKNOWN/BYTE) could equal a final symbol (it has one
-    /// character or also exists as a normal piece), so `PieceToId`'s reserved-first rule
-    /// must be applied to every output symbol. Otherwise symbols keep their piece ids.
-    reserved_may_shadow: bool,
 }
 
 #[inline]
@@ -193,10 +190,6 @@ fn mix(key: u64) -> u64 {
 impl BpeModel {
     pub fn new(table: &PieceTable) -> Self {
         let has_unused = (0..table.len() as u32).any(|i| table.piece_type(i) == PieceType::Unused);
-        let reserved_may_shadow = table.reserved_ids().any(|i| {
-            let p = table.piece(i);
-            p.chars().count() == 1 || table.normal_id(p).is_some()
-        });
         // Every way a piece can be formed from two symbols.
         let mut keys = Vec::new();
         for (_, piece) in table.normal_pieces() {
@@ -207,7 +200,7 @@ impl BpeModel {
             }
         }
         let filter = PairFilter::new(&keys);
-        Self { cache_id: NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed), filter, has_unused, reserved_may_shadow }
+        Self { cache_id: NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed), filter, has_unused }
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -226,8 +219,9 @@ impl BpeModel {
         id
     }
 
-    /// Encodes normalized `text`, appending (range, id) tokens where id is
-    /// `PieceToId(piece)` (`unk` when the piece is not in the vocabulary).
+    /// Encodes normalized `text`, appending (range, id) tokens; a symbol that is not a
+    /// normal piece gets `unk` (as sentencepiece 0.2.3, which looks symbols up with
+    /// `PieceToIdNoReserved` and maps reserved pieces to unknown too).
     pub fn encode(
         &self,
         table: &PieceTable,
@@ -311,11 +305,8 @@ impl BpeModel {
             if let Some(rev) = rev_merge.as_ref() {
                 resegment(table, text, rev, range, unk, out);
             } else {
-                let id = if s.id >= CHAR_ID || self.reserved_may_shadow {
-                    table.lookup(&text[range.start as usize..range.end as usize]).unwrap_or(unk)
-                } else {
-                    s.id
-                };
+                // Symbol ids are normal piece ids or CHAR_ID | codepoint / NOT_A_PIECE.
+                let id = if s.id >= CHAR_ID { unk } else { s.id };
                 out.push(Token { start: range.start, end: range.end, id });
             }
             index = s.next;
@@ -368,17 +359,29 @@ impl<'a> Ctx<'a, '_> {
     }
 }
 
-/// Splits UNUSED pieces back into the pair that formed them, recursively.
+/// Splits UNUSED pieces back into the pair that formed them, recursively (at most 100
+/// levels deep, as sentencepiece 0.2.3 limits it).
 fn resegment(table: &PieceTable, text: &str, rev: &RevMerge<'_>, range: std::ops::Range<u32>, unk: u32, out: &mut Vec<Token>) {
+    resegment_at(table, text, rev, range, unk, out, 0)
+}
+
+const MAX_RESEGMENT_DEPTH: u32 = 100;
+
+fn resegment_at(table: &PieceTable, text: &str, rev: &RevMerge<'_>, range: std::ops::Range<u32>, unk: u32, out: &mut Vec<Token>, depth: u32) {
     let piece = &text[range.start as usize..range.end as usize];
-    let id = table.lookup(piece);
-    let is_unused = id.is_some_and(|i| table.piece_type(i) == PieceType::Unused);
-    if is_unused {
-        if let Some((l, r)) = rev.get(piece) {
-            resegment(table, text, rev, l.clone(), unk, out);
-            resegment(table, text, rev, r.clone(), unk, out);
-            return;
-        }
+    let id = table.normal_id(piece);
+    let push = |out: &mut Vec<Token>, id: u32| out.push(Token { start: range.start, end: range.end, id });
+    match id {
+        // Past the depth limit sentencepiece emits the piece as looked up.
+        _ if depth > MAX_RESEGMENT_DEPTH => push(out, id.or_else(|| table.lookup(piece)).unwrap_or(unk)),
+        None => push(out, unk),
+        Some(i) if table.piece_type(i) != PieceType::Unused => push(out, i),
+        Some(_) => match rev.get(piece) {
+            None => push(out, unk),
+            Some((l, r)) => {
+                resegment_at(table, text, rev, l.clone(), unk, out, depth + 1);
+                resegment_at(table, text, rev, r.clone(), unk, out, depth + 1);
+            }
+        },
     }
-    out.push(Token { start: range.start, end: range.end, id: id.unwrap_or(unk) });
 }

@@ -70,10 +70,22 @@ impl SpmModel {
     pub fn decode_step(&self, state: &mut DecodeState, id: i64, out: &mut String) -> Result<()> {
         let mut id = self.check_id(id)?;
         let piece = self.table.piece(id);
+        // sentencepiece decodes `PieceToId(IdToPiece(id))`, which differs from `id` only
+        // for a piece no lookup finds (then it is unknown, or -1 without <unk>).
+        let mut ty = self.table.piece_type(id);
         if self.decode_remaps {
-            id = self.piece_to_id(piece);
+            match self.piece_to_id(piece) {
+                Some(i) => {
+                    id = i;
+                    ty = self.table.piece_type(i);
+                }
+                None => {
+                    // -1 in sentencepiece: unknown, and not the <unk> piece itself.
+                    ty = PieceType::Unknown;
+                    id = u32::MAX;
+                }
+            }
         }
-        let ty = self.table.piece_type(id);
         if ty == PieceType::Byte {
             if let Some(b) = piece_to_byte(piece) {
                 state.pending.push(b);
@@ -91,7 +103,7 @@ impl SpmModel {
             PieceType::Unknown => {
                 // A piece that only maps to <unk> by lookup (e.g. an unindexed "\0")
                 // decodes to its own text, as sentencepiece does.
-                if self.table.piece(id) == piece {
+                if self.id_to_piece(id) == Some(piece) {
                     out.push_str(&self.unk_surface);
                 } else {
                     out.push_str(piece);

@@ -26,6 +26,9 @@ use proto::{ModelProto, ModelType, NormalizerSpec, PieceType, SelfTestData, Trai
 use unigram::{UnigramModel, UnigramScratch};
 use vocab::{BuildError, IndexKind, PieceTable};
 
+/// The unknown id of a byte-fallback model that has no `<unk>` piece.
+const NO_UNK: u32 = u32::MAX;
+
 /// One piece found by the model: a byte range of the normalized text and its id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
@@ -162,7 +165,13 @@ impl SpmModel {
             BuildError::Duplicate(p) => invalid(format!("piece {p:?} is defined twice")),
             BuildError::Index(e) => invalid(format!("cannot index the pieces: {e}")),
         })?;
-        let unk = unk.ok_or_else(|| invalid("no UNKNOWN piece is defined".into()))?;
+        // sentencepiece 0.2.3 accepts a byte-fallback model without <unk>: unknown text
+        // always becomes bytes, so a sentinel id never reaches the output.
+        let unk = match unk {
+            Some(u) => u,
+            None if byte_fallback => NO_UNK,
+            None => return Err(invalid("no UNKNOWN piece is defined".into())),
+        };
         if byte_fallback && byte_ids.contains(&u32::MAX) {
             return Err(invalid("byte_fallback is set but the 256 <0xXX> byte pieces are not all there".into()));
         }
@@ -286,9 +295,9 @@ impl SpmModel {
         ((id as usize) < self.table.len()).then(|| self.table.piece(id))
     }
 
-    /// `PieceToId`: unknown pieces give the UNKNOWN id.
-    pub fn piece_to_id(&self, piece: &str) -> u32 {
-        self.table.lookup(piece).unwrap_or(self.unk)
+    /// `PieceToId`: unknown pieces give the UNKNOWN id (`None` when the model has none).
+    pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
+        self.table.lookup(piece).or((self.unk != NO_UNK).then_some(self.unk))
     }
 
     pub fn piece_score(&self, id: u32) -> Option<f32> {

@@ -1,6 +1,7 @@
-//! The piece table: every piece's text, score and type, and the two lookup maps that
-//! sentencepiece keeps (`pieces_` for NORMAL/USER_DEFINED/UNUSED, `reserved_id_map_` for
-//! CONTROL/UNKNOWN/BYTE). Lookups check the reserved map first, as `PieceToId` does.
+//! The piece table: every piece's text, score and type, and the lookup maps that
+//! sentencepiece 0.2.3 keeps. A BPE model has one map over all pieces (a text may appear
+//! once); a Unigram model has `pieces_` for NORMAL/USER_DEFINED/UNUSED and
+//! `reserved_id_map_` for CONTROL/UNKNOWN/BYTE, and `PieceToId` checks the latter first.
 //!
 //! Memory is kept small on purpose (a loaded tokenizer should cost at most a few times its
 //! file size): texts live in one arena, the hash maps store only `u32` ids and hash the
@@ -17,11 +18,14 @@ use super::proto::PieceType;
 /// How the NORMAL/USER_DEFINED/UNUSED pieces are indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexKind {
+    /// BPE: one hash map over every piece.
     Hash,
+    /// Unigram: a trie over normal pieces plus a hash map over reserved ones.
     Trie,
 }
 
 enum NormalIndex {
+    /// Every indexed piece, of any type (the `reserved` map stays empty).
     Hash(HashTable<u32>),
     Trie(Option<crawdad::Trie>),
 }
@@ -93,8 +97,8 @@ impl PieceTable {
             let hash = hash_str(&text);
             let text_of = |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
             let map = match (is_normal_type(ty), kind) {
-                (false, _) => &mut reserved,
-                (true, IndexKind::Hash) => &mut normal_hash,
+                (_, IndexKind::Hash) => &mut normal_hash,
+                (false, IndexKind::Trie) => &mut reserved,
                 (true, IndexKind::Trie) => {
                     trie_records.push((id, offsets[id as usize]));
                     continue;
@@ -160,35 +164,33 @@ impl PieceTable {
         }
     }
 
-    /// Lookup in the NORMAL/USER_DEFINED/UNUSED map only (what BPE merges and the
-    /// Unigram lattice see).
+    /// The id of `text` if it is a NORMAL/USER_DEFINED/UNUSED piece: what BPE merges and
+    /// the Unigram lattice may use (`PieceToIdNoReserved` + `!IsReservedId`).
     #[inline]
     pub fn normal_id(&self, text: &str) -> Option<u32> {
-        self.normal_id_hashed(text, hash_str(text))
-    }
-
-    /// `normal_id` with the hash already computed by the caller.
-    #[inline]
-    pub fn normal_id_hashed(&self, text: &str, hash: u64) -> Option<u32> {
         match &self.normal {
-            NormalIndex::Hash(h) => h.find(hash, |&i| self.piece(i) == text).copied(),
+            NormalIndex::Hash(h) => h
+                .find(hash_str(text), |&i| self.piece(i) == text)
+                .copied()
+                .filter(|&i| is_normal_type(self.piece_type(i))),
             NormalIndex::Trie(t) => t.as_ref()?.exact_match(text.chars()),
         }
-    }
-
-    /// Lookup in the CONTROL/UNKNOWN/BYTE map only.
-    #[inline]
-    pub fn reserved_id(&self, text: &str) -> Option<u32> {
-        if self.reserved.is_empty() {
-            return None;
-        }
-        self.reserved.find(hash_str(text), |&i| self.piece(i) == text).copied()
     }
 
     /// sentencepiece's `PieceToId` without the unknown fallback.
     #[inline]
     pub fn lookup(&self, text: &str) -> Option<u32> {
-        self.reserved_id(text).or_else(|| self.normal_id(text))
+        match &self.normal {
+            NormalIndex::Hash(h) => h.find(hash_str(text), |&i| self.piece(i) == text).copied(),
+            NormalIndex::Trie(t) => {
+                if !self.reserved.is_empty() {
+                    if let Some(&i) = self.reserved.find(hash_str(text), |&i| self.piece(i) == text) {
+                        return Some(i);
+                    }
+                }
+                t.as_ref()?.exact_match(text.chars())
+            }
+        }
     }
 
     /// Ids of NORMAL/USER_DEFINED/UNUSED pieces, with their texts.
