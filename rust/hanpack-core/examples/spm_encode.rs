@@ -33,4 +33,15 @@ fn main() {
         let dt = t0.elapsed().as_secs_f64();
         println!("round {round}: {:.1} MB/s, {n} tokens", bytes as f64 / dt / 1e6);
     }
+    let all: Vec<Vec<i64>> = lines
+        .iter()
+        .map(|l| model.encode(l, false, false).unwrap_or_default().into_iter().map(i64::from).collect())
+        .collect();
+    let t0 = Instant::now();
+    let mut out = 0;
+    for ids in &all {
+        out += model.decode(ids).map(|s| s.len()).unwrap_or(0);
+    }
+    let dt = t0.elapsed().as_secs_f64();
+    println!("decode: {:.1} MB/s ({out} bytes)", bytes as f64 / dt / 1e6);
 }

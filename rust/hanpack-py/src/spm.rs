@@ -10,7 +10,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList};
 use rayon::prelude::*;
 
-use crate::convert::IdCache;
+use crate::convert::{ids_from_py, IdCache};
 use crate::errors::{run, run_detached, Failure};
 use crate::pool;
 
@@ -146,13 +146,15 @@ impl SpmTokenizer {
         Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, offsets)))
     }
 
-    fn decode(&self, py: Python<'_>, ids: Vec<i64>) -> PyResult<String> {
+    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        let ids = ids_from_py(ids)?;
         let m = &self.model;
         run_detached(py, || Ok(m.decode(&ids)?))
     }
 
     #[pyo3(signature = (batch, num_threads=None))]
-    fn decode_batch(&self, py: Python<'_>, batch: Vec<Vec<i64>>, num_threads: Option<usize>) -> PyResult<Vec<String>> {
+    fn decode_batch(&self, py: Python<'_>, batch: &Bound<'_, PyAny>, num_threads: Option<usize>) -> PyResult<Vec<String>> {
+        let batch = batch.try_iter()?.map(|row| ids_from_py(&row?)).collect::<PyResult<Vec<_>>>()?;
         let m = &self.model;
         run_detached(py, || {
             pool::install(num_threads, || {

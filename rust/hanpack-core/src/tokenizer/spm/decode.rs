@@ -13,6 +13,20 @@ use super::SpmModel;
 use crate::error::{HanpackError, Result};
 use crate::tokenizer::utf8::decode_lossy_into;
 
+/// `space_flags` bits: the piece starts with U+2581 / has U+2581 after its first char.
+pub(crate) const LEADING_SPACE: u8 = 1;
+pub(crate) const INNER_SPACE: u8 = 2;
+
+/// Per-piece `space_flags`, so decoding never scans a piece for U+2581 (CJK punctuation
+/// shares its lead byte, so a byte pre-check did not help on Chinese text).
+pub(crate) fn space_flags(piece: &str) -> u8 {
+    let (lead, rest) = match piece.strip_prefix(SPACE_SYMBOL) {
+        Some(rest) => (LEADING_SPACE, rest),
+        None => (0, piece),
+    };
+    lead | if rest.contains(SPACE_SYMBOL) { INNER_SPACE } else { 0 }
+}
+
 /// `<0xXX>` (upper-case hex, as sentencepiece writes it) → the byte.
 pub fn piece_to_byte(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
@@ -111,18 +125,23 @@ impl SpmModel {
                 state.bos_ws_seen = false;
             }
             _ => {
+                let flags = self.space_flags[id as usize];
                 let mut text = piece;
                 let mut seen = false;
-                if state.is_bos_ws && self.strip_bos_ws() {
-                    if let Some(rest) = text.strip_prefix(SPACE_SYMBOL) {
-                        text = rest;
-                        seen = true;
-                    }
-                    if self.normalizer.remove_extra_whitespaces {
-                        seen = false;
+                if flags & LEADING_SPACE != 0 {
+                    text = &piece[SPACE_SYMBOL.len()..];
+                    if state.is_bos_ws && self.strip_bos_ws() {
+                        // Dropped at the start of the text.
+                        seen = !self.normalizer.remove_extra_whitespaces;
+                    } else {
+                        out.push(' ');
                     }
                 }
-                push_unescaped(text, out);
+                if flags & INNER_SPACE != 0 {
+                    push_unescaped(text, out);
+                } else {
+                    out.push_str(text);
+                }
                 state.bos_ws_seen = seen;
             }
         }
@@ -182,11 +201,6 @@ impl SpmModel {
 /// Appends `piece` with U+2581 replaced by a space.
 #[inline]
 fn push_unescaped(piece: &str, out: &mut String) {
-    // U+2581 is E2 96 81; a quick byte test avoids the replace on most pieces.
-    if !piece.as_bytes().contains(&0xE2) {
-        out.push_str(piece);
-        return;
-    }
     let mut rest = piece;
     while let Some(i) = rest.find(SPACE_SYMBOL) {
         out.push_str(&rest[..i]);
