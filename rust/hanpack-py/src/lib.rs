@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod convert;
 mod errors;
+mod pipeline;
 mod pool;
 mod spm;
 

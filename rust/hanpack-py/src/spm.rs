@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::convert::{ids_from_py, IdCache};
 use crate::errors::{run, run_detached, Failure};
+use crate::pipeline::pipelined;
 use crate::pool;
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
@@ -86,17 +87,22 @@ impl SpmTokenizer {
     #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
     fn encode_batch<'py>(&self, py: Python<'py>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        let rows = run_detached(py, || {
-            pool::install(num_threads, || {
-                texts
-                    .par_iter()
-                    .with_min_len(MIN_TASK)
-                    .map(|t| m.encode(t, add_bos, add_eos))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(Failure::from)
-            })
-        })?;
-        self.ints.batch(py, &rows, m.vocab_size())
+        let out = PyList::empty(py);
+        let chunk = (texts.len() / 64).clamp(MIN_TASK, 4096);
+        pipelined(
+            py,
+            &texts,
+            chunk,
+            num_threads,
+            |part| part.iter().map(|t| m.encode(t, add_bos, add_eos)).collect::<Result<Vec<_>, _>>().map_err(Failure::from),
+            |rows| {
+                for row in &rows {
+                    out.append(self.ints.list(py, row, m.vocab_size())?)?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
