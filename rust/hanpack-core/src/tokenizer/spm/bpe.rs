@@ -11,8 +11,9 @@
 //! Speed: every symbol carries an id that names its text uniquely (the piece id, or
 //! `CHAR_ID | codepoint` for a character that is not a piece), so "is left+right a
 //! piece?" is asked of a small per-thread cache keyed by the two ids; only a cache miss
-//! hashes the concatenated text into the piece table. Measured on Chinese news text this
-//! removes most string hashing and comparison (the old hot spot, ~40% of the time).
+//! hashes the concatenated text into the piece table. A Bloom filter over all piece-forming
+//! pairs first rejects the many bigrams that are not pieces. Measured on Chinese news text
+//! (Chinese-LLaMA) these took encoding from ~40 to ~110 MB/s on one core.
 
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -77,10 +78,10 @@ impl Pair {
     }
 }
 
-/// Direct-mapped caches, per thread: 2^13 pairs (128 KiB) and 2^12 characters (32 KiB),
-/// small enough to stay in L2 and large enough for the common pairs of a language.
-const PAIR_SLOTS: usize = 1 << 13;
-const CHAR_SLOTS: usize = 1 << 12;
+/// Direct-mapped caches, per thread: 2^14 piece-forming pairs (256 KiB) and 2^14
+/// characters (128 KiB, enough for the common Chinese characters; 2^12 measured ~5% slower).
+const PAIR_SLOTS: usize = 1 << 14;
+const CHAR_SLOTS: usize = 1 << 14;
 
 #[derive(Clone, Copy)]
 struct PairSlot {
@@ -210,7 +211,7 @@ impl BpeModel {
     /// Symbol id of one character.
     #[inline]
     fn char_id(table: &PieceTable, chars: &mut [CharSlot], text: &str, c: char) -> u32 {
-        let slot = &mut chars[(mix(c as u64) >> 52) as usize & (CHAR_SLOTS - 1)];
+        let slot = &mut chars[(mix(c as u64) >> 50) as usize & (CHAR_SLOTS - 1)];
         if slot.ch == c as u32 {
             return slot.id;
         }
@@ -339,7 +340,7 @@ impl<'a> Ctx<'a, '_> {
         if !self.filter.may_contain(key) {
             return None;
         }
-        let slot = &mut self.pairs[(mix(key) >> 51) as usize & (PAIR_SLOTS - 1)];
+        let slot = &mut self.pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
         if slot.key != key {
             let piece = &self.text[l.start as usize..r.end as usize];
             let merged = self.table.normal_id(piece).unwrap_or(NOT_A_PIECE);

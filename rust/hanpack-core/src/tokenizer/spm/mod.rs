@@ -385,12 +385,22 @@ impl SpmModel {
             out.push(b);
         }
         self.with_tokens(text, |normalized, tokens| {
+            // `post_process` specialised to ids: the piece text is only needed for byte
+            // fallback, so the hot loop slices nothing.
             out.reserve(tokens.len());
-            self.post_process(normalized, tokens, |id, _, merge| {
-                if !merge {
-                    out.push(id)
+            let mut prev_unk = false;
+            for t in tokens {
+                let is_unk = t.id == self.unk;
+                match (&self.byte_ids, is_unk) {
+                    (Some(bytes), true) => {
+                        let piece = &normalized.as_bytes()[t.start as usize..t.end as usize];
+                        out.extend(piece.iter().map(|&b| bytes[b as usize]));
+                    }
+                    (None, true) if prev_unk => {}
+                    _ => out.push(t.id),
                 }
-            });
+                prev_unk = is_unk;
+            }
         });
         if let (true, Some(e)) = (add_eos, self.eos_id) {
             out.push(e);
