@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use hashbrown::HashMap;
 
+use super::normalizer::SPACE_SYMBOL;
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
 use super::vocab::PieceTable;
@@ -106,6 +107,8 @@ pub struct BpeScratch {
     owner: u64,
     pairs: Vec<PairSlot>,
     chars: Vec<CharSlot>,
+    /// Tokens of recently seen words (offsets relative to the word).
+    words: HashMap<Box<str>, Box<[Token]>>,
 }
 
 impl BpeScratch {
@@ -116,6 +119,7 @@ impl BpeScratch {
             self.pairs.resize(PAIR_SLOTS, PairSlot { key: u64::MAX, merged: NOT_A_PIECE, score: 0 });
             self.chars.clear();
             self.chars.resize(CHAR_SLOTS, CharSlot { ch: u32::MAX, id: 0 });
+            self.words.clear();
         }
     }
 }
@@ -181,6 +185,44 @@ pub struct BpeModel {
     filter: PairFilter,
     /// The vocabulary has UNUSED pieces, so resegmentation may be needed.
     has_unused: bool,
+    /// Words (a U+2581 run and what follows up to the next U+2581) can be encoded
+    /// separately: no piece has a U+2581 after a non-U+2581 character, so no merge can
+    /// join a word to the next, and within a word merges happen in the same relative
+    /// order as in the whole text. This lets repeated words come from a cache.
+    word_split: bool,
+}
+
+/// Words longer than this are encoded, not cached.
+const MAX_CACHED_WORD: usize = 64;
+/// The word cache is cleared when it holds this many words (bounded memory per thread).
+const MAX_CACHED_WORDS: usize = 1 << 16;
+
+/// Splits before every U+2581 that follows another character: (byte offset, word).
+fn split_words(text: &str) -> impl Iterator<Item = (u32, &str)> {
+    let bytes = text.as_bytes();
+    let mut start = 0usize;
+    let mut i = 0usize;
+    let mut prev_space = true;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let is_space = bytes[i..].starts_with(SPACE_SYMBOL.as_bytes());
+            if is_space && !prev_space && i > start {
+                let word = (start as u32, &text[start..i]);
+                start = i;
+                prev_space = true;
+                i += SPACE_SYMBOL.len();
+                return Some(word);
+            }
+            prev_space = is_space;
+            i += if is_space { SPACE_SYMBOL.len() } else { 1 };
+        }
+        if start < bytes.len() {
+            let word = (start as u32, &text[start..]);
+            start = bytes.len();
+            return Some(word);
+        }
+        None
+    })
 }
 
 #[inline]
@@ -201,11 +243,18 @@ impl BpeModel {
             }
         }
         let filter = PairFilter::new(&keys);
-        Self { cache_id: NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed), filter, has_unused }
+        let word_split = !has_unused
+            && table.normal_pieces().all(|(_, p)| !p.trim_start_matches(SPACE_SYMBOL).contains(SPACE_SYMBOL));
+        Self { cache_id: NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed), filter, has_unused, word_split }
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.filter.heap_bytes()
+    }
+
+    /// Whether words are encoded independently (see `word_split`).
+    pub fn splits_words(&self) -> bool {
+        self.word_split
     }
 
     /// Symbol id of one character.
@@ -236,6 +285,42 @@ impl BpeModel {
             return;
         }
         scratch.claim(self.cache_id);
+        if !self.word_split {
+            self.encode_word(table, matcher, unk, text, 0, scratch, out);
+            return;
+        }
+        for (base, word) in split_words(text) {
+            if word.len() > MAX_CACHED_WORD {
+                self.encode_word(table, matcher, unk, word, base, scratch, out);
+                continue;
+            }
+            if let Some(cached) = scratch.words.get(word) {
+                out.extend(cached.iter().map(|t| Token { start: t.start + base, end: t.end + base, id: t.id }));
+                continue;
+            }
+            let first = out.len();
+            self.encode_word(table, matcher, unk, word, base, scratch, out);
+            if scratch.words.len() >= MAX_CACHED_WORDS {
+                scratch.words.clear();
+            }
+            let rel: Box<[Token]> = out[first..].iter().map(|t| Token { start: t.start - base, end: t.end - base, id: t.id }).collect();
+            scratch.words.insert(word.into(), rel);
+        }
+    }
+
+    /// BPE over one span of the normalized text (the whole text, or one word when words
+    /// are independent); token offsets are shifted by `base`.
+    #[allow(clippy::too_many_arguments)]
+    fn encode_word(
+        &self,
+        table: &PieceTable,
+        matcher: Option<&PrefixMatcher>,
+        unk: u32,
+        text: &str,
+        base: u32,
+        scratch: &mut BpeScratch,
+        out: &mut Vec<Token>,
+    ) {
         let BpeScratch { symbols, heap, pairs, chars, .. } = scratch;
         symbols.clear();
         heap.clear();
@@ -304,11 +389,12 @@ impl BpeModel {
             let s = symbols[index as usize];
             let range = s.start..s.end;
             if let Some(rev) = rev_merge.as_ref() {
+                // Only whole texts are resegmented (`word_split` is off with UNUSED pieces).
                 resegment(table, text, rev, range, unk, out);
             } else {
                 // Symbol ids are normal piece ids or CHAR_ID | codepoint / NOT_A_PIECE.
                 let id = if s.id >= CHAR_ID { unk } else { s.id };
-                out.push(Token { start: range.start, end: range.end, id });
+                out.push(Token { start: range.start + base, end: range.end + base, id });
             }
             index = s.next;
         }
