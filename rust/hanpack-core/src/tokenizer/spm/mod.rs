@@ -44,6 +44,9 @@ enum Algorithm {
 
 /// What `save` needs besides the pieces (the charsmaps live in the normalizers).
 struct Specs {
+    /// Per piece: bit 0 = `score` was present in the file, bit 1 = `type` was, so `save`
+    /// writes back exactly the fields that were there (proto2 keeps presence).
+    present: Vec<u8>,
     trainer: Option<TrainerSpec>,
     normalizer: Option<NormalizerSpec>,
     self_test: Option<SelfTestData>,
@@ -118,15 +121,20 @@ impl SpmModel {
         let mut unk: Option<u32> = None;
         let mut byte_ids = [u32::MAX; 256];
         let mut entries = Vec::with_capacity(pieces.len());
+        let mut present = Vec::with_capacity(pieces.len());
         for (i, p) in pieces.into_iter().enumerate() {
+            present.push(u8::from(p.score.is_some()) | u8::from(p.r#type.is_some()) << 1);
             let text = p.piece.unwrap_or_default();
             let mut ty = p.r#type.and_then(|t| PieceType::try_from(t).ok()).unwrap_or(PieceType::Normal);
             let mut indexed = true;
             if text == "\0" && byte_fallback {
                 // sentencepiece 0.2.3 warns and treats it as an UNUSED piece that no
-                // lookup finds (InternLM's V7_sft.model has one).
+                // lookup finds (InternLM's V7_sft.model has one), and saves it as UNUSED.
                 ty = PieceType::Unused;
                 indexed = false;
+                if let Some(flags) = present.last_mut() {
+                    *flags |= 2;
+                }
             }
             if text.len() >= 8000 {
                 return Err(invalid(format!("piece {i} is too long ({} bytes)", text.len())));
@@ -238,7 +246,7 @@ impl SpmModel {
             pad_id,
             unk_surface,
             decode_remaps,
-            specs: Specs { trainer: trainer_spec, normalizer: normalizer_spec, self_test: self_test_data, denormalizer: denormalizer_spec },
+            specs: Specs { present, trainer: trainer_spec, normalizer: normalizer_spec, self_test: self_test_data, denormalizer: denormalizer_spec },
             table,
         })
     }
@@ -255,10 +263,13 @@ impl SpmModel {
         };
         let proto = ModelProto {
             pieces: (0..self.table.len() as u32)
-                .map(|i| proto::SentencePiece {
-                    piece: Some(self.table.piece(i).to_owned()),
-                    score: Some(self.table.score(i)),
-                    r#type: Some(self.table.piece_type(i) as i32),
+                .map(|i| {
+                    let present = self.specs.present.get(i as usize).copied().unwrap_or(3);
+                    proto::SentencePiece {
+                        piece: Some(self.table.piece(i).to_owned()),
+                        score: (present & 1 != 0).then(|| self.table.score(i)),
+                        r#type: (present & 2 != 0).then(|| self.table.piece_type(i) as i32),
+                    }
                 })
                 .collect(),
             trainer_spec: self.specs.trainer.clone(),
