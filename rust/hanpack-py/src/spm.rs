@@ -7,10 +7,10 @@ use hanpack_core::tokenizer::spm::SpmModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 use rayon::prelude::*;
 
-use crate::convert::{ids_from_py, IdCache};
+use crate::convert::{append_ids, ids_from_py, IdCache};
 use crate::errors::{run, run_detached, Failure};
 use crate::pipeline::pipelined;
 use crate::pool;
@@ -158,15 +158,45 @@ impl SpmTokenizer {
         run_detached(py, || Ok(m.decode(&ids)?))
     }
 
+    /// Rows are flattened into one id buffer; workers decode chunks of rows into one
+    /// string each while this thread turns finished chunks into Python strings (one
+    /// allocation per chunk instead of two per row).
     #[pyo3(signature = (batch, num_threads=None))]
-    fn decode_batch(&self, py: Python<'_>, batch: &Bound<'_, PyAny>, num_threads: Option<usize>) -> PyResult<Vec<String>> {
-        let batch = batch.try_iter()?.map(|row| ids_from_py(&row?)).collect::<PyResult<Vec<_>>>()?;
+    fn decode_batch<'py>(&self, py: Python<'py>, batch: &Bound<'py, PyAny>, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        let mut flat = Vec::new();
+        let mut rows = Vec::new();
+        for row in batch.try_iter()? {
+            let start = flat.len();
+            append_ids(&row?, &mut flat)?;
+            rows.push(start..flat.len());
+        }
         let m = &self.model;
-        run_detached(py, || {
-            pool::install(num_threads, || {
-                batch.par_iter().with_min_len(MIN_TASK).map(|ids| m.decode(ids)).collect::<Result<Vec<_>, _>>().map_err(Failure::from)
-            })
-        })
+        let out = PyList::empty(py);
+        let chunk = (rows.len() / 64).clamp(MIN_TASK, 4096);
+        pipelined(
+            py,
+            &rows,
+            chunk,
+            num_threads,
+            |part| {
+                let mut text = String::new();
+                let mut ends = Vec::with_capacity(part.len());
+                for r in part {
+                    m.decode_into(&flat[r.clone()], &mut text)?;
+                    ends.push(text.len());
+                }
+                Ok((text, ends))
+            },
+            |(text, ends)| {
+                let mut start = 0;
+                for end in ends {
+                    out.append(PyString::new(py, &text[start..end]))?;
+                    start = end;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(out)
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {

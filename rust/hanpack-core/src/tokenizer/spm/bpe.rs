@@ -252,10 +252,6 @@ impl BpeModel {
         self.filter.heap_bytes()
     }
 
-    /// Whether words are encoded independently (see `word_split`).
-    pub fn splits_words(&self) -> bool {
-        self.word_split
-    }
 
     /// Symbol id of one character.
     #[inline]

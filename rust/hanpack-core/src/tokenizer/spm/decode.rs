@@ -169,13 +169,30 @@ impl SpmModel {
 
     /// `SentencePieceProcessor::DecodeIds`.
     pub fn decode(&self, ids: &[i64]) -> Result<String> {
-        let mut state = DecodeState::default();
         let mut out = String::with_capacity(ids.len() * 4);
-        for &id in ids {
-            self.decode_step(&mut state, id, &mut out)?;
+        self.decode_into(ids, &mut out)?;
+        Ok(out)
+    }
+
+    /// `decode`, appended to `out` (batch decoding reuses one buffer per chunk).
+    pub fn decode_into(&self, ids: &[i64], out: &mut String) -> Result<()> {
+        let mut state = DecodeState::default();
+        if self.denormalizer.is_some() {
+            let mut text = String::with_capacity(ids.len() * 4);
+            for &id in ids {
+                self.decode_step(&mut state, id, &mut text)?;
+            }
+            self.decode_finish(&mut state, &mut text);
+            out.push_str(&self.denormalize(text));
+            return Ok(());
         }
-        self.decode_finish(&mut state, &mut out);
-        Ok(self.denormalize(out))
+        // Without a denormalizer the text is produced in place: the state tracks what this
+        // row produced, so text already in `out` does not matter.
+        for &id in ids {
+            self.decode_step(&mut state, id, out)?;
+        }
+        self.decode_finish(&mut state, out);
+        Ok(())
     }
 
     /// One streaming step with the denormalizer applied to the emitted chunk. Exact for

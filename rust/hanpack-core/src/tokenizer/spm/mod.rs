@@ -1,9 +1,9 @@
 //! SentencePiece models: load a `.model` file, encode and decode exactly like
 //! sentencepiece 0.2.x (`SentencePieceProcessor`).
 //!
-//! Pipeline: [`normalizer`] → [`bpe`] or [`unigram`] (pieces with
-//! `PieceToId` ids) → [`SpmModel::post_process`] (runs of unknown pieces merged into one,
-//! or split into `<0xXX>` byte pieces with byte fallback) → ids. [`decode`] goes back.
+//! Pipeline: [`normalizer`] → [`bpe`] or [`unigram`] (pieces with their ids, or the
+//! unknown id) → post-processing (runs of unknown pieces merged into one, or split into
+//! `<0xXX>` byte pieces with byte fallback) → ids. [`decode`] goes back.
 
 pub mod bpe;
 pub mod decode;

@@ -13,13 +13,15 @@ use super::proto::PieceType;
 use super::vocab::PieceTable;
 use super::Token;
 
+/// Subtracted from the lowest NORMAL score to score an unknown character.
 const UNK_PENALTY: f32 = 10.0;
+/// Path scores beyond this magnitude are re-based to 0 (sentencepiece's kScoreResetThreshold).
+const SCORE_RESET_THRESHOLD: f32 = 100_000.0;
 
 pub struct UnigramModel {
+    /// Lowest score of a NORMAL piece.
     min_score: f32,
 }
-
-const SCORE_RESET_THRESHOLD: f32 = 100_000.0;
 
 #[derive(Clone, Copy)]
 struct BestPath {
@@ -32,11 +34,9 @@ struct BestPath {
 /// Buffers reused across calls on one thread.
 #[derive(Default)]
 pub struct UnigramScratch {
-    best: Vec<BestPathSlot>,
+    best: Vec<BestPath>,
     char_offsets: Vec<u32>,
 }
-
-type BestPathSlot = BestPath;
 
 impl UnigramModel {
     /// Fails, as sentencepiece does, when a score is NaN or infinite.

@@ -198,11 +198,6 @@ impl PieceTable {
         (0..self.len() as u32).filter(|&i| is_normal_type(self.piece_type(i))).map(|i| (i, self.piece(i)))
     }
 
-    /// Ids of CONTROL/UNKNOWN/BYTE pieces.
-    pub fn reserved_ids(&self) -> impl Iterator<Item = u32> + '_ {
-        (0..self.len() as u32).filter(|&i| !is_normal_type(self.piece_type(i)))
-    }
-
     /// Heap bytes held (for memory reports).
     pub fn heap_bytes(&self) -> usize {
         let normal = match &self.normal {
