@@ -12,7 +12,7 @@ batches spread over all cores.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 from . import _core
 
@@ -51,7 +51,7 @@ def _check_threads(num_threads: object) -> int | None:
     return num_threads
 
 
-def _check_ids(ids: object, what: str = "ids") -> object:
+def _check_ids(ids: Any, what: str = "ids") -> Any:
     # Element types are checked in Rust while converting (TypeError there); a Python-level
     # loop here would cost more than decoding itself.
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
@@ -300,6 +300,8 @@ class StreamDecoder:
     """Incremental decoding; made by :meth:`Tokenizer.stream_decoder`."""
 
     __slots__ = ("_dec",)
+
+    _dec: _core.SpmStreamDecoder
 
     def __init__(self) -> None:
         raise TypeError("use Tokenizer.stream_decoder()")
