@@ -85,3 +85,31 @@ fn long_repetitive_input_is_linear() {
     let ids = m.encode(&text, false, false).unwrap();
     assert_eq!(ids.len(), 200_001); // "▁" then one "a" each (no "▁a" piece)
 }
+
+/// Random byte corruptions of a valid model either fail to load with an error or load and
+/// encode/decode without panicking (a tiny deterministic fuzzer, no extra crates).
+#[test]
+fn corrupted_models_never_panic() {
+    let good = tiny_bpe();
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut bytes = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % bytes.len() as u64) as usize;
+            bytes[i] = next() as u8;
+        }
+        if let Ok(m) = SpmModel::from_bytes(&bytes, "fuzz") {
+            let ids = m.encode("ab 中文 x\u{3000}y", false, false).unwrap_or_default();
+            let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
+            let _ = m.decode(&ids);
+            let _ = m.encode_as_pieces("aab");
+            let _ = m.to_bytes();
+        }
+    }
+}
