@@ -15,11 +15,11 @@
 //! pairs first rejects the many bigrams that are not pieces. Measured on Chinese news text
 //! (Chinese-LLaMA) these took encoding from ~40 to ~110 MB/s on one core.
 
-use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use hashbrown::HashMap;
 
+use super::agenda::{Agenda, Keyed, RUNS_FROM};
 use super::normalizer::SPACE_SYMBOL;
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
@@ -79,6 +79,13 @@ impl Pair {
     }
 }
 
+impl Keyed for Pair {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.key
+    }
+}
+
 /// Direct-mapped caches, per thread: 2^14 piece-forming pairs (256 KiB) and 2^14
 /// characters (128 KiB, enough for the common Chinese characters; 2^12 measured ~5% slower).
 const PAIR_SLOTS: usize = 1 << 14;
@@ -102,7 +109,7 @@ struct CharSlot {
 #[derive(Default)]
 pub struct BpeScratch {
     symbols: Vec<Symbol>,
-    heap: BinaryHeap<Pair>,
+    heap: Agenda<Pair>,
     /// The model whose answers the caches hold (0 = none yet).
     owner: u64,
     pairs: Vec<PairSlot>,
@@ -319,7 +326,6 @@ impl BpeModel {
     ) {
         let BpeScratch { symbols, heap, pairs, chars, .. } = scratch;
         symbols.clear();
-        heap.clear();
 
         // Split into characters / frozen user-defined symbols.
         let bytes = text.as_bytes();
@@ -348,14 +354,13 @@ impl BpeModel {
         let mut ctx = Ctx { table, text, pairs, filter: &self.filter };
 
         // Heapify the initial pairs in O(n) instead of n pushes.
-        let mut initial = std::mem::take(heap).into_vec();
-        initial.clear();
+        let mut initial = heap.take_buffer();
         for i in 1..symbols.len() {
             if let Some(p) = ctx.pair(symbols, &mut rev_merge, i as i32 - 1, i as i32) {
                 initial.push(p);
             }
         }
-        *heap = BinaryHeap::from(initial);
+        heap.reset(initial, symbols.len() >= RUNS_FROM);
 
         while let Some(top) = heap.pop() {
             let (l, r) = (symbols[top.left() as usize], symbols[top.right as usize]);

@@ -1,0 +1,178 @@
+//! The BPE agenda: a priority queue of candidate merges, popped highest score first and
+//! leftmost on ties (the order of sentencepiece's `std::priority_queue`; entries with equal
+//! keys may pop in any order, since at most one of them is still valid).
+//!
+//! Short words use a binary heap. Long words (a megabyte of one repeated character is the
+//! classic case) get a *run* layer in front of the heap: candidates are grouped by score,
+//! and a candidate whose position is right of the last one in its group is appended in
+//! O(1); the group fronts sit in a small heap. Left-to-right merging produces candidates in
+//! exactly that order, so a long repetitive run costs O(1) per merge instead of O(log n)
+//! operations on a heap far larger than the cache (measured ~4x faster on 1 MB of 'a').
+
+use std::collections::{BinaryHeap, VecDeque};
+
+use rustc_hash::FxHashMap;
+
+/// A candidate merge; `key` orders it (see `bpe::Pair`).
+pub trait Keyed: Copy + Ord {
+    fn key(&self) -> u64;
+    /// The score part of the key.
+    fn score_key(&self) -> u32 {
+        (self.key() >> 32) as u32
+    }
+}
+
+/// Words with at least this many symbols use the run layer.
+pub const RUNS_FROM: usize = 1024;
+
+pub struct Agenda<P: Keyed> {
+    heap: BinaryHeap<P>,
+    runs_enabled: bool,
+    runs: Vec<VecDeque<P>>,
+    run_of_score: FxHashMap<u32, usize>,
+    /// (key of the run's front, run index) for every non-empty run.
+    fronts: BinaryHeap<(u64, usize)>,
+}
+
+impl<P: Keyed> Default for Agenda<P> {
+    fn default() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            runs_enabled: false,
+            runs: Vec::new(),
+            run_of_score: FxHashMap::default(),
+            fronts: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<P: Keyed> Agenda<P> {
+    /// Empties the agenda and fills it with `initial` (heapified in O(n)).
+    pub fn reset(&mut self, mut initial: Vec<P>, use_runs: bool) {
+        self.runs_enabled = use_runs;
+        for r in &mut self.runs {
+            r.clear();
+        }
+        self.run_of_score.clear();
+        self.fronts.clear();
+        if use_runs {
+            let mut heap = std::mem::take(&mut self.heap).into_vec();
+            heap.clear();
+            for p in initial.drain(..) {
+                self.push_or(p, &mut heap);
+            }
+            self.heap = BinaryHeap::from(heap);
+            // Keep the drained buffer's capacity for the next call.
+            drop(initial);
+        } else {
+            self.heap = BinaryHeap::from(initial);
+        }
+    }
+
+    /// A buffer for the initial candidates (reuses the heap's allocation).
+    pub fn take_buffer(&mut self) -> Vec<P> {
+        let mut v = std::mem::take(&mut self.heap).into_vec();
+        v.clear();
+        v
+    }
+
+    fn push_or(&mut self, p: P, fallback: &mut Vec<P>) {
+        let score = p.score_key();
+        let next_run = self.run_of_score.len();
+        let r = *self.run_of_score.entry(score).or_insert(next_run);
+        if r == self.runs.len() {
+            self.runs.push(VecDeque::new());
+        }
+        let run = &mut self.runs[r];
+        // Same score, so a larger key means a smaller `left`: append only when `p` comes
+        // after (left of it is larger than) everything queued in this run.
+        match run.back() {
+            None => {
+                run.push_back(p);
+                self.fronts.push((p.key(), r));
+            }
+            Some(last) if p.key() < last.key() => run.push_back(p),
+            Some(_) => fallback.push(p),
+        }
+    }
+
+    pub fn push(&mut self, p: P) {
+        if !self.runs_enabled {
+            self.heap.push(p);
+            return;
+        }
+        let mut fallback = Vec::new();
+        self.push_or(p, &mut fallback);
+        if let Some(p) = fallback.pop() {
+            self.heap.push(p);
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<P> {
+        if !self.runs_enabled {
+            return self.heap.pop();
+        }
+        let heap_key = self.heap.peek().map(|p| p.key());
+        let run_key = self.fronts.peek().map(|&(k, _)| k);
+        match (heap_key, run_key) {
+            (None, None) => None,
+            (Some(h), Some(r)) if h >= r => self.heap.pop(),
+            (Some(_), None) => self.heap.pop(),
+            _ => {
+                let (_, r) = self.fronts.pop()?;
+                let p = self.runs[r].pop_front()?;
+                if let Some(next) = self.runs[r].front() {
+                    self.fronts.push((next.key(), r));
+                }
+                Some(p)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+    struct K(u64);
+    impl Keyed for K {
+        fn key(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// With and without the run layer, the same pushes pop in the same key order.
+    #[test]
+    fn runs_pop_in_heap_order() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let initial: Vec<K> = (0..rnd(3000)).map(|i| K((rnd(4) << 32) | (u32::MAX as u64 - i))).collect();
+            let (mut plain, mut runs) = (Agenda::default(), Agenda::default());
+            plain.reset(initial.clone(), false);
+            runs.reset(initial, true);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            loop {
+                if rnd(3) == 0 {
+                    let k = K((rnd(6) << 32) | rnd(1 << 20));
+                    plain.push(k);
+                    runs.push(k);
+                }
+                match (plain.pop(), runs.pop()) {
+                    (None, None) => break,
+                    (x, y) => {
+                        a.push(x.map(|k| k.0));
+                        b.push(y.map(|k| k.0));
+                    }
+                }
+            }
+            assert_eq!(a, b);
+        }
+    }
+}
