@@ -32,6 +32,9 @@ pub struct Agenda<P: Keyed> {
     run_of_score: FxHashMap<u32, usize>,
     /// (key of the run's front, run index) for every non-empty run.
     fronts: BinaryHeap<(u64, usize)>,
+    /// The last few (score, run) lookups: long runs alternate between a handful of
+    /// scores, so this skips the hash map on nearly every push.
+    recent: [(u32, usize); 4],
 }
 
 impl<P: Keyed> Default for Agenda<P> {
@@ -42,6 +45,7 @@ impl<P: Keyed> Default for Agenda<P> {
             runs: Vec::new(),
             run_of_score: FxHashMap::default(),
             fronts: BinaryHeap::new(),
+            recent: [(u32::MAX, usize::MAX); 4],
         }
     }
 }
@@ -55,6 +59,7 @@ impl<P: Keyed> Agenda<P> {
         }
         self.run_of_score.clear();
         self.fronts.clear();
+        self.recent = [(u32::MAX, usize::MAX); 4];
         if use_runs {
             let mut heap = std::mem::take(&mut self.heap).into_vec();
             heap.clear();
@@ -78,8 +83,16 @@ impl<P: Keyed> Agenda<P> {
 
     fn push_or(&mut self, p: P, fallback: &mut Vec<P>) {
         let score = p.score_key();
-        let next_run = self.run_of_score.len();
-        let r = *self.run_of_score.entry(score).or_insert(next_run);
+        let r = match self.recent.iter().find(|e| e.0 == score && e.1 != usize::MAX) {
+            Some(&(_, r)) => r,
+            None => {
+                let next_run = self.run_of_score.len();
+                let r = *self.run_of_score.entry(score).or_insert(next_run);
+                self.recent.rotate_right(1);
+                self.recent[0] = (score, r);
+                r
+            }
+        };
         if r == self.runs.len() {
             self.runs.push(VecDeque::new());
         }
