@@ -35,3 +35,16 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "hanpack", "--version"], capture_output=True, text=True, check=True)
     assert hanpack.__version__ in out.stdout
+
+
+def test_bundled_demo_tokenizer_matches_sentencepiece():
+    """The bundled demo model (trained by python/hanpack/data/build_default.py) round-trips
+    the bundled sample and gives sentencepiece's ids."""
+    import pytest
+
+    spm = pytest.importorskip("sentencepiece")
+    tok = hanpack.Tokenizer.from_file(hanpack.data.default_model_path())
+    lines = hanpack.data.sample_text().splitlines()
+    assert all(tok.decode(tok.encode(line)) == line for line in lines)
+    sp = spm.SentencePieceProcessor(model_file=str(hanpack.data.default_model_path()))
+    assert tok.encode_batch(lines) == [sp.encode(t) for t in lines]

@@ -15,6 +15,7 @@ import os
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 from . import _core
+from .exceptions import TokenIdError
 
 
 if TYPE_CHECKING:  # numpy is only needed by encode_batch_numpy
@@ -57,6 +58,14 @@ def _check_ids(ids: Any, what: str = "ids") -> Any:
     if isinstance(ids, (str, bytes)) or not hasattr(ids, "__len__"):
         raise TypeError(f"{what} must be a sequence of int, not {type(ids).__name__}")
     return ids
+
+
+def _check_id(id: object) -> int:
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise TypeError(f"id must be int, not {type(id).__name__}")
+    if not -(2**63) <= id < 2**63:  # would be an OverflowError in the Rust conversion
+        raise TokenIdError(f"token id {id} is out of range")
+    return id
 
 
 def _check_flag(value: object, name: str) -> bool:
@@ -272,12 +281,8 @@ class Tokenizer:
 
     def id_to_piece(self, id: int) -> str:
         """The piece text of ``id``; :class:`~hanpack.exceptions.TokenIdError` if out of range."""
-        if isinstance(id, bool) or not isinstance(id, int):
-            raise TypeError(f"id must be int, not {type(id).__name__}")
-        piece = self._model.id_to_piece(id)
+        piece = self._model.id_to_piece(_check_id(id))
         if piece is None:
-            from .exceptions import TokenIdError
-
             raise TokenIdError(f"token id {id} is out of range (vocab_size is {self.vocab_size})")
         return piece
 
@@ -314,9 +319,7 @@ class StreamDecoder:
 
     def step(self, id: int) -> str:
         """Feeds one id; returns the text that is complete so far (maybe ``""``)."""
-        if isinstance(id, bool) or not isinstance(id, int):
-            raise TypeError(f"id must be int, not {type(id).__name__}")
-        return self._dec.step(id)
+        return self._dec.step(_check_id(id))
 
     def finish(self) -> str:
         """Ends the stream, returning what was held back, and resets the decoder."""

@@ -79,15 +79,24 @@ pub fn append_ids(obj: &Bound<'_, PyAny>, out: &mut Vec<i64>) -> PyResult<()> {
         let n = list.len();
         out.reserve(n);
         for i in 0..n {
+            let mut overflow: std::os::raw::c_int = 0;
             // SAFETY: `i < len` and the list is borrowed for the whole loop; GET_ITEM
             // returns a borrowed reference that is only read here.
-            let value = unsafe { ffi::PyLong_AsLongLong(ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t)) };
+            let value = unsafe {
+                ffi::PyLong_AsLongLongAndOverflow(ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t), &mut overflow)
+            };
             if value == -1 {
                 if let Some(err) = PyErr::take(obj.py()) {
                     return Err(err);
                 }
             }
-            out.push(value);
+            // An int beyond 64 bits is out of range like any other: clamp it so the core
+            // reports it as a token-id error instead of Python's OverflowError.
+            out.push(match overflow {
+                0 => value,
+                o if o > 0 => i64::MAX,
+                _ => i64::MIN,
+            });
         }
         return Ok(());
     }

@@ -1,27 +1,52 @@
-//! Rayon pools by thread count, built once and reused (building a pool per call would
-//! cost more than encoding a small batch). `None` uses rayon's global pool (all cores).
+//! Rayon pools by thread count, built once per process and reused (building a pool per
+//! call would cost more than encoding a small batch). `None` means all cores.
+//!
+//! Fork safety: a forked child inherits the pools but not their threads, so a batch call
+//! in the child would wait forever (this is what `datasets.map(num_proc=...)` and
+//! `multiprocessing` with "fork" do). Pools are therefore tagged with the process id; a
+//! child builds its own, and the parent's pools are leaked on purpose (dropping them would
+//! wait for threads that do not exist). Rayon's global pool is never used for that reason.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rayon::ThreadPool;
 
-static POOLS: OnceLock<Mutex<HashMap<usize, Arc<ThreadPool>>>> = OnceLock::new();
+struct Pools {
+    pid: u32,
+    by_threads: HashMap<usize, Arc<ThreadPool>>,
+}
 
-pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
-    match num_threads {
-        None | Some(0) => f(),
-        Some(n) => {
-            let pool = {
-                let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-                pools
-                    .entry(n)
-                    .or_insert_with(|| {
-                        Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("cannot start threads"))
-                    })
-                    .clone()
-            };
-            pool.install(f)
-        }
+static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+
+fn pool(threads: usize) -> Arc<ThreadPool> {
+    let pid = std::process::id();
+    let cell = POOLS.get_or_init(|| Mutex::new(Pools { pid, by_threads: HashMap::new() }));
+    let mut pools = cell.lock().unwrap_or_else(|p| p.into_inner());
+    if pools.pid != pid {
+        std::mem::forget(std::mem::take(&mut pools.by_threads));
+        pools.pid = pid;
     }
+    pools
+        .by_threads
+        .entry(threads)
+        .or_insert_with(|| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("hanpack-{i}"))
+                    .build()
+                    .expect("cannot start worker threads"),
+            )
+        })
+        .clone()
+}
+
+/// Runs `f` inside a pool of `num_threads` threads (all cores when `None`).
+pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    let threads = match num_threads {
+        Some(n) if n > 0 => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    pool(threads).install(f)
 }

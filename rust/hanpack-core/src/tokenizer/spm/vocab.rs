@@ -119,8 +119,9 @@ impl PieceTable {
                 if let Some(w) = records.windows(2).find(|w| w[0].0 == w[1].0) {
                     return Err(BuildError::Duplicate(w[0].0.to_owned()));
                 }
+                // sentencepiece refuses a Unigram model with nothing to put in its trie.
                 let trie = if records.is_empty() {
-                    None
+                    return Err(BuildError::Index("no pieces are loaded (the model has no NORMAL, USER_DEFINED or UNUSED piece)".into()));
                 } else {
                     Some(crawdad::Trie::from_records(records).map_err(|e| BuildError::Index(e.to_string()))?)
                 };
