@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use hashbrown::HashMap;
 
 use super::agenda::{Agenda, Keyed, RUNS_FROM};
-use super::normalizer::SPACE_SYMBOL;
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
 use super::vocab::PieceTable;
@@ -88,7 +87,7 @@ impl Keyed for Pair {
 
 /// Direct-mapped caches, per thread: 2^14 piece-forming pairs (256 KiB) and 2^14
 /// characters (128 KiB, enough for the common Chinese characters; 2^12 measured ~5% slower).
-const PAIR_SLOTS: usize = 1 << 14;
+const PAIR_SLOTS: usize = 1 << 16;
 const CHAR_SLOTS: usize = 1 << 14;
 
 #[derive(Clone, Copy)]
@@ -192,45 +191,57 @@ pub struct BpeModel {
     filter: PairFilter,
     /// The vocabulary has UNUSED pieces, so resegmentation may be needed.
     has_unused: bool,
-    /// Words (a U+2581 run and what follows up to the next U+2581) can be encoded
-    /// separately: no piece has a U+2581 after a non-U+2581 character, so no merge can
-    /// join a word to the next, and within a word merges happen in the same relative
-    /// order as in the whole text. This lets repeated words come from a cache.
+    /// The text may be cut into segments encoded separately (see [`JoinFilter`]); off
+    /// when UNUSED pieces exist, because resegmentation looks at the whole text.
     word_split: bool,
+    /// Character bigrams that occur inside some piece.
+    joins: JoinFilter,
+}
+
+/// The character bigrams (a, b) that occur adjacent inside some piece. Between two
+/// characters whose bigram is in no piece, no merge can ever happen (every merged symbol
+/// is a piece), so the text falls into segments that BPE treats independently: within a
+/// segment merges happen in the same relative order as in the whole text (the global
+/// heap's top is also the top of its own segment; ties stay leftmost). On Chinese text
+/// with Chinese-LLaMA, segments average 1.5 characters (64% are single characters, which
+/// need no BPE at all) and 97% of the rest repeat, so they come from a per-thread cache.
+/// A false positive of the filter only joins two segments, which stays exact.
+struct JoinFilter(PairFilter);
+
+impl JoinFilter {
+    fn new(table: &PieceTable) -> Self {
+        let mut keys = Vec::new();
+        for id in 0..table.len() as u32 {
+            let piece = table.piece(id);
+            let mut chars = piece.chars();
+            let Some(mut a) = chars.next() else { continue };
+            for b in chars {
+                keys.push(Self::key(a, b));
+                a = b;
+            }
+        }
+        // Bigrams repeat across pieces; sized by distinct keys the filter stays small
+        // enough for L1/L2 (its load is on the hot path of every character).
+        keys.sort_unstable();
+        keys.dedup();
+        Self(PairFilter::new(&keys))
+    }
+
+    #[inline]
+    fn key(a: char, b: char) -> u64 {
+        (a as u64) << 32 | b as u64
+    }
+
+    #[inline]
+    fn may_join(&self, a: char, b: char) -> bool {
+        self.0.may_contain(Self::key(a, b))
+    }
 }
 
 /// Words longer than this are encoded, not cached.
 const MAX_CACHED_WORD: usize = 64;
 /// The word cache is cleared when it holds this many words (bounded memory per thread).
 const MAX_CACHED_WORDS: usize = 1 << 16;
-
-/// Splits before every U+2581 that follows another character: (byte offset, word).
-fn split_words(text: &str) -> impl Iterator<Item = (u32, &str)> {
-    let bytes = text.as_bytes();
-    let mut start = 0usize;
-    let mut i = 0usize;
-    let mut prev_space = true;
-    std::iter::from_fn(move || {
-        while i < bytes.len() {
-            let is_space = bytes[i..].starts_with(SPACE_SYMBOL.as_bytes());
-            if is_space && !prev_space && i > start {
-                let word = (start as u32, &text[start..i]);
-                start = i;
-                prev_space = true;
-                i += SPACE_SYMBOL.len();
-                return Some(word);
-            }
-            prev_space = is_space;
-            i += if is_space { SPACE_SYMBOL.len() } else { 1 };
-        }
-        if start < bytes.len() {
-            let word = (start as u32, &text[start..]);
-            start = bytes.len();
-            return Some(word);
-        }
-        None
-    })
-}
 
 #[inline]
 fn mix(key: u64) -> u64 {
@@ -250,13 +261,13 @@ impl BpeModel {
             }
         }
         let filter = PairFilter::new(&keys);
-        let word_split = !has_unused
-            && table.normal_pieces().all(|(_, p)| !p.trim_start_matches(SPACE_SYMBOL).contains(SPACE_SYMBOL));
-        Self { cache_id: NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed), filter, has_unused, word_split }
+        let joins = JoinFilter::new(table);
+        let cache_id = NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed);
+        Self { cache_id, filter, has_unused, word_split: !has_unused, joins }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.filter.heap_bytes()
+        self.filter.heap_bytes() + self.joins.0.heap_bytes()
     }
 
 
@@ -292,23 +303,74 @@ impl BpeModel {
             self.encode_word(table, matcher, unk, text, 0, scratch, out);
             return;
         }
-        for (base, word) in split_words(text) {
-            if word.len() > MAX_CACHED_WORD {
-                self.encode_word(table, matcher, unk, word, base, scratch, out);
-                continue;
+        let mut chars = text.char_indices();
+        let Some((_, mut prev)) = chars.next() else { return };
+        let mut start = 0usize;
+        for (i, c) in chars {
+            if !self.joins.may_join(prev, c) {
+                self.encode_segment(table, matcher, unk, text, start, i, prev, scratch, out);
+                start = i;
             }
-            if let Some(cached) = scratch.words.get(word) {
-                out.extend(cached.iter().map(|t| Token { start: t.start + base, end: t.end + base, id: t.id }));
-                continue;
-            }
-            let first = out.len();
-            self.encode_word(table, matcher, unk, word, base, scratch, out);
-            if scratch.words.len() >= MAX_CACHED_WORDS {
-                scratch.words.clear();
-            }
-            let rel: Box<[Token]> = out[first..].iter().map(|t| Token { start: t.start - base, end: t.end - base, id: t.id }).collect();
-            scratch.words.insert(word.into(), rel);
+            prev = c;
         }
+        self.encode_segment(table, matcher, unk, text, start, text.len(), prev, scratch, out);
+    }
+
+    /// One segment `text[start..end]` (see [`JoinFilter`]); `last` is its last character.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn encode_segment(
+        &self,
+        table: &PieceTable,
+        matcher: Option<&PrefixMatcher>,
+        unk: u32,
+        text: &str,
+        start: usize,
+        end: usize,
+        last: char,
+        scratch: &mut BpeScratch,
+        out: &mut Vec<Token>,
+    ) {
+        let word = &text[start..end];
+        let base = start as u32;
+        if word.len() == last.len_utf8() {
+            // One character: it is its own token (a frozen user-defined symbol of one
+            // character gets the same id, its piece id).
+            let id = Self::char_id(table, &mut scratch.chars, word, last);
+            out.push(Token { start: base, end: end as u32, id: if id >= CHAR_ID { unk } else { id } });
+            return;
+        }
+        let first = word.chars().next().unwrap_or(last);
+        if matcher.is_none() && word.len() == first.len_utf8() + last.len_utf8() {
+            // Two characters (a third of Chinese segments): one pair lookup, no string
+            // hashing. (User-defined symbols could freeze one of them: not here.)
+            let a = Self::char_id(table, &mut scratch.chars, &word[..first.len_utf8()], first);
+            let b = Self::char_id(table, &mut scratch.chars, &word[first.len_utf8()..], last);
+            let mid = base + first.len_utf8() as u32;
+            match merged_pair(table, &self.filter, &mut scratch.pairs, a, b, word) {
+                Some((merged, _)) => out.push(Token { start: base, end: end as u32, id: merged }),
+                None => {
+                    out.push(Token { start: base, end: mid, id: if a >= CHAR_ID { unk } else { a } });
+                    out.push(Token { start: mid, end: end as u32, id: if b >= CHAR_ID { unk } else { b } });
+                }
+            }
+            return;
+        }
+        if word.len() > MAX_CACHED_WORD {
+            self.encode_word(table, matcher, unk, word, base, scratch, out);
+            return;
+        }
+        if let Some(cached) = scratch.words.get(word) {
+            out.extend(cached.iter().map(|t| Token { start: t.start + base, end: t.end + base, id: t.id }));
+            return;
+        }
+        let first = out.len();
+        self.encode_word(table, matcher, unk, word, base, scratch, out);
+        if scratch.words.len() >= MAX_CACHED_WORDS {
+            scratch.words.clear();
+        }
+        let rel: Box<[Token]> = out[first..].iter().map(|t| Token { start: t.start - base, end: t.end - base, id: t.id }).collect();
+        scratch.words.insert(word.into(), rel);
     }
 
     /// BPE over one span of the normalized text (the whole text, or one word when words
@@ -402,6 +464,23 @@ impl BpeModel {
     }
 }
 
+/// The piece that symbols `left` + `right` (whose concatenated text is `piece`) merge
+/// into, with its score as an `order_key`; `None` if the concatenation is not a piece.
+#[inline]
+fn merged_pair(table: &PieceTable, filter: &PairFilter, pairs: &mut [PairSlot], left: u32, right: u32, piece: &str) -> Option<(u32, u32)> {
+    let key = (left as u64) << 32 | right as u64;
+    if !filter.may_contain(key) {
+        return None;
+    }
+    let slot = &mut pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
+    if slot.key != key {
+        let merged = table.normal_id(piece).unwrap_or(NOT_A_PIECE);
+        let score = if merged == NOT_A_PIECE { 0 } else { order_key(table.score(merged)) };
+        *slot = PairSlot { key, merged, score };
+    }
+    (slot.merged != NOT_A_PIECE).then_some((slot.merged, slot.score))
+}
+
 type RevMerge<'a> = HashMap<&'a str, (std::ops::Range<u32>, std::ops::Range<u32>)>;
 
 struct Ctx<'a, 'c> {
@@ -423,21 +502,8 @@ impl<'a> Ctx<'a, '_> {
         if l.freeze || r.freeze {
             return None;
         }
-        let key = (l.id as u64) << 32 | r.id as u64;
-        if !self.filter.may_contain(key) {
-            return None;
-        }
-        let slot = &mut self.pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
-        if slot.key != key {
-            let piece = &self.text[l.start as usize..r.end as usize];
-            let merged = self.table.normal_id(piece).unwrap_or(NOT_A_PIECE);
-            let score = if merged == NOT_A_PIECE { 0 } else { order_key(self.table.score(merged)) };
-            *slot = PairSlot { key, merged, score };
-        }
-        let (merged, score) = (slot.merged, slot.score);
-        if merged == NOT_A_PIECE {
-            return None;
-        }
+        let piece = &self.text[l.start as usize..r.end as usize];
+        let (merged, score) = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, piece)?;
         if let Some(rev) = rev_merge.as_mut() {
             if self.table.piece_type(merged) == PieceType::Unused {
                 rev.insert(&self.text[l.start as usize..r.end as usize], (l.start..l.end, r.start..r.end));
