@@ -168,6 +168,10 @@ class Tokenizer:
         >>> tok.encode("hello", add_bos=True)  # doctest: +SKIP
         [1, 22172]
         """
+        # The exact-type test is the common case and costs less than the checks' calls
+        # (per-line encoding of short texts is dominated by such constant costs).
+        if text.__class__ is str and add_bos.__class__ is bool and add_eos.__class__ is bool:
+            return self._model.encode(text, add_bos, add_eos)
         return self._model.encode(
             _check_text(text), _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos")
         )
@@ -227,6 +231,8 @@ class Tokenizer:
         Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
         outside the vocabulary.
         """
+        if ids.__class__ is list:  # the common case, without a call
+            return self._model.decode(ids)
         return self._model.decode(_check_ids(ids))
 
     def decode_batch(self, batch: Iterable[Sequence[int]], *, num_threads: int | None = None) -> list[str]:

@@ -48,9 +48,8 @@ impl SpmTokenizer {
     /// Loads a serialized ModelProto. `origin` names the source in error messages.
     #[staticmethod]
     fn from_bytes(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
-        let data = data.to_vec();
-        let origin = origin.to_owned();
-        let model = run_detached(py, move || Ok(Self::new(SpmModel::from_bytes(&data, &origin)?)));
+        // The bytes object is immutable and kept alive by the caller: no copy needed.
+        let model = run_detached(py, || Ok(Self::new(SpmModel::from_bytes(data, origin)?)));
         release_freed_memory();
         model
     }

@@ -189,6 +189,26 @@ impl SpmModel {
         // Without a denormalizer the text is produced in place: the state tracks what this
         // row produced, so text already in `out` does not matter.
         for &id in ids {
+            // Fast path (most ids): past the start of the text, no pending bytes, a piece
+            // that decodes to its own text; `decode_step` would do exactly this, through
+            // more branches (measured ~1.6x faster decoding of Chinese text).
+            if state.produced && state.pending.is_empty() && !self.decode_remaps && id >= 0 && (id as u64) < self.table.len() as u64 {
+                let id = id as u32;
+                if matches!(self.table.piece_type(id), PieceType::Normal | PieceType::UserDefined | PieceType::Unused) {
+                    state.is_bos_ws = false;
+                    state.bos_ws_seen = false;
+                    let piece = self.table.piece(id);
+                    match self.space_flags[id as usize] {
+                        0 => out.push_str(piece),
+                        LEADING_SPACE => {
+                            out.push(' ');
+                            out.push_str(&piece[SPACE_SYMBOL.len()..]);
+                        }
+                        _ => push_unescaped(piece, out),
+                    }
+                    continue;
+                }
+            }
             self.decode_step(&mut state, id, out)?;
         }
         self.decode_finish(&mut state, out);
