@@ -33,6 +33,19 @@ fn main() {
         let dt = t0.elapsed().as_secs_f64();
         println!("round {round}: {:.1} MB/s, {n} tokens", bytes as f64 / dt / 1e6);
     }
+    // Scaling of the core alone (no Python): all lines on 1 thread and on all cores.
+    for threads in [1, std::thread::available_parallelism().map_or(1, |n| n.get())] {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+        let best = (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                pool.install(|| lines.par_chunks(256).for_each(|c| c.iter().for_each(|l| drop(model.encode(l, false, false)))));
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{threads} thread(s): {:.1} MB/s", bytes as f64 / best / 1e6);
+    }
     let all: Vec<Vec<i64>> = lines
         .iter()
         .map(|l| model.encode(l, false, false).unwrap_or_default().into_iter().map(i64::from).collect())
