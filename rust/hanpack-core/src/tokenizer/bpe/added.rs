@@ -9,6 +9,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use super::stages::Normalizer;
 use crate::error::{HanpackError, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,14 +80,19 @@ pub struct AddedTokens {
     normalized: Matcher,
 }
 
-fn build(tokens: &[AddedToken], normalized: bool, origin: &str) -> Result<Matcher> {
+/// `normalizer` is applied to the patterns of `normalized` tokens: HF matches a
+/// normalized token's *normalized* text (a full-width "Ａ" token matches "A" under NFKC).
+fn build(tokens: &[AddedToken], normalized: bool, normalizer: Option<&Normalizer>, origin: &str) -> Result<Matcher> {
     let index: Vec<usize> = (0..tokens.len()).filter(|&i| tokens[i].normalized == normalized && !tokens[i].content.is_empty()).collect();
     if index.is_empty() {
         return Ok(Matcher::default());
     }
     let automaton = AhoCorasick::builder()
         .match_kind(MatchKind::LeftmostLongest)
-        .build(index.iter().map(|&i| tokens[i].content.as_str()))
+        .build(index.iter().map(|&i| match normalizer {
+            Some(n) => n.apply(&tokens[i].content).into_owned(),
+            None => tokens[i].content.clone(),
+        }))
         .map_err(|e| HanpackError::InvalidTokenizer { origin: origin.to_owned(), reason: format!("added tokens: {e}") })?;
     Ok(Matcher { automaton: Some(automaton), index })
 }
@@ -97,9 +103,9 @@ fn is_word_char(c: char) -> bool {
 }
 
 impl AddedTokens {
-    pub fn new(tokens: Vec<AddedToken>, origin: &str) -> Result<Self> {
-        let raw = build(&tokens, false, origin)?;
-        let normalized = build(&tokens, true, origin)?;
+    pub fn new(tokens: Vec<AddedToken>, normalizer: Option<&Normalizer>, origin: &str) -> Result<Self> {
+        let raw = build(&tokens, false, None, origin)?;
+        let normalized = build(&tokens, true, normalizer, origin)?;
         Ok(Self { tokens, raw, normalized })
     }
 

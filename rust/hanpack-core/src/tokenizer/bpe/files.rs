@@ -66,7 +66,7 @@ fn assemble(origin: &str, vocab: Vocab, config: &PlainConfig) -> Result<BpeToken
         }
         tokens.push(AddedToken::special(*id, text));
     }
-    let added = AddedTokens::new(tokens, origin)?;
+    let added = AddedTokens::new(tokens, config.normalizer.as_ref(), origin)?;
     BpeTokenizer::new(origin, vocab, config.normalizer.clone(), pre, added, PostProcessor::default(), None, Source::Generated { pattern })
 }
 

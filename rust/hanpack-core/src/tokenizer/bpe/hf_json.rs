@@ -82,7 +82,7 @@ pub fn from_json(data: &[u8], origin: &str) -> Result<BpeTokenizer> {
         None | Some(Value::Null) => PostProcessor::default(),
         Some(p) => load_post(&cx, p, &vocab, &added)?,
     };
-    let added = AddedTokens::new(added, origin)?;
+    let added = AddedTokens::new(added, normalizer.as_ref(), origin)?;
     BpeTokenizer::new(origin, vocab, normalizer, pre, added, post, unk, Source::Json(data.to_vec()))
 }
 
