@@ -13,6 +13,7 @@ spread over all cores.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union
 
@@ -204,8 +205,8 @@ class Tokenizer:
             vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
             if os.path.isfile(vocab) and os.path.isfile(merges):
                 return cls.from_vocab_merges(vocab, merges)
-            raise FileNotFoundError(
-                f"{path} holds no tokenizer.json, tokenizer.model or vocab.json + merges.txt"
+            raise IsADirectoryError(
+                errno.EISDIR, "the folder holds no tokenizer.json, tokenizer.model or vocab.json + merges.txt", path
             )
         with open(path, "rb") as f:
             data = f.read()
