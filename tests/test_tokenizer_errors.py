@@ -18,6 +18,7 @@ import pytest
 import hanpack
 from conftest import LLAMA, TOKENIZERS, load_pair, require_shared
 from hanpack.exceptions import (
+    UnsupportedTokenizerError,
     HanpackError,
     InvalidArgumentError,
     InvalidModelError,
@@ -105,16 +106,26 @@ def test_json_file(tmp_path, content):
     path = tmp_path / "tokenizer.json"
     path.write_text(json.dumps(content, indent=2), encoding="utf-8")
     assert not _sentencepiece_loads(path)
-    _expect_format_error(path)
+    if "model" in content:
+        # A tokenizer.json, but not a byte-level one (no ByteLevel pre-tokenizer/decoder).
+        with pytest.raises(UnsupportedTokenizerError) as err:
+            hanpack.Tokenizer.from_file(path)
+        assert str(path) in str(err.value) and "ByteLevel" in str(err.value)
+    else:
+        _expect_format_error(path)
 
 
 @pytest.mark.shared
 @pytest.mark.parametrize("rel", ["llama3/tokenizer.model", "qwen2/tokenizer.derived.json", "qwen2/vocab.json"])
 def test_other_tokenizer_formats(rel):
-    """Real files of other formats: tiktoken (named .model!) and Hugging Face JSON."""
+    """Real files of other formats: tiktoken (named .model!) and Hugging Face JSON are
+    detected and load as byte-level BPE; a lone vocab.json is no tokenizer."""
     path = require_shared(TOKENIZERS / rel)
     assert not _sentencepiece_loads(path)
-    _expect_format_error(path)
+    if rel.endswith("vocab.json"):
+        _expect_format_error(path)
+    else:
+        assert hanpack.Tokenizer.from_file(path).model_type == "bbpe"
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from conftest import (
     corpus_files,
     corpus_lines,
     describe_mismatches,
+    llamacpp_vectors,
     load_pair,
     model_id,
     require_shared,
@@ -106,19 +107,7 @@ def test_shared_data_is_all_there():
 # -- llama.cpp test vectors ---------------------------------------------------------------
 
 
-def _llamacpp_vectors(name: str) -> list[tuple[str, list[int]]]:
-    """llama.cpp's ``.inp`` (texts, each followed by a ``__ggml_vocab_test__`` line) and
-    ``.out`` (one line of space-separated ids per text)."""
-    inp = require_shared(TOKENIZERS / "llamacpp-vocab" / f"ggml-vocab-{name}.gguf.inp")
-    out = require_shared(inp.with_suffix(".out"))
-    with open(inp, encoding="utf-8", newline="") as f:  # keep \r and \n as they are
-        texts = f.read().split("\n__ggml_vocab_test__\n")
-    with open(out, encoding="utf-8", newline="") as f:
-        rows = f.read().split("\n")
-    assert texts[-1] == "" and rows[-1] == "", "unexpected end of llama.cpp vector files"
-    texts, rows = texts[:-1], rows[:-1]
-    assert len(texts) == len(rows) >= 40
-    return [(t, [int(x) for x in r.split()]) for t, r in zip(texts, rows)]
+_llamacpp_vectors = llamacpp_vectors
 
 
 @pytest.mark.shared

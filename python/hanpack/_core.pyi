@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from typing import final
 
-__all__ = ["SpmStreamDecoder", "SpmTokenizer", "__version__"]
+__all__ = ["BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "__version__"]
 __version__: str
 
 @final
@@ -57,3 +57,76 @@ class SpmTokenizer:
 class SpmStreamDecoder:
     def step(self, id: int) -> str: ...
     def finish(self) -> str: ...
+
+@final
+class BpeTokenizer:
+    @staticmethod
+    def from_json(data: bytes, origin: str) -> BpeTokenizer: ...
+    @staticmethod
+    def from_tiktoken(
+        data: bytes, origin: str, pattern: str, special_tokens: list[tuple[str, int]], nfc: bool = False
+    ) -> BpeTokenizer: ...
+    @staticmethod
+    def from_vocab_merges(
+        vocab: bytes,
+        merges: bytes,
+        origin: str,
+        pattern: str,
+        special_tokens: list[tuple[str, int]],
+        nfc: bool = False,
+    ) -> BpeTokenizer: ...
+    def to_json(self) -> bytes: ...
+    def encode(
+        self,
+        text: str,
+        add_bos: bool,
+        add_eos: bool,
+        allowed: list[str] | None = None,
+        disallowed: list[str] | None = None,
+    ) -> list[int]: ...
+    def encode_as_pieces(
+        self, text: str, allowed: list[str] | None = None, disallowed: list[str] | None = None
+    ) -> list[str]: ...
+    def normalize(self, text: str) -> str: ...
+    def encode_batch(
+        self,
+        texts: list[str],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: int | None = None,
+        allowed: list[str] | None = None,
+        disallowed: list[str] | None = None,
+    ) -> list[list[int]]: ...
+    def encode_batch_flat(
+        self,
+        texts: list[str],
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: int | None = None,
+        allowed: list[str] | None = None,
+        disallowed: list[str] | None = None,
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def decode(self, ids: Sequence[int] | npt.NDArray[np.integer], skip_special: bool = False) -> str: ...
+    def decode_bytes(self, ids: Sequence[int] | npt.NDArray[np.integer], skip_special: bool = False) -> bytes: ...
+    def decode_batch(
+        self,
+        batch: Iterable[Sequence[int] | npt.NDArray[np.integer]],
+        num_threads: int | None = None,
+        skip_special: bool = False,
+    ) -> list[str]: ...
+    def id_to_piece(self, id: int) -> str | None: ...
+    def piece_to_id(self, piece: str) -> int: ...
+    def is_special(self, id: int) -> bool: ...
+    def special_tokens(self) -> list[tuple[str, int]]: ...
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def heap_bytes(self) -> int: ...
+    @property
+    def bos_id(self) -> int: ...
+    @property
+    def eos_id(self) -> int: ...
+    @property
+    def unk_id(self) -> int: ...

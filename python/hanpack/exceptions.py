@@ -17,6 +17,8 @@ __all__ = [
     "TokenIdError",
     "InvalidArgumentError",
     "InternalError",
+    "UnsupportedTokenizerError",
+    "DisallowedSpecialTokenError",
 ]
 
 
@@ -43,3 +45,13 @@ class InvalidArgumentError(HanpackError, ValueError):
 
 class InternalError(HanpackError, RuntimeError):
     """A bug in hanpack's Rust core, caught at the boundary instead of crashing Python."""
+
+
+class UnsupportedTokenizerError(HanpackError, ValueError):
+    """A well-formed tokenizer file that uses a component hanpack does not implement (the
+    message names the file and the component, e.g. a ``Precompiled`` normalizer)."""
+
+
+class DisallowedSpecialTokenError(HanpackError, ValueError):
+    """The text contains a special token's text that ``encode`` was not allowed to treat as
+    special (tiktoken's policy: pass ``allowed_special`` or ``disallowed_special=()``)."""

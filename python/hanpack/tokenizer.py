@@ -1,8 +1,10 @@
 """The :class:`Tokenizer`: one class for every tokenizer format hanpack reads.
 
-Today it loads SentencePiece ``.model`` files (BPE and Unigram) and encodes and decodes
-them id for id like ``sentencepiece.SentencePieceProcessor``, with the GIL released and
-batches spread over all cores.
+It loads SentencePiece ``.model`` files (BPE and Unigram; id for id like
+``sentencepiece.SentencePieceProcessor``) and byte-level BPE tokenizers: HF
+``tokenizer.json`` (id for id like HF ``tokenizers``), tiktoken rank files (like
+``tiktoken``) and ``vocab.json`` + ``merges.txt``. The GIL is released and batches are
+spread over all cores.
 
     >>> tok = Tokenizer.from_file(hanpack.data.default_model_path())   # doctest: +SKIP
     >>> tok.decode(tok.encode("你好，世界")) == "你好，世界"             # doctest: +SKIP
@@ -11,11 +13,12 @@ batches spread over all cores.
 
 from __future__ import annotations
 
+import errno
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union
 
 from . import _core
-from .exceptions import TokenIdError
+from .exceptions import InvalidArgumentError, ModelFormatError, TokenIdError
 
 
 if TYPE_CHECKING:  # numpy is only needed by encode_batch_numpy
@@ -24,6 +27,83 @@ if TYPE_CHECKING:  # numpy is only needed by encode_batch_numpy
 __all__ = ["Tokenizer", "StreamDecoder"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+SpecialSet = Union[Literal["all"], AbstractSet[str], Sequence[str]]
+_Model = Union[_core.SpmTokenizer, _core.BpeTokenizer]
+
+# LLaMA-3.1+'s special tokens, ids 128000.., as its tokenizer.json lists them (a tiktoken
+# rank file does not store them; used when `from_file` meets LLaMA-3's 128000 ranks).
+LLAMA3_SPECIAL_TOKENS = [
+    "<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>", "<|finetune_right_pad_id|>", "<|step_id|>",
+    "<|start_header_id|>", "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>",
+    "<|image|>",
+] + [f"<|reserved_special_token_{i}|>" for i in range(2, 246)]
+
+
+def _special_names(value: object, name: str) -> list[str] | None:
+    """``"all"`` → None (every special token); a collection of str → a list."""
+    if value == "all":
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (AbstractSet, Sequence)):
+        raise TypeError(f'{name} must be "all" or a set of str, not {type(value).__name__}')
+    out = list(value)
+    for v in out:
+        if not isinstance(v, str):
+            raise TypeError(f"{name} must contain str, not {type(v).__name__}")
+    return out
+
+
+def _policy(allowed_special: object, disallowed_special: object) -> tuple[list[str] | None, list[str] | None]:
+    return _special_names(allowed_special, "allowed_special"), _special_names(disallowed_special, "disallowed_special")
+
+
+def _is_json(data: bytes) -> bool:
+    return data.lstrip()[:1] == b"{"
+
+
+def _is_tiktoken(data: bytes) -> bool:
+    first = data[:256].split(b"\n", 1)[0].strip()
+    parts = first.split(b" ")
+    return len(parts) == 2 and parts[1].isdigit() and all(
+        c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=" for c in parts[0]
+    ) and len(parts[0]) > 0
+
+
+def _load_bytes(data: bytes, origin: str) -> _Model:
+    """Detects the format of a file's bytes: tokenizer.json, tiktoken ranks or SentencePiece."""
+    if _is_json(data):
+        return _core.BpeTokenizer.from_json(data, origin)
+    if _is_tiktoken(data):
+        n = data.count(b"\n") + (not data.endswith(b"\n"))
+        if n != 128000:
+            raise InvalidArgumentError(
+                f"{origin} is a tiktoken rank file; it does not store its pre-tokenizer pattern or special "
+                "tokens, so load it with Tokenizer.from_tiktoken(path, pattern=..., special_tokens=...)"
+            )
+        specials = [(t, 128000 + i) for i, t in enumerate(LLAMA3_SPECIAL_TOKENS)]
+        return _core.BpeTokenizer.from_tiktoken(data, origin, "llama3", specials)
+    return _core.SpmTokenizer.from_bytes(data, origin)
+
+
+def _check_path(path: object, name: str = "path") -> str:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be str or os.PathLike, not {type(path).__name__}")
+    return os.fspath(path)  # type: ignore[return-value]
+
+
+def _check_specials(special_tokens: object) -> list[tuple[str, int]]:
+    if special_tokens is None:
+        return []
+    if not isinstance(special_tokens, Mapping):
+        raise TypeError(f"special_tokens must be a mapping of str to int, not {type(special_tokens).__name__}")
+    out = []
+    for k, v in special_tokens.items():
+        if not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"special_tokens must map str to int, got {k!r}: {v!r}")
+        if not 0 <= v < 2**32 - 1:
+            raise InvalidArgumentError(f"special token {k!r} has id {v}, outside 0 .. 2**32 - 2")
+        out.append((k, v))
+    return out
 
 
 def _check_text(text: object, what: str = "text") -> str:
@@ -85,14 +165,14 @@ class Tokenizer:
 
     __slots__ = ("_model", "_origin")
 
-    _model: _core.SpmTokenizer
+    _model: _Model
     _origin: str
 
     def __init__(self) -> None:
         raise TypeError("use Tokenizer.from_file(path) or Tokenizer.from_bytes(data)")
 
     @classmethod
-    def _wrap(cls, model: _core.SpmTokenizer, origin: str) -> "Tokenizer":
+    def _wrap(cls, model: _Model, origin: str) -> "Tokenizer":
         self = object.__new__(cls)
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_origin", origin)
@@ -102,33 +182,108 @@ class Tokenizer:
 
     @classmethod
     def from_file(cls, path: PathLike) -> "Tokenizer":
-        """Loads a SentencePiece ``.model`` file.
+        """Loads a tokenizer, detecting its format.
+
+        ``path`` is a SentencePiece ``.model``, an HF ``tokenizer.json`` (byte-level BPE),
+        LLaMA-3's tiktoken ``tokenizer.model``, or a folder holding one of them (looked
+        for in that order: ``tokenizer.json``, ``tokenizer.model``, ``vocab.json`` +
+        ``merges.txt`` with GPT-2's pattern).
 
         Raises ``FileNotFoundError`` (or another ``OSError``) when the file cannot be
-        read, :class:`~hanpack.exceptions.ModelFormatError` when it is not a SentencePiece
-        model and :class:`~hanpack.exceptions.InvalidModelError` when the model breaks
-        sentencepiece's rules.
+        read, :class:`~hanpack.exceptions.ModelFormatError` when it is not a tokenizer
+        of a known format, :class:`~hanpack.exceptions.InvalidModelError` when it breaks
+        its format's rules and :class:`~hanpack.exceptions.UnsupportedTokenizerError`
+        when it uses a component hanpack does not implement.
+
+        >>> tok = Tokenizer.from_file("Qwen2-7B/tokenizer.json")   # doctest: +SKIP
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"path must be str or os.PathLike, not {type(path).__name__}")
-        path = os.fspath(path)
+        path = _check_path(path)
+        if os.path.isdir(path):
+            for name in ("tokenizer.json", "tokenizer.model"):
+                if os.path.isfile(os.path.join(path, name)):
+                    return cls.from_file(os.path.join(path, name))
+            vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
+            if os.path.isfile(vocab) and os.path.isfile(merges):
+                return cls.from_vocab_merges(vocab, merges)
+            raise IsADirectoryError(
+                errno.EISDIR, "the folder holds no tokenizer.json, tokenizer.model or vocab.json + merges.txt", path
+            )
         with open(path, "rb") as f:
             data = f.read()
-        return cls._wrap(_core.SpmTokenizer.from_bytes(data, path), path)
+        return cls._wrap(_load_bytes(data, path), path)
+
+    @classmethod
+    def from_tiktoken(
+        cls,
+        path: PathLike,
+        *,
+        pattern: str,
+        special_tokens: Mapping[str, int] | None = None,
+    ) -> "Tokenizer":
+        """Loads a tiktoken rank file (one ``base64token rank`` per line).
+
+        ``pattern`` is the pre-tokenizer: ``"llama3"``, ``"cl100k"``, ``"qwen2"``,
+        ``"gpt2"`` or a regex. ``special_tokens`` maps their text to their id.
+
+        >>> tok = Tokenizer.from_tiktoken("tokenizer.model", pattern="llama3",
+        ...                               special_tokens={"<|begin_of_text|>": 128000})  # doctest: +SKIP
+        """
+        path = _check_path(path)
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
+        specials = _check_specials(special_tokens)
+        with open(path, "rb") as f:
+            data = f.read()
+        return cls._wrap(_core.BpeTokenizer.from_tiktoken(data, path, pattern, specials), path)
+
+    @classmethod
+    def from_vocab_merges(
+        cls,
+        vocab: PathLike,
+        merges: PathLike,
+        *,
+        pattern: str = "gpt2",
+        special_tokens: Mapping[str, int] | None = None,
+        nfc: bool = False,
+    ) -> "Tokenizer":
+        """Loads a GPT-2 style ``vocab.json`` + ``merges.txt`` pair.
+
+        ``pattern`` as in :meth:`from_tiktoken`; ``nfc=True`` normalizes text to NFC
+        first (Qwen2 does).
+
+        >>> tok = Tokenizer.from_vocab_merges("vocab.json", "merges.txt", pattern="qwen2", nfc=True)  # doctest: +SKIP
+        """
+        vocab, merges = _check_path(vocab, "vocab"), _check_path(merges, "merges")
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be str, not {type(pattern).__name__}")
+        specials = _check_specials(special_tokens)
+        with open(vocab, "rb") as f:
+            vocab_data = f.read()
+        with open(merges, "rb") as f:
+            merges_data = f.read()
+        origin = os.path.dirname(vocab) or "."
+        model = _core.BpeTokenizer.from_vocab_merges(
+            vocab_data, merges_data, origin, pattern, specials, _check_flag(nfc, "nfc")
+        )
+        return cls._wrap(model, origin)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, origin: str = "<bytes>") -> "Tokenizer":
-        """Loads a serialized SentencePiece ``ModelProto``."""
+        """Loads a serialized tokenizer: a SentencePiece ``ModelProto`` or ``tokenizer.json`` bytes."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        return cls._wrap(_core.SpmTokenizer.from_bytes(bytes(data), origin), origin)
+        return cls._wrap(_load_bytes(bytes(data), origin), origin)
 
     def to_bytes(self) -> bytes:
-        """The model serialized as a SentencePiece ``ModelProto``."""
+        """The tokenizer serialized: a SentencePiece ``ModelProto``, or for byte-level BPE
+        the ``tokenizer.json`` bytes (the original file when it was loaded from one)."""
+        if isinstance(self._model, _core.BpeTokenizer):
+            return self._model.to_json()
         return self._model.to_bytes()
 
     def save(self, path: PathLike) -> None:
-        """Writes a ``.model`` file that stock sentencepiece loads.
+        """Writes a ``.model`` file that stock sentencepiece loads, or for byte-level BPE
+        a ``tokenizer.json`` that HF ``tokenizers`` loads.
 
         The file is written to a temporary name in the same folder and renamed, so a
         failure never leaves a partial file behind.
@@ -162,19 +317,44 @@ class Tokenizer:
 
     # -- encoding -----------------------------------------------------------
 
-    def encode(self, text: str, *, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-        """Token ids of ``text``, as ``SentencePieceProcessor.encode(text)``.
+    def encode(
+        self,
+        text: str,
+        *,
+        add_bos: bool = False,
+        add_eos: bool = False,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
+    ) -> list[int]:
+        """Token ids of ``text``: ``SentencePieceProcessor.encode(text)`` for SentencePiece
+        models; for byte-level BPE, HF ``Tokenizer.encode(text, add_special_tokens=False)``
+        / tiktoken's ``Encoding.encode(text)``.
+
+        Special tokens (byte-level BPE only) follow tiktoken's policy: text of a special
+        token in ``allowed_special`` (or any, with ``"all"``) becomes its id; text of one in
+        ``disallowed_special`` (default: every special token not allowed) raises
+        :class:`~hanpack.exceptions.DisallowedSpecialTokenError`; any other is plain text.
+        ``add_bos`` / ``add_eos`` add the tokens the file's post-processor puts around a
+        sequence. Non-special added tokens are always matched, as in HF.
 
         >>> tok.encode("hello", add_bos=True)  # doctest: +SKIP
         [1, 22172]
+        >>> tok.encode("<|endoftext|>", allowed_special="all")  # doctest: +SKIP
+        [151643]
         """
-        # The exact-type test is the common case and costs less than the checks' calls
-        # (per-line encoding of short texts is dominated by such constant costs).
-        if text.__class__ is str and add_bos.__class__ is bool and add_eos.__class__ is bool:
+        bpe = isinstance(self._model, _core.BpeTokenizer)
+        # The common call (exact types, default policy) skips the checks' calls: per-line
+        # encoding of short texts is dominated by such constant costs.
+        if text.__class__ is str and add_bos.__class__ is bool and add_eos.__class__ is bool \
+                and allowed_special == () and disallowed_special == "all":
+            if bpe:
+                return self._model.encode(text, add_bos, add_eos, [], None)
             return self._model.encode(text, add_bos, add_eos)
-        return self._model.encode(
-            _check_text(text), _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos")
-        )
+        text = _check_text(text)
+        add_bos, add_eos = _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos")
+        if bpe:
+            return self._model.encode(text, add_bos, add_eos, *_policy(allowed_special, disallowed_special))
+        return self._model.encode(text, add_bos, add_eos)
 
     def encode_batch(
         self,
@@ -182,15 +362,18 @@ class Tokenizer:
         *,
         add_bos: bool = False,
         add_eos: bool = False,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
         num_threads: int | None = None,
     ) -> list[list[int]]:
-        """Encodes many texts on all cores (or ``num_threads`` threads)."""
-        return self._model.encode_batch(
-            _check_texts(texts),
-            _check_flag(add_bos, "add_bos"),
-            _check_flag(add_eos, "add_eos"),
+        """Encodes many texts on all cores (or ``num_threads`` threads); options as :meth:`encode`."""
+        args = (
+            _check_texts(texts), _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos"),
             _check_threads(num_threads),
         )
+        if isinstance(self._model, _core.BpeTokenizer):
+            return self._model.encode_batch(*args, *_policy(allowed_special, disallowed_special))
+        return self._model.encode_batch(*args)
 
     def encode_batch_numpy(
         self,
@@ -198,6 +381,8 @@ class Tokenizer:
         *,
         add_bos: bool = False,
         add_eos: bool = False,
+        allowed_special: SpecialSet = (),
+        disallowed_special: SpecialSet = "all",
         num_threads: int | None = None,
     ) -> tuple["np.ndarray", "np.ndarray"]:
         """Encodes many texts into flat ``int32`` ids and ``int64`` row offsets.
@@ -208,36 +393,54 @@ class Tokenizer:
         >>> ids[offsets[1]:offsets[2]].tolist() == tok.encode("世界")  # doctest: +SKIP
         True
         """
-        return self._model.encode_batch_flat(
-            _check_texts(texts),
-            _check_flag(add_bos, "add_bos"),
-            _check_flag(add_eos, "add_eos"),
+        args = (
+            _check_texts(texts), _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos"),
             _check_threads(num_threads),
         )
+        if isinstance(self._model, _core.BpeTokenizer):
+            return self._model.encode_batch_flat(*args, *_policy(allowed_special, disallowed_special))
+        return self._model.encode_batch_flat(*args)
 
     def encode_as_pieces(self, text: str) -> list[str]:
-        """Pieces of ``text`` (``SentencePieceProcessor.encode(text, out_type=str)``)."""
+        """Pieces of ``text`` (``SentencePieceProcessor.encode(text, out_type=str)``; for
+        byte-level BPE the vocabulary's byte-level strings, special tokens allowed)."""
         return self._model.encode_as_pieces(_check_text(text))
 
     def normalize(self, text: str) -> str:
-        """``text`` after the model's normalizer (U+2581 for spaces, charsmap rules)."""
+        """``text`` after the model's normalizer (SentencePiece: U+2581 for spaces and the
+        charsmap rules; byte-level BPE: e.g. NFC, or unchanged)."""
         return self._model.normalize(_check_text(text))
 
     # -- decoding -----------------------------------------------------------
 
-    def decode(self, ids: Sequence[int]) -> str:
-        """Text of ``ids``, as ``SentencePieceProcessor.decode(ids)``.
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``, as ``SentencePieceProcessor.decode(ids)``, HF's
+        ``Tokenizer.decode`` or tiktoken's ``decode`` (bytes that are not valid UTF-8
+        become U+FFFD). ``skip_special_tokens`` leaves byte-level BPE special tokens out
+        (SentencePiece's decoder always drops control pieces).
 
         Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
         outside the vocabulary.
         """
+        if isinstance(self._model, _core.BpeTokenizer):
+            skip = _check_flag(skip_special_tokens, "skip_special_tokens")
+            return self._model.decode(ids if ids.__class__ is list else _check_ids(ids), skip)
         if ids.__class__ is list:  # the common case, without a call
             return self._model.decode(ids)
         return self._model.decode(_check_ids(ids))
 
-    def decode_batch(self, batch: Iterable[Sequence[int]], *, num_threads: int | None = None) -> list[str]:
+    def decode_batch(
+        self,
+        batch: Iterable[Sequence[int]],
+        *,
+        skip_special_tokens: bool = False,
+        num_threads: int | None = None,
+    ) -> list[str]:
         """Decodes many id lists on all cores."""
         _check_ids(batch, "batch")
+        skip = _check_flag(skip_special_tokens, "skip_special_tokens")
+        if isinstance(self._model, _core.BpeTokenizer):
+            return self._model.decode_batch(batch, _check_threads(num_threads), skip)
         return self._model.decode_batch(batch, _check_threads(num_threads))
 
     def stream_decoder(self) -> "StreamDecoder":
@@ -248,6 +451,8 @@ class Tokenizer:
         >>> "".join(dec.step(i) for i in ids) + dec.finish() == tok.decode(ids)  # doctest: +SKIP
         True
         """
+        if isinstance(self._model, _core.BpeTokenizer):
+            raise InvalidArgumentError("stream_decoder() is not available for byte-level BPE tokenizers yet")
         return StreamDecoder._wrap(self._model.stream_decoder())
 
     # -- vocabulary ---------------------------------------------------------
@@ -262,7 +467,7 @@ class Tokenizer:
 
     @property
     def model_type(self) -> str:
-        """``"bpe"`` or ``"unigram"``."""
+        """``"bpe"`` or ``"unigram"`` (SentencePiece), ``"bbpe"`` (byte-level BPE)."""
         return self._model.model_type
 
     @property
@@ -283,6 +488,8 @@ class Tokenizer:
     @property
     def pad_id(self) -> int:
         """Id of the padding piece, -1 if the model has none."""
+        if isinstance(self._model, _core.BpeTokenizer):
+            return -1
         return self._model.pad_id
 
     def id_to_piece(self, id: int) -> str:
@@ -296,14 +503,27 @@ class Tokenizer:
         """The id of ``piece``; the unknown id when the piece is not in the vocabulary."""
         return self._model.piece_to_id(_check_text(piece, "piece"))
 
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special tokens' text → id (byte-level BPE; empty for SentencePiece models)."""
+        if isinstance(self._model, _core.BpeTokenizer):
+            return dict(self._model.special_tokens())
+        return {}
+
     def piece_score(self, id: int) -> float:
-        """The SentencePiece score of ``id``."""
+        """The SentencePiece score of ``id`` (SentencePiece models only: byte-level BPE
+        has merge ranks, not piece scores)."""
+        if isinstance(self._model, _core.BpeTokenizer):
+            raise InvalidArgumentError("piece_score: byte-level BPE tokenizers have merge ranks, not piece scores")
         self.id_to_piece(id)
         return self._model.piece_score(id)  # type: ignore[return-value]
 
     def piece_type(self, id: int) -> str:
-        """NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED or BYTE."""
+        """NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED or BYTE (for byte-level BPE:
+        NORMAL or CONTROL for special tokens)."""
         self.id_to_piece(id)
+        if isinstance(self._model, _core.BpeTokenizer):
+            return "CONTROL" if self._model.is_special(id) else "NORMAL"
         return self._model.piece_type(id)  # type: ignore[return-value]
 
 
@@ -333,7 +553,7 @@ class StreamDecoder:
 
 
 def _from_serialized(data: bytes, origin: str) -> Tokenizer:
-    return Tokenizer._wrap(_core.SpmTokenizer.from_bytes(data, origin), origin)
+    return Tokenizer._wrap(_load_bytes(data, origin), origin)
 
 
 

@@ -18,6 +18,22 @@ pub enum HanpackError {
     /// The protobuf parsed, but the model breaks one of sentencepiece's load-time rules.
     #[error("{origin}: invalid SentencePiece model: {reason}")]
     InvalidModel { origin: String, reason: String },
+    /// Not a readable tokenizer file of the format it was read as (truncated or corrupt
+    /// JSON, bad base64, a line that does not parse); `reason` names the line or field.
+    #[error("{origin}: not a valid tokenizer file: {reason}")]
+    TokenizerFormat { origin: String, reason: String },
+    /// The file parses, but its contents are inconsistent (duplicate ranks, merges that
+    /// name unknown tokens, ...).
+    #[error("{origin}: invalid tokenizer: {reason}")]
+    InvalidTokenizer { origin: String, reason: String },
+    /// A well-formed tokenizer that uses a component hanpack does not implement (a
+    /// normalizer, pre-tokenizer, model option, ...); `reason` names the component.
+    #[error("{origin}: unsupported tokenizer: {reason}")]
+    UnsupportedTokenizer { origin: String, reason: String },
+    /// The text contains a special token's text that the caller did not allow (the
+    /// tiktoken policy: special tokens in user text are an error unless allowed).
+    #[error("the text contains the special token {token:?} at byte {position}, which is disallowed; pass allowed_special to encode it as a special token, or disallowed_special=() to encode it as plain text")]
+    DisallowedSpecial { token: String, position: usize },
     /// A token id outside `0..vocab_size`.
     #[error("token id {id} is out of range (vocab_size is {vocab_size})")]
     IdOutOfRange { id: i64, vocab_size: usize },

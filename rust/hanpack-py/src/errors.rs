@@ -52,6 +52,8 @@ static MODEL_FORMAT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static TOKEN_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_ARGUMENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static UNSUPPORTED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static DISALLOWED_SPECIAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
@@ -71,6 +73,10 @@ pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
                 }
                 HanpackError::ModelFormat { .. } => raise(py, &MODEL_FORMAT, "ModelFormatError", msg),
                 HanpackError::InvalidModel { .. } => raise(py, &INVALID_MODEL, "InvalidModelError", msg),
+                HanpackError::TokenizerFormat { .. } => raise(py, &MODEL_FORMAT, "ModelFormatError", msg),
+                HanpackError::InvalidTokenizer { .. } => raise(py, &INVALID_MODEL, "InvalidModelError", msg),
+                HanpackError::UnsupportedTokenizer { .. } => raise(py, &UNSUPPORTED, "UnsupportedTokenizerError", msg),
+                HanpackError::DisallowedSpecial { .. } => raise(py, &DISALLOWED_SPECIAL, "DisallowedSpecialTokenError", msg),
                 HanpackError::IdOutOfRange { .. } => raise(py, &TOKEN_ID, "TokenIdError", msg),
                 HanpackError::InvalidArgument(_) => raise(py, &INVALID_ARGUMENT, "InvalidArgumentError", msg),
             }

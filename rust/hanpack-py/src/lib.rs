@@ -3,6 +3,7 @@
 
 use pyo3::prelude::*;
 
+mod bpe;
 mod convert;
 mod errors;
 mod pipeline;
@@ -13,6 +14,7 @@ mod spm;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<spm::SpmTokenizer>()?;
+    m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;
     Ok(())
 }

@@ -3,10 +3,13 @@
 //! * [`spm`] — SentencePiece `.model` files: the pipeline is
 //!   normalizer (charsmap + whitespace rules) → model (BPE by piece *score*, or Unigram
 //!   Viterbi) → id post-processing (unknown merging, byte fallback) → decoder.
+//! * [`bpe`] — byte-level BPE (HF tokenizer.json, tiktoken, vocab.json + merges.txt):
+//!   merges by *rank* (lower first), id for id like HF tokenizers and tiktoken.
 //! * [`pretokenize`] — regex pre-tokenization for byte-level BPE (lexers + regex fallback).
 //! * [`darts`] — a reader for the Darts-clone double arrays that sentencepiece stores.
 //! * [`utf8`] — UTF-8 decoding with sentencepiece's rules (one U+FFFD per bad byte).
 
+pub mod bpe;
 pub mod darts;
 pub mod pretokenize;
 pub mod spm;

@@ -1,0 +1,130 @@
+//! Unit tests of the byte-level BPE pipeline on small hand-made vocabularies.
+
+use super::added::Policy;
+use super::files::{from_tiktoken, from_vocab_merges, PlainConfig};
+use super::hf_json::{from_json, to_json};
+use super::merge::{both_paths, encode_piece, reference_bpe};
+use super::vocab::Vocab;
+use crate::error::HanpackError;
+use base64::Engine;
+
+/// A tiny byte-level vocabulary: all 256 bytes, then merges for "ab", "abc", " a", "aa".
+fn tiny_json(ignore_merges: bool, extra: &str) -> String {
+    let mut vocab = serde_json::Map::new();
+    for b in 0..=255u8 {
+        vocab.insert(super::bytelevel::CHARS[b as usize].to_string(), (b as u32).into());
+    }
+    for (i, p) in ["ab", "abc", "Ġa", "aa", "aaaa"].iter().enumerate() {
+        vocab.insert(p.to_string(), (256 + i as u32).into());
+    }
+    let v = serde_json::Value::Object(vocab);
+    format!(
+        r#"{{"version":"1.0","normalizer":null,
+        "pre_tokenizer":{{"type":"Sequence","pretokenizers":[{{"type":"Split","pattern":{{"Regex":" ?\\p{{L}}+|\\s+|[^\\s\\p{{L}}]+"}},"behavior":"Isolated","invert":false}},{{"type":"ByteLevel","add_prefix_space":false,"use_regex":false}}]}},
+        "post_processor":null,"decoder":{{"type":"ByteLevel"}},
+        "added_tokens":[{{"id":300,"content":"<|end|>","special":true,"single_word":false,"lstrip":false,"rstrip":false,"normalized":false}}{extra}],
+        "model":{{"type":"BPE","ignore_merges":{ignore_merges},"vocab":{v},"merges":["a b",["ab","c"],"Ġ a","a a","aa aa"]}}}}"#
+    )
+}
+
+fn all() -> Policy {
+    Policy::allow_all()
+}
+
+#[test]
+fn merges_by_rank() {
+    let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
+    assert_eq!(t.encode("abc", &all(), false, false).unwrap(), vec![257]);
+    assert_eq!(t.encode(" ab", &all(), false, false).unwrap(), vec![32, 256]);
+    assert_eq!(t.encode("aaaaa", &all(), false, false).unwrap(), vec![260, b'a' as u32]);
+    assert_eq!(t.encode("x<|end|>ab", &all(), false, false).unwrap(), vec![b'x' as u32, 300, 256]);
+    assert_eq!(t.decode(&[257, 300, 32], false).unwrap(), "abc<|end|> ");
+    assert_eq!(t.decode(&[257, 300, 32], true).unwrap(), "abc ");
+}
+
+#[test]
+fn short_and_long_paths_agree_with_reference() {
+    let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
+    for s in ["", "a", "aaaaaaaaaaaaaaaaaaa", "abcabcaabab", "abababababacccaaaa", "ba"] {
+        let (short, long) = both_paths(&t.vocab, s.as_bytes());
+        let want = reference_bpe(&t.vocab, s.as_bytes(), None);
+        assert_eq!(short, want, "{s}");
+        assert_eq!(long, want, "{s}");
+    }
+    let long: String = "aab".repeat(200);
+    let mut got = Vec::new();
+    encode_piece(&t.vocab, long.as_bytes(), None, &mut got);
+    assert_eq!(got, reference_bpe(&t.vocab, long.as_bytes(), None));
+}
+
+#[test]
+fn policy_disallows_and_allows() {
+    let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
+    let none: [String; 0] = [];
+    let p = t.policy(Some(&none), None).unwrap();
+    assert!(matches!(t.encode("a<|end|>", &p, false, false), Err(HanpackError::DisallowedSpecial { position: 1, .. })));
+    let p = t.policy(Some(&none), Some(&none)).unwrap();
+    assert_eq!(t.encode("<|end|>", &p, false, false).unwrap().len(), 7);
+    assert!(matches!(t.policy(Some(&["<nope>".to_string()]), None), Err(HanpackError::InvalidArgument(_))));
+}
+
+#[test]
+fn added_token_strip_and_single_word() {
+    let extra = r#",{"id":301,"content":"<m>","special":false,"single_word":false,"lstrip":true,"rstrip":true,"normalized":false},
+                   {"id":302,"content":"ab","special":false,"single_word":true,"lstrip":false,"rstrip":false,"normalized":false}"#;
+    let t = from_json(tiny_json(false, extra).as_bytes(), "tiny").unwrap();
+    assert_eq!(t.encode("c  <m>  c", &all(), false, false).unwrap(), vec![b'c' as u32, 301, b'c' as u32]);
+    assert_eq!(t.encode("ab", &all(), false, false).unwrap(), vec![302]);
+    assert_eq!(t.encode("abc", &all(), false, false).unwrap(), vec![257]);
+}
+
+#[test]
+fn ignore_merges_takes_whole_pieces() {
+    let t = from_json(tiny_json(true, "").as_bytes(), "tiny").unwrap();
+    assert_eq!(t.encode("aaaa", &all(), false, false).unwrap(), vec![260]);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let e = from_json(b"{\"model\": {", "x.json").unwrap_err();
+    assert!(matches!(e, HanpackError::TokenizerFormat { .. }), "{e}");
+    let bad = tiny_json(false, "").replace("\"a a\"", "\"a zz\"");
+    let e = from_json(bad.as_bytes(), "x.json").unwrap_err();
+    assert!(e.to_string().contains("model.merges[3]") && e.to_string().contains("zz"), "{e}");
+    let bad = tiny_json(false, "").replace("\"normalizer\":null", "\"normalizer\":{\"type\":\"Precompiled\"}");
+    let e = from_json(bad.as_bytes(), "x.json").unwrap_err();
+    assert!(matches!(&e, HanpackError::UnsupportedTokenizer { reason, .. } if reason.contains("Precompiled")), "{e}");
+    let cfg = PlainConfig { pattern: "gpt2".into(), ..Default::default() };
+    let e = from_tiktoken(b"IQ== 0\n!!! 1\n", "r.tiktoken", &cfg).unwrap_err();
+    assert!(e.to_string().contains("line 2") && e.to_string().contains("base64"), "{e}");
+    let e = from_tiktoken(b"IQ== 0\nIg== 0\n", "r.tiktoken", &cfg).unwrap_err();
+    assert!(e.to_string().contains("rank 0 is already used on line 1"), "{e}");
+    let e = from_vocab_merges(br#"{"a": 0, "b": 1}"#, b"#version: 0.2\na c\n", "dir", &cfg).unwrap_err();
+    assert!(e.to_string().contains("merges.txt") && e.to_string().contains("line 2"), "{e}");
+}
+
+#[test]
+fn tiktoken_ranks_round_trip_through_json() {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut file = String::new();
+    for b in 0..=255u8 {
+        file += &format!("{} {}\n", b64.encode([b]), b);
+    }
+    for (i, t) in ["ab", "abc", " a", "aa", "aaaa", "bc"].iter().enumerate() {
+        file += &format!("{} {}\n", b64.encode(t.as_bytes()), 256 + i);
+    }
+    let cfg = PlainConfig { pattern: "gpt2".into(), special_tokens: vec![("<|eot|>".into(), 400)], normalizer: None };
+    let t = from_tiktoken(file.as_bytes(), "r.tiktoken", &cfg).unwrap();
+    let texts = ["abc aaaa abcbc", "aaaaaaa<|eot|> bc", ""];
+    let json = to_json(&t).unwrap();
+    let back = from_json(&json, "saved.json").unwrap();
+    for s in texts {
+        let ids = t.encode(s, &all(), false, false).unwrap();
+        assert_eq!(back.encode(s, &all(), false, false).unwrap(), ids, "{s}");
+        let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        assert_eq!(t.decode(&ids64, false).unwrap(), s);
+    }
+    assert_eq!(t.vocab_size(), 401);
+    let v: &Vocab = &t.vocab;
+    assert_eq!(v.piece(256), Some("ab"));
+}
