@@ -140,12 +140,21 @@ fn build() -> std::result::Result<Tables, String> {
 /// the bounds and boundary checks of slicing are skipped for the common ASCII byte.
 #[inline]
 pub fn char_at(s: &str, i: usize) -> Option<(char, usize)> {
+    #[cfg(test)]
+    CHAR_READS.with(|n| n.set(n.get() + 1));
     let b = *s.as_bytes().get(i)?;
     if b < 0x80 {
         return Some((b as char, 1));
     }
     let c = s.get(i..)?.chars().next()?;
     Some((c, c.len_utf8()))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of [`char_at`] on this thread: the lexers' work, counted exactly, so the
+    /// tests check linear time by input size rather than by the clock.
+    pub static CHAR_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 #[cfg(test)]
