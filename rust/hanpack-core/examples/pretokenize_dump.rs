@@ -37,9 +37,11 @@ fn main() {
             let k = KNOWN_PATTERNS.iter().find(|k| k.name == name);
             let k = k.unwrap_or_else(|| fail(format!("unknown pattern name {name:?}")));
             let s = Splitter::new(k.pattern).unwrap_or_else(|e| fail(e.to_string()));
-            let text = std::fs::read_to_string(file).unwrap_or_else(|e| fail(format!("{file}: {e}")));
+            let text =
+                std::fs::read_to_string(file).unwrap_or_else(|e| fail(format!("{file}: {e}")));
             let mut ranges = Vec::new();
-            s.split(&text, &mut ranges).unwrap_or_else(|e| fail(e.to_string()));
+            s.split(&text, &mut ranges)
+                .unwrap_or_else(|e| fail(e.to_string()));
             for r in ranges {
                 writeln!(out, "{}", r.end).ok();
             }

@@ -14,7 +14,11 @@ fn default_files() -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
         .unwrap_or_default();
-    files.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("zh-")));
+    files.retain(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("zh-"))
+    });
     files.sort();
     files
 }
@@ -57,18 +61,30 @@ fn main() {
     if files.is_empty() {
         files = default_files();
     }
-    let texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
+    let texts: Vec<String> = files
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .collect();
     if texts.is_empty() {
         eprintln!("no readable input files (default: ../shared/data/corpus/zh-*)");
         std::process::exit(2);
     }
-    let rounds = std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let only = std::env::var("PATTERNS").ok();
     let mb = texts.iter().map(String::len).sum::<usize>() as f64 / 1e6;
     println!("{} files, {mb:.1} MB, best of {rounds}", texts.len());
-    println!("{:<8} {:>12} {:>12} {:>8} {:>12}", "pattern", "lexer MB/s", "regex MB/s", "speedup", "pieces");
+    println!(
+        "{:<8} {:>12} {:>12} {:>8} {:>12}",
+        "pattern", "lexer MB/s", "regex MB/s", "speedup", "pieces"
+    );
     for k in KNOWN_PATTERNS {
-        if only.as_deref().is_some_and(|o| !o.split(',').any(|n| n == k.name)) {
+        if only
+            .as_deref()
+            .is_some_and(|o| !o.split(',').any(|n| n == k.name))
+        {
             continue;
         }
         let (Ok(lexer), Ok(regex)) = (Splitter::new(k.pattern), Splitter::regex(k.pattern)) else {
@@ -77,7 +93,15 @@ fn main() {
         };
         let (lex, n_lex) = measure(&lexer, &texts, rounds);
         let (re, _) = measure(&regex, &texts, rounds);
-        let agree = if same_splits(&lexer, &regex, &texts) { "" } else { "  SPLITS DIFFER" };
-        println!("{:<8} {lex:>12.1} {re:>12.1} {:>7.1}x {n_lex:>12}{agree}", k.name, lex / re);
+        let agree = if same_splits(&lexer, &regex, &texts) {
+            ""
+        } else {
+            "  SPLITS DIFFER"
+        };
+        println!(
+            "{:<8} {lex:>12.1} {re:>12.1} {:>7.1}x {n_lex:>12}{agree}",
+            k.name,
+            lex / re
+        );
     }
 }

@@ -72,7 +72,9 @@ impl Tables {
 impl std::fmt::Debug for Tables {
     // The blocks are ~25 KB of enum values; nobody wants them in a Debug print.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tables").field("blocks", &self.blocks.len()).finish_non_exhaustive()
+        f.debug_struct("Tables")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,11 +89,18 @@ pub fn tables() -> Result<&'static Tables> {
 
 /// The code point ranges of a one-class regex such as `\p{L}` or `(?i)s`.
 fn class_ranges(re: &str) -> std::result::Result<Vec<(char, char)>, String> {
-    let hir = regex_syntax::Parser::new().parse(re).map_err(|e| format!("{re:?}: {e}"))?;
+    let hir = regex_syntax::Parser::new()
+        .parse(re)
+        .map_err(|e| format!("{re:?}: {e}"))?;
     match hir.kind() {
-        HirKind::Class(Class::Unicode(c)) => Ok(c.ranges().iter().map(|r| (r.start(), r.end())).collect()),
+        HirKind::Class(Class::Unicode(c)) => {
+            Ok(c.ranges().iter().map(|r| (r.start(), r.end())).collect())
+        }
         // A class of one char comes back as a literal (e.g. `(?i)x` if x had no folds).
-        HirKind::Literal(lit) => match std::str::from_utf8(&lit.0).ok().and_then(|s| s.chars().next()) {
+        HirKind::Literal(lit) => match std::str::from_utf8(&lit.0)
+            .ok()
+            .and_then(|s| s.chars().next())
+        {
             Some(c) => Ok(vec![(c, c)]),
             None => Err(format!("{re:?}: unexpected literal")),
         },
@@ -103,7 +112,11 @@ fn build() -> std::result::Result<Tables, String> {
     let mut flat = vec![Cat::Other; 0x110000];
     // The three classes are disjoint in Unicode (White_Space is Zs/Zl/Zp/Cc); a later
     // class overwriting an earlier one would be a Unicode change, caught by the tests.
-    for (re, cat) in [(r"\p{L}", Cat::Letter), (r"\p{N}", Cat::Number), (r"\s", Cat::Space)] {
+    for (re, cat) in [
+        (r"\p{L}", Cat::Letter),
+        (r"\p{N}", Cat::Number),
+        (r"\s", Cat::Space),
+    ] {
         for (lo, hi) in class_ranges(re)? {
             for cp in lo as usize..=hi as usize {
                 if let Some(slot) = flat.get_mut(cp) {
@@ -132,7 +145,11 @@ fn build() -> std::result::Result<Tables, String> {
             }
         }
     }
-    Ok(Tables { index: index.into(), blocks: blocks.into(), folds: folds.into() })
+    Ok(Tables {
+        index: index.into(),
+        blocks: blocks.into(),
+        folds: folds.into(),
+    })
 }
 
 /// Decodes the char starting at byte `i` of `s` (a char boundary): the char and its

@@ -43,7 +43,11 @@ pub struct Llama3Lexer {
 
 impl Llama3Lexer {
     pub fn new(tables: &'static Tables, max_digits: usize, space_to_end_first: bool) -> Self {
-        Self { tables, max_digits, space_to_end_first }
+        Self {
+            tables,
+            max_digits,
+            space_to_end_first,
+        }
     }
 
     pub fn split(&self, text: &str, out: &mut Vec<Range<usize>>) {
@@ -68,7 +72,15 @@ impl Llama3Lexer {
         let cat = t.cat(c);
         match cat {
             Cat::Letter => return run_end(t, text, next, Cat::Letter),
-            Cat::Number => return run_end_max(t, text, next, Cat::Number, self.max_digits.saturating_sub(1)),
+            Cat::Number => {
+                return run_end_max(
+                    t,
+                    text,
+                    next,
+                    Cat::Number,
+                    self.max_digits.saturating_sub(1),
+                )
+            }
             Cat::Space | Cat::Other => {}
         }
         let c1 = char_at(text, next).map(|(c1, len1)| (t.cat(c1), next + len1));

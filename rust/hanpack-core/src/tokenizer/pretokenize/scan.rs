@@ -51,7 +51,11 @@ pub struct SpaceRun {
 /// Scans the `\s+` run at `start` (the caller knows `start` holds a space char).
 #[inline]
 pub fn space_run(t: &Tables, text: &str, start: usize) -> SpaceRun {
-    let mut run = SpaceRun { end: start, last_start: start, newline_end: None };
+    let mut run = SpaceRun {
+        end: start,
+        last_start: start,
+        newline_end: None,
+    };
     while let Some((c, len)) = char_at(text, run.end) {
         if t.cat(c) != Cat::Space {
             break;

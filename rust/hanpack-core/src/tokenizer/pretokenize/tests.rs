@@ -30,10 +30,18 @@ fn check(name: &str, lexer: &Splitter, regex: &Splitter, text: &str, origin: &st
     let got = pieces(lexer, text);
     let want = pieces(regex, text);
     if got != want {
-        let i = got.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let i = got
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
         let lo = i.saturating_sub(3);
         let show = |v: &[&str]| format!("{:?}", &v[lo..(i + 3).min(v.len())]);
-        let input = if text.len() <= 400 { format!("{text:?}") } else { format!("<{} bytes>", text.len()) };
+        let input = if text.len() <= 400 {
+            format!("{text:?}")
+        } else {
+            format!("<{} bytes>", text.len())
+        };
         panic!(
             "{name}: lexer != regex on {origin} input {input}\n  piece #{i}\n  lexer: {}\n  regex: {}",
             show(&got),
@@ -65,8 +73,8 @@ const EDGE_CASES: &[&str] = &[
     "'re 'RE 'Re 'rE 'ru 'r",
     "I'm you'RE he'Ll she'D it'S we've They'VE 'll 'l 'LL 'Ll 'lL",
     "don't DON'T Don'T o'clock '' ''s 's's",
-    "'\u{17F}", // ſ
-    "'\u{212A}", // KELVIN SIGN (folds to k, no contraction)
+    "'\u{17F}",         // ſ
+    "'\u{212A}",        // KELVIN SIGN (folds to k, no contraction)
     "'\u{130}'\u{131}", // dotted / dotless I
     "x'ſ x'ſſ 'ſt",
     "1 12 123 1234 12345 123456 1234567",
@@ -124,11 +132,10 @@ impl Rng {
 /// A small alphabet hitting every branch: letters (ASCII, folding, CJK), numbers,
 /// whitespace of each kind, apostrophes, punctuation, marks, emoji.
 const ALPHABET: &[&str] = &[
-    "a", "s", "S", "t", "T", "r", "e", "E", "v", "m", "l", "L", "d", "D", "k", "x",
-    "\u{17F}", "\u{212A}", "é", "中", "文", "가", "1", "7", "٣", "½", "①",
-    " ", " ", " ", "\t", "\n", "\r", "\r\n", "\u{A0}", "\u{3000}", "\u{85}", "\u{2028}",
-    "\u{B}", "\u{200B}", "'", "'", "'", "!", ".", ",", "-", "/", "\u{301}", "😀",
-    "\u{200D}", "\u{0}", "'s", "'ll", "'RE", " '",
+    "a", "s", "S", "t", "T", "r", "e", "E", "v", "m", "l", "L", "d", "D", "k", "x", "\u{17F}",
+    "\u{212A}", "é", "中", "文", "가", "1", "7", "٣", "½", "①", " ", " ", " ", "\t", "\n", "\r",
+    "\r\n", "\u{A0}", "\u{3000}", "\u{85}", "\u{2028}", "\u{B}", "\u{200B}", "'", "'", "'", "!",
+    ".", ",", "-", "/", "\u{301}", "😀", "\u{200D}", "\u{0}", "'s", "'ll", "'RE", " '",
 ];
 
 #[test]
