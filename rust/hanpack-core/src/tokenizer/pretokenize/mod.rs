@@ -7,6 +7,16 @@
 //! Qwen2, cl100k, GPT-2; see [`known`]) get hand-written lexers ([`llama3`], [`gpt2`])
 //! that give exactly the regex's splits, tested against it; any other pattern runs on
 //! the general regex engine ([`regex_fallback`]).
+//!
+//! Engine parity (checked with `examples/pretokenize_dump.rs` from Python): on the
+//! shared corpora and seeded random strings, fancy-regex (tiktoken), HF tokenizers'
+//! Oniguruma (tokenizers 0.23.3) and Python `regex` 2026.5.9 give identical splits for
+//! every known pattern, `(?i)` folds ('ſ' ~ 's', KELVIN SIGN ~ 'k') included. The one
+//! disagreement is the Unicode version: Python `regex` knows Unicode 17, while
+//! regex-syntax 0.8 and this Oniguruma agree with each other on every code point
+//! (Unicode 16), so the 4,657 code points assigned in Unicode 17 (e.g. U+088F, U+10940)
+//! are `\p{L}`/`\p{N}` for Python `regex` only: LLaMA-3 splits "a\u{88F}b" as
+//! ["a", "\u{88F}b"] here and in Oniguruma, ["a\u{88F}b"] in Python `regex`.
 
 pub mod classify;
 pub mod gpt2;
