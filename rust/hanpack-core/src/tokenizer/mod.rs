@@ -11,6 +11,7 @@
 
 pub mod bpe;
 pub mod darts;
+pub mod pair_filter;
 pub mod pretokenize;
 pub mod spm;
 pub mod utf8;

@@ -12,6 +12,7 @@ use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use super::bytelevel;
+use crate::tokenizer::pair_filter::PairFilter;
 use crate::error::{HanpackError, Result};
 
 pub type FxMap<K, V> = HashMap<K, V, FxBuildHasher>;
@@ -47,12 +48,19 @@ pub struct Vocab {
     /// byte → its single-byte token (`NO_ID` if the vocabulary lacks it).
     pub byte_ids: [u32; 256],
     pairs: FxMap<u64, Merge>,
+    /// Every key of `pairs`, for the quick "no merge" answer (see [`PairFilter`]).
+    filter: PairFilter,
     /// The merges in rank order, kept to write `tokenizer.json` back (empty for tiktoken
     /// files, whose merges are derived when saving).
     pub merges: Vec<(u32, u32)>,
     /// Look a whole piece up before merging (LLaMA-3's `ignore_merges`; always for tiktoken).
     pub ignore_merges: bool,
+    /// Names this vocabulary to the per-thread pair caches of [`super::merge`] (clones
+    /// share it: their merges are the same).
+    pub cache_id: u64,
 }
+
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn invalid(origin: &str, reason: String) -> HanpackError {
     HanpackError::InvalidTokenizer { origin: origin.to_owned(), reason }
@@ -68,8 +76,10 @@ impl Vocab {
             by_bytes: FxMap::with_capacity_and_hasher(n, FxBuildHasher),
             byte_ids: [NO_ID; 256],
             pairs: FxMap::with_hasher(FxBuildHasher),
+            filter: PairFilter::new(&[]),
             merges: Vec::new(),
             ignore_merges: false,
+            cache_id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -138,6 +148,7 @@ impl Vocab {
                 v.merges.push((l, r));
             }
         }
+        v.build_filter();
         Ok(v)
     }
 
@@ -180,7 +191,19 @@ impl Vocab {
             }
         }
         v.pairs = pairs;
+        v.build_filter();
         Ok(v)
+    }
+
+    fn build_filter(&mut self) {
+        let keys: Vec<u64> = self.pairs.keys().copied().collect();
+        self.filter = PairFilter::new(&keys);
+    }
+
+    /// False when `left` + `right` certainly do not merge (one read; see [`PairFilter`]).
+    #[inline]
+    pub fn may_merge(&self, key: u64) -> bool {
+        self.filter.may_contain(key)
     }
 
     /// Registers an added (or special) token; its bytes are its text.

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use hashbrown::HashMap;
 
+use crate::tokenizer::pair_filter::{mix, PairFilter};
+
 use super::agenda::{Agenda, Keyed, RUNS_FROM};
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
@@ -132,45 +134,6 @@ impl BpeScratch {
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A blocked Bloom filter over the symbol-id pairs that concatenate to a piece: one
-/// 64-bit word per query, two bits per key. Chinese text has far more distinct character
-/// bigrams than any cache holds (a 2^13-slot pair cache missed 72% of lookups on news
-/// text), and almost none of them are pieces; this rejects those with one memory read.
-struct PairFilter {
-    words: Vec<u64>,
-    mask: usize,
-}
-
-impl PairFilter {
-    fn new(keys: &[u64]) -> Self {
-        // ~16 bits per key: about 3% false positives with two bits in one word.
-        let words = (keys.len() * 16 / 64).next_power_of_two().max(1);
-        let mut f = Self { words: vec![0; words], mask: words - 1 };
-        for &k in keys {
-            let (w, bits) = f.locate(k);
-            f.words[w] |= bits;
-        }
-        f
-    }
-
-    #[inline]
-    fn locate(&self, key: u64) -> (usize, u64) {
-        let h = mix(key);
-        let w = (h >> 40) as usize & self.mask;
-        (w, (1u64 << (h & 63)) | (1u64 << ((h >> 6) & 63)))
-    }
-
-    #[inline]
-    fn may_contain(&self, key: u64) -> bool {
-        let (w, bits) = self.locate(key);
-        self.words[w] & bits == bits
-    }
-
-    fn heap_bytes(&self) -> usize {
-        self.words.capacity() * 8
-    }
-}
-
 /// The symbol id of `text` as the encoder assigns it: its piece id, `CHAR_ID | codepoint`
 /// for a single character that is not a piece, `None` for a multi-character non-piece
 /// (which can never be a symbol).
@@ -243,10 +206,6 @@ const MAX_CACHED_WORD: usize = 64;
 /// The word cache is cleared when it holds this many words (bounded memory per thread).
 const MAX_CACHED_WORDS: usize = 1 << 16;
 
-#[inline]
-fn mix(key: u64) -> u64 {
-    (key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
 
 impl BpeModel {
     pub fn new(table: &PieceTable) -> Self {
