@@ -53,22 +53,6 @@ impl IdCache {
             Ok(list)
         }
     }
-
-    pub fn batch<'py>(&self, py: Python<'py>, rows: &[Vec<u32>], vocab_size: usize) -> PyResult<Bound<'py, PyList>> {
-        // SAFETY: as in `list`; each row list is a new reference stolen by the outer list.
-        unsafe {
-            let outer = ffi::PyList_New(rows.len() as ffi::Py_ssize_t);
-            if outer.is_null() {
-                return Err(PyErr::fetch(py));
-            }
-            let outer = Bound::from_owned_ptr(py, outer).cast_into_unchecked::<PyList>();
-            for (i, row) in rows.iter().enumerate() {
-                let inner = self.list(py, row, vocab_size)?;
-                ffi::PyList_SET_ITEM(outer.as_ptr(), i as ffi::Py_ssize_t, inner.into_ptr());
-            }
-            Ok(outer)
-        }
-    }
 }
 
 /// Token ids from a Python object: a list of ints (fast path: no iterator protocol, one

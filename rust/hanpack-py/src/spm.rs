@@ -7,13 +7,11 @@ use hanpack_core::tokenizer::spm::SpmModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList, PyString};
-use rayon::prelude::*;
+use pyo3::types::{PyBytes, PyList};
 
-use crate::convert::{append_ids, ids_from_py, IdCache};
-use crate::errors::{run, run_detached, Failure};
-use crate::pipeline::pipelined;
-use crate::pool;
+use crate::convert::{ids_from_py, IdCache};
+use crate::errors::{run, run_detached};
+use crate::batch;
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
 /// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
@@ -39,9 +37,6 @@ impl SpmTokenizer {
     }
 }
 
-/// Batches are split into this many items per rayon task at least, so tiny lines do not
-/// drown in scheduling overhead.
-const MIN_TASK: usize = 64;
 
 #[pymethods]
 impl SpmTokenizer {
@@ -86,22 +81,7 @@ impl SpmTokenizer {
     #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
     fn encode_batch<'py>(&self, py: Python<'py>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        let out = PyList::empty(py);
-        let chunk = (texts.len() / 64).clamp(MIN_TASK, 4096);
-        pipelined(
-            py,
-            &texts,
-            chunk,
-            num_threads,
-            |part| part.iter().map(|t| m.encode(t, add_bos, add_eos)).collect::<Result<Vec<_>, _>>().map_err(Failure::from),
-            |rows| {
-                for row in &rows {
-                    out.append(self.ints.list(py, row, m.vocab_size())?)?;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        batch::encode_lists(py, &self.ints, m.vocab_size(), &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
@@ -116,39 +96,7 @@ impl SpmTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
         let m = &self.model;
-        let (ids, offsets) = run_detached(py, || {
-            pool::install(num_threads, || {
-                let chunk = (texts.len() / (rayon::current_num_threads() * 8)).max(MIN_TASK);
-                let parts = texts
-                    .par_chunks(chunk)
-                    .map(|chunk| {
-                        let mut ids: Vec<i32> = Vec::new();
-                        let mut lens = Vec::with_capacity(chunk.len());
-                        let mut buf = Vec::new();
-                        for t in chunk {
-                            buf.clear();
-                            m.encode_into(t, add_bos, add_eos, &mut buf)?;
-                            ids.extend(buf.iter().map(|&i| i as i32));
-                            lens.push(buf.len() as i64);
-                        }
-                        Ok((ids, lens))
-                    })
-                    .collect::<Result<Vec<_>, hanpack_core::HanpackError>>()?;
-                let total: usize = parts.iter().map(|p| p.0.len()).sum();
-                let mut ids = Vec::with_capacity(total);
-                let mut offsets = Vec::with_capacity(texts.len() + 1);
-                offsets.push(0i64);
-                for (part_ids, lens) in parts {
-                    ids.extend_from_slice(&part_ids);
-                    for l in lens {
-                        let last = *offsets.last().unwrap_or(&0);
-                        offsets.push(last + l);
-                    }
-                }
-                Ok::<_, Failure>((ids, offsets))
-            })
-        })?;
-        Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, offsets)))
+        batch::encode_flat(py, &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
     }
 
     fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -157,45 +105,11 @@ impl SpmTokenizer {
         run_detached(py, || Ok(m.decode(&ids)?))
     }
 
-    /// Rows are flattened into one id buffer; workers decode chunks of rows into one
-    /// string each while this thread turns finished chunks into Python strings (one
-    /// allocation per chunk instead of two per row).
+    /// See `batch::decode_rows`.
     #[pyo3(signature = (batch, num_threads=None))]
     fn decode_batch<'py>(&self, py: Python<'py>, batch: &Bound<'py, PyAny>, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
-        let mut flat = Vec::new();
-        let mut rows = Vec::new();
-        for row in batch.try_iter()? {
-            let start = flat.len();
-            append_ids(&row?, &mut flat)?;
-            rows.push(start..flat.len());
-        }
         let m = &self.model;
-        let out = PyList::empty(py);
-        let chunk = (rows.len() / 64).clamp(MIN_TASK, 4096);
-        pipelined(
-            py,
-            &rows,
-            chunk,
-            num_threads,
-            |part| {
-                let mut text = String::new();
-                let mut ends = Vec::with_capacity(part.len());
-                for r in part {
-                    m.decode_into(&flat[r.clone()], &mut text)?;
-                    ends.push(text.len());
-                }
-                Ok((text, ends))
-            },
-            |(text, ends)| {
-                let mut start = 0;
-                for end in ends {
-                    out.append(PyString::new(py, &text[start..end]))?;
-                    start = end;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(out)
+        batch::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, out))
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {
