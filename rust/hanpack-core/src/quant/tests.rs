@@ -37,6 +37,10 @@ fn roundtrip(w: &[f32], rows: usize, cols: usize, s: &QuantSpec) -> Vec<f32> {
     out
 }
 
+fn l1(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum::<f64>() / a.len() as f64
+}
+
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
     let den: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum();
@@ -57,8 +61,10 @@ fn rtn_error_is_within_half_a_step() {
                 let g = q.layout.group_size;
                 for (i, (&x, &y)) in w.iter().zip(&d).enumerate() {
                     let sc = q.scales[(i / cols) * ng + (i % cols) / g].to_f32().abs();
-                    // Half a step, plus the fp16 rounding of the scale stretched over qmax steps.
-                    let bound = sc * (0.5 + 256.0 / 1024.0) + 1e-6;
+                    // One step: half for rounding, and up to half more where the range end
+                    // is clipped (rounded integer zero; symmetric's short positive side),
+                    // plus the fp16 rounding of the scale stretched over qmax steps.
+                    let bound = sc * (1.0 + 256.0 / 1024.0) + 1e-6;
                     assert!((x - y).abs() <= bound, "int{bits} {gs:?} sym={sym} at {i}: {x} vs {y}");
                 }
             }
@@ -78,9 +84,13 @@ fn error_decreases_with_bits_and_methods_beat_rtn() {
             let hqq = rel_err(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)));
             assert!(rtn < last, "int{bits}: {rtn} !< {last}");
             assert!(mse <= rtn * (1.0 + 1e-9), "mse {mse} > rtn {rtn} at int{bits} sym={sym}");
-            if bits <= 4 {
-                assert!(hqq <= rtn, "hqq {hqq} > rtn {rtn} at int{bits} sym={sym}");
-            }
+            // HQQ minimises an l_p (p < 1) error and stops on the mean absolute error, so
+            // that is what it must not make worse; on these outlier-heavy synthetic
+            // weights its squared error can be slightly above rtn's (real weights: see
+            // tests/test_quant.py).
+            let l1_rtn = l1(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Rtn)));
+            let l1_hqq = l1(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)));
+            assert!(l1_hqq <= l1_rtn, "hqq l1 {l1_hqq} > rtn {l1_rtn} at int{bits} sym={sym} (l2 {hqq} vs {rtn})");
             last = rtn;
         }
     }
