@@ -52,6 +52,8 @@ static MODEL_FORMAT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_MODEL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static TOKEN_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_ARGUMENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static QUANTIZATION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static NON_FINITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
@@ -73,6 +75,8 @@ pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
                 HanpackError::InvalidModel { .. } => raise(py, &INVALID_MODEL, "InvalidModelError", msg),
                 HanpackError::IdOutOfRange { .. } => raise(py, &TOKEN_ID, "TokenIdError", msg),
                 HanpackError::InvalidArgument(_) => raise(py, &INVALID_ARGUMENT, "InvalidArgumentError", msg),
+                HanpackError::NonFiniteWeight { .. } => raise(py, &NON_FINITE, "NonFiniteWeightError", msg),
+                HanpackError::Quantization { .. } | HanpackError::QuantLayout(_) => raise(py, &QUANTIZATION, "QuantizationError", msg),
             }
         }
     }

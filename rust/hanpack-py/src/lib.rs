@@ -7,6 +7,7 @@ mod convert;
 mod errors;
 mod pipeline;
 mod pool;
+mod quant;
 mod spm;
 
 #[pymodule]
@@ -14,5 +15,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;
+    m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     Ok(())
 }
