@@ -61,6 +61,14 @@ class QuantizedTensor:
     """
 
     __slots__ = ("_packed", "_scales", "_zeros", "_shape", "_bits", "_group_size", "_sym", "_method")
+    _packed: npt.NDArray[np.uint8]
+    _scales: npt.NDArray[np.float16]
+    _zeros: npt.NDArray[np.float16]
+    _shape: Tuple[int, int]
+    _bits: int
+    _group_size: int
+    _sym: bool
+    _method: str
 
     def __init__(
         self,
@@ -118,40 +126,40 @@ class QuantizedTensor:
     @property
     def packed(self) -> npt.NDArray[np.uint8]:
         """Packed codes, uint8 ``[out_features, ceil(in_features / 32) * 4 * bits]``."""
-        return self._packed  # type: ignore[no-any-return]
+        return self._packed
 
     @property
     def scales(self) -> npt.NDArray[np.float16]:
         """Per-group scales, float16 ``[out_features, n_groups]`` (negative allowed when sym)."""
-        return self._scales  # type: ignore[no-any-return]
+        return self._scales
 
     @property
     def zeros(self) -> npt.NDArray[np.float16]:
         """Per-group zero points in code units, float16 ``[out_features, n_groups]``
         (fractional for hqq; ``2**(bits-1)`` everywhere when sym)."""
-        return self._zeros  # type: ignore[no-any-return]
+        return self._zeros
 
     @property
     def shape(self) -> Tuple[int, int]:
-        return self._shape  # type: ignore[no-any-return]
+        return self._shape
 
     @property
     def bits(self) -> int:
-        return self._bits  # type: ignore[no-any-return]
+        return self._bits
 
     @property
     def group_size(self) -> int:
         """Effective group length (``in_features`` for per-channel); the last group of a
         row is shorter when ``in_features`` is not a multiple of it."""
-        return self._group_size  # type: ignore[no-any-return]
+        return self._group_size
 
     @property
     def sym(self) -> bool:
-        return self._sym  # type: ignore[no-any-return]
+        return self._sym
 
     @property
     def method(self) -> str:
-        return self._method  # type: ignore[no-any-return]
+        return self._method
 
     @property
     def nbytes(self) -> int:
@@ -172,7 +180,7 @@ class QuantizedTensor:
             self._packed, self._scales.view(np.uint16), self._zeros.view(np.uint16), self._bits,
             self._shape[0], self._shape[1], self._group_size, dt.name, num_threads,
         )
-        return flat.view(dt).reshape(self._shape)  # type: ignore[no-any-return]
+        return flat.view(dt).reshape(self._shape)
 
 
 def _rebuild(packed: Any, scales: Any, zeros: Any, shape: Tuple[int, int], bits: int, group_size: int, sym: bool, method: str) -> QuantizedTensor:
