@@ -61,8 +61,13 @@ pub fn params(w: &[f32], grid: &Grid) -> Result<Params, ScaleOverflow> {
     if !inv.is_finite() {
         return Ok(start);
     }
-    let z = optimise_zero(w, inv, -lo * inv, grid);
-    Ok(Params { scale: super::fp16(1.0 / inv)?, zero: f16::from_f32(z) })
+    let zero = f16::from_f32(optimise_zero(w, inv, -lo * inv, grid));
+    // The zero is a mean of values within a few codes of 0..=qmax; should it ever not
+    // fit fp16, the min–max start is the safe answer.
+    if !zero.is_finite() {
+        return Ok(start);
+    }
+    Ok(Params { scale: super::fp16(1.0 / inv)?, zero })
 }
 
 fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
