@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from . import data, exceptions
+from . import data, exceptions, quant
 from ._core import __version__
 from .tokenizer import StreamDecoder, Tokenizer
 
-__all__ = ["Tokenizer", "StreamDecoder", "exceptions", "data", "__version__"]
+__all__ = ["Tokenizer", "StreamDecoder", "exceptions", "data", "quant", "__version__"]

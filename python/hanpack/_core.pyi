@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 from typing import final
 
-__all__ = ["BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "__version__"]
+__all__ = ["BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "__version__", "dequantize", "quantize"]
 __version__: str
 
 @final
@@ -130,3 +130,26 @@ class BpeTokenizer:
     def eos_id(self) -> int: ...
     @property
     def unk_id(self) -> int: ...
+
+def quantize(
+    weight: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    dtype: str,
+    bits: int,
+    group_size: int | None,
+    sym: bool,
+    method: str,
+    importance: npt.NDArray[np.float32] | None,
+    name: str,
+    num_threads: int | None = None,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16], npt.NDArray[np.uint16], int]: ...
+def dequantize(
+    packed: npt.NDArray[np.uint8],
+    scales: npt.NDArray[np.uint16],
+    zeros: npt.NDArray[np.uint16],
+    bits: int,
+    rows: int,
+    cols: int,
+    group_size: int,
+    out_dtype: str,
+    num_threads: int | None = None,
+) -> npt.NDArray[np.float32] | npt.NDArray[np.uint16]: ...

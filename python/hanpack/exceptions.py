@@ -16,6 +16,8 @@ __all__ = [
     "InvalidModelError",
     "TokenIdError",
     "InvalidArgumentError",
+    "QuantizationError",
+    "NonFiniteWeightError",
     "InternalError",
     "UnsupportedTokenizerError",
     "DisallowedSpecialTokenError",
@@ -41,6 +43,15 @@ class TokenIdError(HanpackError, IndexError):
 
 class InvalidArgumentError(HanpackError, ValueError):
     """An argument that does not fit the model (e.g. ``add_bos=True`` without a BOS piece)."""
+
+
+class QuantizationError(HanpackError, ValueError):
+    """A weight cannot be quantized as asked, or quantized arrays do not match their
+    layout; the message names the tensor and the group or array at fault."""
+
+
+class NonFiniteWeightError(QuantizationError):
+    """A NaN or infinity in a weight; the message names the tensor and ``[row, col]``."""
 
 
 class InternalError(HanpackError, RuntimeError):

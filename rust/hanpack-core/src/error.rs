@@ -40,6 +40,15 @@ pub enum HanpackError {
     /// An argument that the caller got wrong (e.g. add_bos on a model without `<s>`).
     #[error("{0}")]
     InvalidArgument(String),
+    /// A NaN or infinity in a weight to quantize; `row`/`col` index the 2-D weight.
+    #[error("tensor {tensor:?}: non-finite value {value} at [{row}, {col}]; quantization needs finite weights")]
+    NonFiniteWeight { tensor: String, row: usize, col: usize, value: f32 },
+    /// A tensor that cannot be quantized as asked (e.g. a scale beyond fp16's range).
+    #[error("tensor {tensor:?}: {reason}")]
+    Quantization { tensor: String, reason: String },
+    /// Packed arrays whose sizes do not match their layout.
+    #[error("quantized tensor layout: {0}")]
+    QuantLayout(String),
 }
 
 pub type Result<T> = std::result::Result<T, HanpackError>;

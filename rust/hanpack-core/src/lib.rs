@@ -2,11 +2,14 @@
 //!
 //! * [`tokenizer::spm`] — SentencePiece models (BPE and Unigram), encoding and decoding
 //!   id-for-id like sentencepiece 0.2.x.
+//! * [`quant`] — group-wise 2/3/4/8-bit weight quantization (rtn, mse, hqq) and the packed
+//!   layouts that kernels read.
 //!
 //! Errors are [`error::HanpackError`]; the PyO3 crate maps each variant to one Python
 //! exception class in a single place.
 
 pub mod error;
+pub mod quant;
 pub mod tokenizer;
 
 pub use error::{HanpackError, Result};

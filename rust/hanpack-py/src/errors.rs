@@ -54,6 +54,8 @@ static TOKEN_ID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID_ARGUMENT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static UNSUPPORTED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DISALLOWED_SPECIAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static QUANTIZATION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static NON_FINITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
@@ -79,6 +81,8 @@ pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
                 HanpackError::DisallowedSpecial { .. } => raise(py, &DISALLOWED_SPECIAL, "DisallowedSpecialTokenError", msg),
                 HanpackError::IdOutOfRange { .. } => raise(py, &TOKEN_ID, "TokenIdError", msg),
                 HanpackError::InvalidArgument(_) => raise(py, &INVALID_ARGUMENT, "InvalidArgumentError", msg),
+                HanpackError::NonFiniteWeight { .. } => raise(py, &NON_FINITE, "NonFiniteWeightError", msg),
+                HanpackError::Quantization { .. } | HanpackError::QuantLayout(_) => raise(py, &QUANTIZATION, "QuantizationError", msg),
             }
         }
     }

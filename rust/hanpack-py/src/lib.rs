@@ -9,6 +9,7 @@ mod convert;
 mod errors;
 mod pipeline;
 mod pool;
+mod quant;
 mod spm;
 
 #[pymodule]
@@ -17,5 +18,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;
+    m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     Ok(())
 }

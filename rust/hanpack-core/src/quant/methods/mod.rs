@@ -1,0 +1,131 @@
+//! How each group's scale and zero are chosen. One file per method; all share the code
+//! rule of [`crate::quant::formats`] (`q = clamp(round_half_even(w / s + z), 0, qmax)`)
+//! and return parameters already rounded to fp16, so that the codes and any error a
+//! method measures are those of what is stored.
+//!
+//! * [`rtn`] — min–max: the range `[min(w, 0), max(w, 0)]` (symmetric: the signed
+//!   extremum) mapped onto the codes, integer zero.
+//! * [`mse`] — grid search over shrunken ranges minimising the (importance-weighted)
+//!   squared error of the group.
+//! * [`hqq`] — half-quadratic optimisation of the zero (symmetric: of the scale), no
+//!   calibration data.
+//!
+//! Including 0 in the asymmetric range keeps the zero point inside `0..=qmax`, which
+//! fp16 stores to within 1/128 of a code; a range far from 0 would need a huge zero.
+
+pub mod hqq;
+pub mod mse;
+pub mod rtn;
+
+use half::f16;
+
+use crate::quant::formats::Bits;
+
+/// Quantization method, chosen per tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Rtn,
+    Mse,
+    Hqq,
+}
+
+impl Method {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "rtn" => Some(Method::Rtn),
+            "mse" => Some(Method::Mse),
+            "hqq" => Some(Method::Hqq),
+            _ => None,
+        }
+    }
+}
+
+/// The code grid of one format and mode.
+#[derive(Clone, Copy, Debug)]
+pub struct Grid {
+    pub qmax: f32,
+    pub sym: bool,
+    /// `2^(bits-1)`: the symmetric zero, and the code the negated extremum maps away from.
+    pub mid: f32,
+}
+
+impl Grid {
+    pub fn new(bits: Bits, sym: bool) -> Self {
+        Self { qmax: f32::from(bits.qmax()), sym, mid: (1u32 << (bits.get() - 1)) as f32 }
+    }
+}
+
+/// One group's stored parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Params {
+    pub scale: f16,
+    pub zero: f16,
+}
+
+/// The scale did not fit in fp16 (the group's range is beyond ~65504 * qmax).
+#[derive(Debug)]
+pub struct ScaleOverflow(pub f32);
+
+impl Params {
+    /// Rounds `scale` to fp16 and makes the integer zero for range start `lo` (asymmetric).
+    pub fn asym(lo: f32, hi: f32, grid: &Grid) -> Result<Self, ScaleOverflow> {
+        let scale = fp16(((hi - lo) / grid.qmax).abs())?;
+        let s = scale.to_f32();
+        let zero = if s == 0.0 { 0.0 } else { (-lo / s).round_ties_even().clamp(0.0, grid.qmax) };
+        Ok(Self { scale, zero: f16::from_f32(zero) })
+    }
+
+    /// Symmetric: the signed extremum `m` maps to code 0, the zero is `2^(bits-1)`.
+    pub fn sym(m: f32, grid: &Grid) -> Result<Self, ScaleOverflow> {
+        Ok(Self { scale: fp16(m / -grid.mid)?, zero: f16::from_f32(grid.mid) })
+    }
+
+    /// `lo, hi` for asymmetric grids; for symmetric ones `lo` is the signed extremum.
+    pub fn from_range(lo: f32, hi: f32, grid: &Grid) -> Result<Self, ScaleOverflow> {
+        if grid.sym {
+            Self::sym(lo, grid)
+        } else {
+            Self::asym(lo, hi, grid)
+        }
+    }
+}
+
+fn fp16(x: f32) -> Result<f16, ScaleOverflow> {
+    let h = f16::from_f32(x);
+    if h.is_finite() {
+        Ok(h)
+    } else {
+        Err(ScaleOverflow(x))
+    }
+}
+
+/// The code of `w` (see the module doc of `formats`).
+#[inline]
+pub fn code(w: f32, s: f32, z: f32, qmax: f32) -> u8 {
+    let x = if s == 0.0 { z } else { w / s + z };
+    x.round_ties_even().clamp(0.0, qmax) as u8
+}
+
+/// The range a group starts from: `(min(w, 0), max(w, 0))`, or for symmetric grids
+/// `(m, m)` with `m` the first element of largest magnitude.
+pub fn initial_range(w: &[f32], grid: &Grid) -> (f32, f32) {
+    if grid.sym {
+        let m = w.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        (m, m)
+    } else {
+        w.iter().fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+    }
+}
+
+/// Squared error of a group under `p`, weighted per element by `imp` when given.
+pub fn sq_error(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> f64 {
+    let (s, z) = (p.scale.to_f32(), p.zero.to_f32());
+    let err = |x: f32| {
+        let d = (f32::from(code(x, s, z, grid.qmax)) - z) * s - x;
+        f64::from(d) * f64::from(d)
+    };
+    match imp {
+        Some(imp) => w.iter().zip(imp).map(|(&x, &i)| f64::from(i) * err(x)).sum(),
+        None => w.iter().map(|&x| err(x)).sum(),
+    }
+}

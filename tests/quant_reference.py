@@ -1,0 +1,188 @@
+"""A plain numpy re-implementation of hanpack.quant, written from the layout and method
+docs (rust/hanpack-core/src/quant/), used as the oracle in test_quant.py.
+
+Arithmetic follows the documented order in float32 (numpy float32 ops are IEEE like
+Rust's), parameters are rounded to float16 before codes are made, so rtn matches the
+Rust core bit for bit. mse and hqq sum errors in float64 in a different order than
+Rust does, so near-ties can resolve differently (see the tolerances in test_quant.py).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+F32 = np.float32
+BLOCK = 32
+MSE_GRID, MSE_STEPS = 100, 80
+HQQ_LP, HQQ_BETA, HQQ_KAPPA, HQQ_ITERS = F32(0.7), F32(10.0), F32(1.01), 20
+
+
+def grid(bits: int) -> Tuple[F32, F32]:
+    return F32(2**bits - 1), F32(2 ** (bits - 1))
+
+
+def codes(w: np.ndarray, s16: np.ndarray, z16: np.ndarray, qmax: F32) -> np.ndarray:
+    """q = clamp(rint(w / s + z), 0, qmax); q = clamp(rint(z)) where s == 0."""
+    s, z = s16.astype(F32), z16.astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = np.where(s == 0, z, w / np.where(s == 0, F32(1), s) + z)
+    return np.clip(np.rint(x), 0, qmax).astype(np.uint8)
+
+
+def deq(q: np.ndarray, s16: np.ndarray, z16: np.ndarray) -> np.ndarray:
+    return (q.astype(F32) - z16.astype(F32)) * s16.astype(F32)
+
+
+def initial_range(g: np.ndarray, sym: bool) -> Tuple[np.ndarray, np.ndarray]:
+    if sym:
+        m = g[np.arange(g.shape[0]), np.argmax(np.abs(g), axis=1)]
+        return m, m
+    return np.minimum(g.min(axis=1), F32(0)), np.maximum(g.max(axis=1), F32(0))
+
+
+def params(lo: np.ndarray, hi: np.ndarray, bits: int, sym: bool) -> Tuple[np.ndarray, np.ndarray]:
+    qmax, mid = grid(bits)
+    if sym:
+        return (lo / -mid).astype(np.float16), np.full(lo.shape, mid, np.float16)
+    s16 = np.abs((hi - lo) / qmax).astype(np.float16)
+    s = s16.astype(F32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(s == 0, F32(0), np.clip(np.rint(-lo / np.where(s == 0, F32(1), s)), 0, qmax))
+    return s16, z.astype(np.float16)
+
+
+def sq_error(g: np.ndarray, s16: np.ndarray, z16: np.ndarray, bits: int, imp: Optional[np.ndarray]) -> np.ndarray:
+    qmax, _ = grid(bits)
+    q = codes(g, s16[:, None], z16[:, None], qmax)
+    d = (deq(q, s16[:, None], z16[:, None]) - g).astype(np.float64)
+    e = d * d
+    if imp is not None:
+        e = e * imp.astype(np.float64)[None, :]
+    return e.sum(axis=1)
+
+
+def rtn_params(g: np.ndarray, bits: int, sym: bool, imp: Optional[np.ndarray] = None):
+    return params(*initial_range(g, sym), bits, sym)
+
+
+def mse_params(g: np.ndarray, bits: int, sym: bool, imp: Optional[np.ndarray] = None):
+    lo, hi = initial_range(g, sym)
+    best_s, best_z = params(lo, hi, bits, sym)
+    best_e = sq_error(g, best_s, best_z, bits, imp)
+    for i in range(1, MSE_STEPS):
+        p = F32(1) - F32(i) / F32(MSE_GRID)
+        s, z = params(p * lo, p * hi, bits, sym)
+        e = sq_error(g, s, z, bits, imp)
+        better = e < best_e
+        best_s, best_z, best_e = np.where(better, s, best_s), np.where(better, z, best_z), np.where(better, e, best_e)
+    return best_s, best_z
+
+
+def _shrink(x: np.ndarray, beta: F32) -> np.ndarray:
+    a = np.abs(x)
+    with np.errstate(divide="ignore"):
+        t = a - np.power(a, HQQ_LP - F32(1)) / beta
+    return np.where(t > 0, np.copysign(t, x), F32(0)).astype(F32)
+
+
+def _hqq_one(w: np.ndarray, bits: int, sym: bool) -> Tuple[np.float16, np.float16]:
+    qmax, mid = grid(bits)
+    lo, hi = initial_range(w[None, :], sym)
+    s0, z0 = params(lo, hi, bits, sym)
+    if s0[0] == 0:
+        return s0[0], z0[0]
+    beta, best_err = HQQ_BETA, np.inf
+    if sym:
+        s = lo[0] / -mid
+        best = s
+        for _ in range(HQQ_ITERS):
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x = w / s + mid if s != 0 else np.full_like(w, mid)
+            c = np.clip(np.rint(x), 0, qmax).astype(F32) - mid
+            r = c * s
+            e = _shrink(w - r, beta)
+            num, den = ((w - e) * c).astype(np.float64).sum(), (c * c).astype(np.float64).sum()
+            err = np.abs(w - r).astype(np.float64).mean()
+            if err >= best_err:
+                break
+            best_err, best = err, s
+            if den > 0:
+                s = F32(num / den)
+            beta = F32(beta * HQQ_KAPPA)
+        return np.float16(best), np.float16(mid)
+    inv = qmax / (hi[0] - lo[0])
+    z = -lo[0] * inv
+    best = z
+    for _ in range(HQQ_ITERS):
+        q = np.clip(np.rint(w * inv + z), 0, qmax)
+        r = (q - z) / inv
+        e = _shrink(w - r, beta)
+        sum_z = (q - (w - e) * inv).astype(np.float64).sum()
+        err = np.abs(w - r).astype(np.float64).mean()
+        if err >= best_err:
+            break
+        best_err, best = err, z
+        z = F32(sum_z / w.size)
+        beta = F32(beta * HQQ_KAPPA)
+    return np.float16(F32(1) / inv), np.float16(best)
+
+
+def hqq_params(g: np.ndarray, bits: int, sym: bool, imp: Optional[np.ndarray] = None):
+    out = [_hqq_one(row, bits, sym) for row in g]
+    return np.array([o[0] for o in out], np.float16), np.array([o[1] for o in out], np.float16)
+
+
+METHODS = {"rtn": rtn_params, "mse": mse_params, "hqq": hqq_params}
+
+
+def quantize(w: np.ndarray, bits: int, group_size: Optional[int], method: str, sym: bool, imp: Optional[np.ndarray] = None):
+    """Reference (codes [out, in], scales, zeros) for a float32 weight."""
+    rows, cols = w.shape
+    gs = cols if group_size is None else min(group_size, cols)
+    ng = -(-cols // gs)
+    q = np.zeros((rows, cols), np.uint8)
+    scales, zeros = np.zeros((rows, ng), np.float16), np.zeros((rows, ng), np.float16)
+    for k in range(ng):
+        sl = slice(k * gs, min((k + 1) * gs, cols))
+        g = np.ascontiguousarray(w[:, sl], dtype=F32)
+        s, z = METHODS[method](g, bits, sym, None if imp is None else imp[sl])
+        scales[:, k], zeros[:, k] = s, z
+        q[:, sl] = codes(g, s[:, None], z[:, None], grid(bits)[0])
+    return q, scales, zeros
+
+
+def unpack(packed: np.ndarray, bits: int, cols: int) -> np.ndarray:
+    """Codes from the packed layout documented in quant/formats (independent of Rust)."""
+    rows = packed.shape[0]
+    blocks = packed.reshape(rows, -1, BLOCK * bits // 8)
+    if bits == 8:
+        q = blocks
+    elif bits == 4:
+        q = np.stack([blocks & 0xF, blocks >> 4], axis=-1)
+    elif bits == 2:
+        q = np.stack([(blocks >> (2 * k)) & 3 for k in range(4)], axis=-1)
+    else:  # int3: two u32 words of low 2-bit fields, one word of high bits
+        words = blocks.copy().view("<u4")
+        lo = np.concatenate([(words[..., j : j + 1] >> (2 * np.arange(16, dtype=np.uint32))) & 3 for j in (0, 1)], axis=-1)
+        hi = (words[..., 2:3] >> np.arange(32, dtype=np.uint32)) & 1
+        q = (lo | (hi << 2)).astype(np.uint8)
+    return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
+
+
+def dequantize(q: np.ndarray, scales: np.ndarray, zeros: np.ndarray, group_size: int) -> np.ndarray:
+    cols = q.shape[1]
+    s = np.repeat(scales, group_size, axis=1)[:, :cols]
+    z = np.repeat(zeros, group_size, axis=1)[:, :cols]
+    return deq(q, s, z)
+
+
+def to_bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bits, round to nearest even (finite inputs)."""
+    u = np.ascontiguousarray(x, dtype=F32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def from_bf16_bits(b: np.ndarray) -> np.ndarray:
+    return (b.astype(np.uint32) << 16).view(F32)
