@@ -364,12 +364,15 @@ def bench_pathological(name: str, hp, hp_reason: str | None, zh_lines: list[str]
                 wait_idle(args.wait_idle)
             fn(cut_utf8(text, 4096))  # warm-up
             g = grow_and_time(fn, text, fractions, args.patho_budget, args.repeat)
+            if "ns_per_byte" not in g:  # failed on the smallest size
+                c[lib] = g
+                continue
             curve = g["curve"]
             g["time_growth_last_doubling"] = curve[-1]["seconds"] / curve[-2]["seconds"] if len(curve) > 1 else float("nan")
             g["vs_ordinary_per_line"] = g["ns_per_byte"] / base[lib]
             c[lib] = g
         for lib in ("hanpack", "tiktoken"):  # ids on the longest prefix both it and HF encoded
-            if lib not in c:
+            if lib not in c or "ns_per_byte" not in c[lib] or "ns_per_byte" not in c.get("tokenizers", {}):
                 continue
             check = cut_utf8(text, min(c[lib]["bytes"], c["tokenizers"]["bytes"]))
             if lib == "tiktoken" and nfc and unicodedata.normalize("NFC", check) != check:
@@ -378,7 +381,9 @@ def bench_pathological(name: str, hp, hp_reason: str | None, zh_lines: list[str]
             c[lib]["ids_equal_tokenizers"] = encoders[lib](check) == encoders["tokenizers"](check)
             c[lib]["checked_bytes"] = utf8_len(check)
         out["cases"][case] = c
-        print(f"   {case}: " + ", ".join(f"{lib} {g['ns_per_byte']:.1f} ns/B" + (f" (capped at {g['bytes']} B)" if g["capped"] else "")
+        print(f"   {case}: " + ", ".join((f"{lib} {g['ns_per_byte']:.1f} ns/B" if "ns_per_byte" in g else f"{lib} failed")
+                                        + (f" (capped at {g['bytes']} B)" if g["capped"] else "")
+                                        + (f" [raised at {g['failed']['bytes']} B: {g['failed']['error'][:80]}]" if "failed" in g else "")
                                         for lib, g in c.items())
               + "; ids equal HF: " + ", ".join(f"{lib} {c[lib].get('ids_equal_tokenizers')}" for lib in ("hanpack", "tiktoken") if lib in c), flush=True)
     return out
@@ -401,6 +406,11 @@ def print_patho(p: dict) -> None:
             g = c.get(lib)
             if g is None:
                 cols.append(f"{'unavailable':^29s}")
+                continue
+            if "failed" in g:
+                notes.append(f"     ! {lib} on {case!r} raised at {g['failed']['bytes']} B: {g['failed']['error'][:120]}")
+            if "ns_per_byte" not in g:
+                cols.append(f"{'raised (see below)':^29s}")
                 continue
             cols.append(f"{g['ns_per_byte']:10.2f}{'*' if g['capped'] else ' '} {g['vs_ordinary_per_line']:7.2f}x {g['time_growth_last_doubling']:7.2f}x")
             if g["capped"]:
@@ -499,14 +509,14 @@ def main() -> int:
         if p["hanpack_unavailable"]:
             print(f"     {len(p['cases'])} hanpack ratios: n/a, hanpack unavailable")
         for case, c in p["cases"].items():
-            v = c["hanpack"]["vs_ordinary_per_line"] if "hanpack" in c else None
+            v = c["hanpack"].get("vs_ordinary_per_line") if "hanpack" in c else None
             if v is not None:
                 print(f"     {case:88s} {v:7.3f}x   {passes('patho', v)}")
             summary.append({"tokenizer": p["tokenizer"], "text": "pathological", "ratio": case, "value": v, "target": TARGETS["patho"]})
     checked = [r for r in results["runs"] if not r["hanpack_unavailable"]]
     if checked:
         total_bad = sum(c["mismatching_lines"] for r in checked for k, c in r["checks"].items() if ":hp_" in k)
-        total_bad += sum(not c["hanpack"]["ids_equal_tokenizers"] for p in results["pathological"] for c in p["cases"].values() if "hanpack" in c)
+        total_bad += sum(not c["hanpack"].get("ids_equal_tokenizers") for p in results["pathological"] for c in p["cases"].values() if "hanpack" in c)
         print(f"\n   hanpack vs HF tokenizers mismatches over every benchmarked line and pathological input: {total_bad}"
               f"  ({'OK' if total_bad == 0 else 'MUST BE 0'})")
     else:

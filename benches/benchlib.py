@@ -250,6 +250,7 @@ def grow_and_time(encode: Callable[[str], object], text: str, fractions: list[fl
     predicted (assuming quadratic growth) to take at most `budget_s`; then times the
     largest size reached best-of-`repeat`. Returns its size, seconds and the growth curve."""
     total = utf8_len(text)
+    failed: dict | None = None
     curve: list[tuple[int, float]] = []
     last: tuple[int, float] | None = None
     for frac in fractions:
@@ -260,7 +261,15 @@ def grow_and_time(encode: Callable[[str], object], text: str, fractions: list[fl
             if predicted > budget_s:
                 break
         t0 = time.perf_counter()
-        encode(prefix)
+        try:
+            encode(prefix)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001 (a competitor's Rust panic is a BaseException)
+            failed = {"bytes": n, "error": f"{type(e).__name__}: {str(e)[:200]}"}
+            if last is None:
+                return {"bytes": 0, "capped": True, "failed": failed, "curve": []}
+            break
         dt = time.perf_counter() - t0
         curve.append((n, dt))
         last = (n, dt)
@@ -276,8 +285,11 @@ def grow_and_time(encode: Callable[[str], object], text: str, fractions: list[fl
             encode(prefix)
             times.append(time.perf_counter() - t0)
     best = min(times)
-    return {"bytes": n, "capped": n < total, "seconds": best, "ns_per_byte": best / n * 1e9,
-            "curve": [{"bytes": b, "seconds": s} for b, s in curve]}
+    out = {"bytes": n, "capped": n < total, "seconds": best, "ns_per_byte": best / n * 1e9,
+           "curve": [{"bytes": b, "seconds": s} for b, s in curve]}
+    if failed:
+        out["failed"] = failed  # the call on the next size raised: the figures are for the last size that worked
+    return out
 
 
 # --------------------------------------------------------------------------- correctness
