@@ -311,6 +311,14 @@ MEM_CODE = r"""
 import gc, json, os, sys
 page = os.sysconf("SC_PAGE_SIZE")
 def rss():
+    # Anonymous resident memory (resident minus file-backed shared pages): what a loaded
+    # tokenizer holds. File-backed pages are the libraries' own code and read-only data,
+    # paged in on first use (~620 KB for hanpack's first load, measured with RssFile) and
+    # shared between processes.
+    with open("/proc/self/statm") as f:
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * page
+def rss_total():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * page
 def hwm():
@@ -336,7 +344,7 @@ try:  # reset the peak-RSS counter (VmHWM) so that peak = the load's own transie
         f.write("5")
 except OSError:
     pass
-r0, h0 = rss(), hwm()
+r0, t0, h0 = rss(), rss_total(), hwm()
 try:
     if lib == "hanpack":
         t = hanpack.Tokenizer.from_file(path)
@@ -356,8 +364,8 @@ r2 = rss()
 t2 = hanpack.Tokenizer.from_file(path) if lib == "hanpack" else sentencepiece.SentencePieceProcessor(model_file=path)
 settle()
 r3 = rss()
-print(json.dumps({"load": r1 - r0, "peak_during_load": h1 - r0, "after_encode": r2 - r0, "second_load": r3 - r2,
-                  "hwm_reset": h0 <= r0 + 65536}))
+print(json.dumps({"load": r1 - r0, "peak_during_load": h1 - t0, "after_encode": r2 - r0, "second_load": r3 - r2,
+                  "hwm_reset": h0 <= t0 + 65536}))
 """
 
 
@@ -415,9 +423,10 @@ def print_memory(rows: list[dict], runs: int) -> None:
                 cols.append(f"{kb(v['load']):>8s} {v['ratio']:5.2f}x {un} {kb(v['peak_during_load'])} {kb(v['after_encode'])} {v['second_ratio']:5.2f}x")
         print(f"   {row['model']:58s} {row['file_bytes']:9d} | {cols[0]} | {cols[1]}")
     reset = all(r[lib].get("hwm_reset", False) for r in rows for lib in ("hanpack", "sentencepiece") if "error" not in r[lib])
-    print("   load = RSS after loading - RSS before, both taken after gc.collect() and malloc_trim(0) (free heap pages"
+    print("   RSS here = anonymous resident memory (statm resident - shared): the libraries' file-backed code pages are left out;\n"
+          "   load = RSS after loading - RSS before, both taken after gc.collect() and malloc_trim(0) (free heap pages"
           " returned, so RSS counts live memory);\n   (untrim) = the same ratio without malloc_trim (the load may reuse free"
-          " heap pages already resident, so it reads lower and noisier);\n   peak = VmHWM after loading - RSS before"
+          " heap pages already resident, so it reads lower and noisier);\n   peak = VmHWM after loading - total RSS before (file-backed pages included)"
           + (" (VmHWM reset just before loading: the load's own transient peak)" if reset else " (VmHWM not reset: may include import-time peaks)")
           + ";\n   +enc = RSS growth after also encoding 0.5 MB of Chinese line by line (per-thread caches);"
           "\n   2nd = RSS growth from loading the same model once more, / file size: the cost of one more loaded"
