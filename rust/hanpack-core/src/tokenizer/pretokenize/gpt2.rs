@@ -18,7 +18,7 @@
 use std::ops::Range;
 
 use super::classify::{char_at, Cat, Tables};
-use super::scan::{contraction_end, run_end, space_run};
+use super::scan::{contraction_end, run_end, space_run, split_pieces};
 
 #[derive(Debug, Clone)]
 pub struct Gpt2Lexer {
@@ -31,12 +31,7 @@ impl Gpt2Lexer {
     }
 
     pub fn split(&self, text: &str, out: &mut Vec<Range<usize>>) {
-        let mut pos = 0;
-        while let Some((c, len)) = char_at(text, pos) {
-            let end = self.piece_end(text, pos, c, len);
-            out.push(pos..end);
-            pos = end;
-        }
+        split_pieces(text, out, |p, c, len| self.piece_end(text, p, c, len));
     }
 
     #[inline]

@@ -29,7 +29,7 @@
 use std::ops::Range;
 
 use super::classify::{char_at, Cat, Tables};
-use super::scan::{contraction_end, crlf_end, run_end, run_end_max, space_run};
+use super::scan::{contraction_end, crlf_end, run_end, run_end_max, space_run, split_pieces};
 
 #[derive(Debug, Clone)]
 pub struct Llama3Lexer {
@@ -51,12 +51,7 @@ impl Llama3Lexer {
     }
 
     pub fn split(&self, text: &str, out: &mut Vec<Range<usize>>) {
-        let mut pos = 0;
-        while let Some((c, len)) = char_at(text, pos) {
-            let end = self.piece_end(text, pos, c, len);
-            out.push(pos..end);
-            pos = end;
-        }
+        split_pieces(text, out, |p, c, len| self.piece_end(text, p, c, len));
     }
 
     /// End of the piece starting at `p`, whose first char `c` is `len` bytes long.
