@@ -2,14 +2,33 @@
 :class:`hanpack.Tokenizer`, which adds argument checks and keyword-only options)."""
 
 from os import PathLike
-from typing import Iterable, Sequence
+from typing import AbstractSet, Iterable, Literal, Sequence
 
 import numpy as np
 import numpy.typing as npt
 from typing import final
 
-__all__ = ["BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "__version__", "dequantize", "quantize"]
+from typing_extensions import disjoint_base
+
+__all__ = [
+    "BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "dequantize", "quantize",
+]
 __version__: str
+
+@disjoint_base
+class TokenizerBase:
+    """Base of :class:`hanpack.Tokenizer`: its per-line methods, implemented in Rust."""
+    def __new__(cls, model: SpmTokenizer | BpeTokenizer) -> TokenizerBase: ...
+    def encode(
+        self,
+        text: str,
+        *,
+        add_bos: bool = False,
+        add_eos: bool = False,
+        allowed_special: Literal["all"] | AbstractSet[str] | Sequence[str] | None = None,
+        disallowed_special: Literal["all"] | AbstractSet[str] | Sequence[str] | None = None,
+    ) -> list[int]: ...
+    def decode(self, ids: Sequence[int] | npt.NDArray[np.integer], *, skip_special_tokens: bool = False) -> str: ...
 
 @final
 class SpmTokenizer:
@@ -81,7 +100,7 @@ class BpeTokenizer:
         text: str,
         add_bos: bool,
         add_eos: bool,
-        allowed: list[str] | None = None,
+        allowed: list[str] | None = ...,
         disallowed: list[str] | None = None,
     ) -> list[int]: ...
     def encode_as_pieces(

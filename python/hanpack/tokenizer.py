@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union, cast
 
 from . import _core
 from .exceptions import InvalidArgumentError, ModelFormatError, TokenIdError
@@ -88,7 +88,7 @@ def _load_bytes(data: bytes, origin: str) -> _Model:
 def _check_path(path: object, name: str = "path") -> str:
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be str or os.PathLike, not {type(path).__name__}")
-    return os.fspath(path)  # type: ignore[return-value]
+    return os.fspath(path)
 
 
 def _check_specials(special_tokens: object) -> list[tuple[str, int]]:
@@ -113,12 +113,12 @@ def _check_text(text: object, what: str = "text") -> str:
 
 
 def _check_texts(texts: object) -> list[str]:
+    # A list goes to Rust as it is (its items are type-checked there, naming the index).
+    if isinstance(texts, list) and texts.__class__ is list:
+        return texts
     if isinstance(texts, (str, bytes)):
         raise TypeError("texts must be a sequence of str, not a single " + type(texts).__name__)
-    out = list(texts)  # type: ignore[call-overload]
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise TypeError(f"texts[{i}] must be str, not {type(t).__name__}")
+    out: list[str] = list(texts)  # type: ignore[call-overload]
     return out
 
 
@@ -154,8 +154,11 @@ def _check_flag(value: object, name: str) -> bool:
     return value
 
 
-class Tokenizer:
+class Tokenizer(_core.TokenizerBase):
     """A tokenizer loaded from a file; immutable, thread-safe and picklable.
+
+    ``encode`` and ``decode`` are methods of the Rust base class (per-line calls then cost
+    no Python frame); everything else is here.
 
     >>> tok = Tokenizer.from_file("tokenizer.model")        # doctest: +SKIP
     >>> ids = tok.encode("今天天气很好", add_bos=True)        # doctest: +SKIP
@@ -168,12 +171,12 @@ class Tokenizer:
     _model: _Model
     _origin: str
 
-    def __init__(self) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use Tokenizer.from_file(path) or Tokenizer.from_bytes(data)")
 
     @classmethod
     def _wrap(cls, model: _Model, origin: str) -> "Tokenizer":
-        self = object.__new__(cls)
+        self = cast("Tokenizer", _core.TokenizerBase.__new__(cls, model))
         object.__setattr__(self, "_model", model)
         object.__setattr__(self, "_origin", origin)
         return self
@@ -303,7 +306,7 @@ class Tokenizer:
                 os.unlink(tmp)
             raise
 
-    def __reduce__(self):  # pickling ships the model bytes, never a pickle of Rust state
+    def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:  # pickling ships the model bytes, never a pickle of Rust state
         return (_from_serialized, (self.to_bytes(), self._origin))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -316,45 +319,6 @@ class Tokenizer:
         )
 
     # -- encoding -----------------------------------------------------------
-
-    def encode(
-        self,
-        text: str,
-        *,
-        add_bos: bool = False,
-        add_eos: bool = False,
-        allowed_special: SpecialSet = (),
-        disallowed_special: SpecialSet = "all",
-    ) -> list[int]:
-        """Token ids of ``text``: ``SentencePieceProcessor.encode(text)`` for SentencePiece
-        models; for byte-level BPE, HF ``Tokenizer.encode(text, add_special_tokens=False)``
-        / tiktoken's ``Encoding.encode(text)``.
-
-        Special tokens (byte-level BPE only) follow tiktoken's policy: text of a special
-        token in ``allowed_special`` (or any, with ``"all"``) becomes its id; text of one in
-        ``disallowed_special`` (default: every special token not allowed) raises
-        :class:`~hanpack.exceptions.DisallowedSpecialTokenError`; any other is plain text.
-        ``add_bos`` / ``add_eos`` add the tokens the file's post-processor puts around a
-        sequence. Non-special added tokens are always matched, as in HF.
-
-        >>> tok.encode("hello", add_bos=True)  # doctest: +SKIP
-        [1, 22172]
-        >>> tok.encode("<|endoftext|>", allowed_special="all")  # doctest: +SKIP
-        [151643]
-        """
-        bpe = isinstance(self._model, _core.BpeTokenizer)
-        # The common call (exact types, default policy) skips the checks' calls: per-line
-        # encoding of short texts is dominated by such constant costs.
-        if text.__class__ is str and add_bos.__class__ is bool and add_eos.__class__ is bool \
-                and allowed_special == () and disallowed_special == "all":
-            if bpe:
-                return self._model.encode(text, add_bos, add_eos, [], None)
-            return self._model.encode(text, add_bos, add_eos)
-        text = _check_text(text)
-        add_bos, add_eos = _check_flag(add_bos, "add_bos"), _check_flag(add_eos, "add_eos")
-        if bpe:
-            return self._model.encode(text, add_bos, add_eos, *_policy(allowed_special, disallowed_special))
-        return self._model.encode(text, add_bos, add_eos)
 
     def encode_batch(
         self,
@@ -412,22 +376,6 @@ class Tokenizer:
         return self._model.normalize(_check_text(text))
 
     # -- decoding -----------------------------------------------------------
-
-    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = False) -> str:
-        """Text of ``ids``, as ``SentencePieceProcessor.decode(ids)``, HF's
-        ``Tokenizer.decode`` or tiktoken's ``decode`` (bytes that are not valid UTF-8
-        become U+FFFD). ``skip_special_tokens`` leaves byte-level BPE special tokens out
-        (SentencePiece's decoder always drops control pieces).
-
-        Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
-        outside the vocabulary.
-        """
-        if isinstance(self._model, _core.BpeTokenizer):
-            skip = _check_flag(skip_special_tokens, "skip_special_tokens")
-            return self._model.decode(ids if ids.__class__ is list else _check_ids(ids), skip)
-        if ids.__class__ is list:  # the common case, without a call
-            return self._model.decode(ids)
-        return self._model.decode(_check_ids(ids))
 
     def decode_batch(
         self,

@@ -92,12 +92,22 @@ pub fn encode_flat<'py>(
                 })
                 .collect::<Result<Vec<_>, HanpackError>>()?;
             let total: usize = parts.iter().map(|p| p.0.len()).sum();
-            let mut ids = Vec::with_capacity(total);
+            // The parts are copied into place in parallel (a serial copy was ~7% of a
+            // batch on two cores); the zeroed buffer comes from calloc, so its pages are
+            // first touched by the parallel copy too.
+            let mut ids = vec![0i32; total];
+            let mut dests = Vec::with_capacity(parts.len());
+            let mut rest = &mut ids[..];
+            for (part_ids, _) in &parts {
+                let (dest, tail) = rest.split_at_mut(part_ids.len());
+                dests.push(dest);
+                rest = tail;
+            }
+            dests.into_par_iter().zip(parts.par_iter()).for_each(|(dest, (part_ids, _))| dest.copy_from_slice(part_ids));
             let mut offsets = Vec::with_capacity(texts.len() + 1);
             let mut end = 0i64;
             offsets.push(end);
-            for (part_ids, lens) in parts {
-                ids.extend_from_slice(&part_ids);
+            for (_, lens) in &parts {
                 for l in lens {
                     end += l;
                     offsets.push(end);

@@ -2,6 +2,7 @@
 //! conversion only. The special-token policy arrives as two optional name lists
 //! (`None`: "all"), resolved by the core once per call.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use hanpack_core::tokenizer::bpe::added::Policy;
@@ -14,7 +15,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::convert::{ids_from_py, IdCache};
+use crate::convert::{ids_from_py, texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached, Failure};
 use crate::batch;
 
@@ -23,15 +24,29 @@ use crate::batch;
 pub struct BpeTokenizer {
     model: Arc<Model>,
     ints: IdCache,
+    /// tiktoken's default (no special token allowed, every one disallowed), made once: it
+    /// is what nearly every call uses, and building it per call cost an allocation.
+    default_policy: Policy,
 }
 
 impl BpeTokenizer {
-    fn new(model: Model) -> Self {
-        Self { model: Arc::new(model), ints: IdCache::new() }
+    fn new(model: Model) -> Result<Self, Failure> {
+        let default_policy = model.policy(Some(&[]), None)?;
+        Ok(Self { model: Arc::new(model), ints: IdCache::new(), default_policy })
     }
 
-    fn policy(&self, allowed: Option<Vec<String>>, disallowed: Option<Vec<String>>) -> Result<Policy, Failure> {
-        Ok(self.model.policy(allowed.as_deref(), disallowed.as_deref())?)
+    fn policy(&self, allowed: Option<Vec<String>>, disallowed: Option<Vec<String>>) -> Result<Cow<'_, Policy>, Failure> {
+        if allowed.as_ref().is_some_and(Vec::is_empty) && disallowed.is_none() {
+            return Ok(Cow::Borrowed(&self.default_policy));
+        }
+        Ok(Cow::Owned(self.model.policy(allowed.as_deref(), disallowed.as_deref())?))
+    }
+
+    /// `encode` with tiktoken's default policy.
+    pub(crate) fn encode_default<'py>(&self, py: Python<'py>, text: &str, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
+        let (m, policy) = (&self.model, &self.default_policy);
+        let ids = run_detached(py, || Ok(m.encode(text, policy, add_bos, add_eos)?))?;
+        self.ints.list(py, &ids, m.vocab_size())
     }
 }
 
@@ -45,7 +60,7 @@ impl BpeTokenizer {
     #[staticmethod]
     fn from_json(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
         let (data, origin) = (data.to_vec(), origin.to_owned());
-        run_detached(py, move || Ok(Self::new(hf_json::from_json(&data, &origin)?)))
+        run_detached(py, move || Self::new(hf_json::from_json(&data, &origin)?))
     }
 
     /// Loads a tiktoken rank file; `pattern` is a name (llama3, cl100k, gpt2, qwen2) or a regex.
@@ -54,7 +69,7 @@ impl BpeTokenizer {
     fn from_tiktoken(py: Python<'_>, data: &[u8], origin: &str, pattern: &str, special_tokens: Vec<(String, u32)>, nfc: bool) -> PyResult<Self> {
         let (data, origin) = (data.to_vec(), origin.to_owned());
         let config = plain_config(pattern, special_tokens, nfc);
-        run_detached(py, move || Ok(Self::new(files::from_tiktoken(&data, &origin, &config)?)))
+        run_detached(py, move || Self::new(files::from_tiktoken(&data, &origin, &config)?))
     }
 
     /// Loads `vocab.json` + `merges.txt` contents; `origin` names their folder.
@@ -71,7 +86,7 @@ impl BpeTokenizer {
     ) -> PyResult<Self> {
         let (vocab, merges, origin) = (vocab.to_vec(), merges.to_vec(), origin.to_owned());
         let config = plain_config(pattern, special_tokens, nfc);
-        run_detached(py, move || Ok(Self::new(files::from_vocab_merges(&vocab, &merges, &origin, &config)?)))
+        run_detached(py, move || Self::new(files::from_vocab_merges(&vocab, &merges, &origin, &config)?))
     }
 
     /// The tokenizer as `tokenizer.json` bytes.
@@ -81,8 +96,10 @@ impl BpeTokenizer {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    #[pyo3(signature = (text, add_bos, add_eos, allowed=None, disallowed=None))]
-    fn encode<'py>(
+    /// `allowed` / `disallowed`: special-token names, `None` meaning all of them; the
+    /// defaults are tiktoken's (none allowed, all disallowed).
+    #[pyo3(signature = (text, add_bos, add_eos, allowed=Some(Vec::new()), disallowed=None))]
+    pub(crate) fn encode<'py>(
         &self,
         py: Python<'py>,
         text: PyBackedStr,
@@ -114,13 +131,14 @@ impl BpeTokenizer {
     fn encode_batch<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: &Bound<'py, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: Option<usize>,
         allowed: Option<Vec<String>>,
         disallowed: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyList>> {
+        let texts = texts_from_list(texts)?;
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
@@ -133,13 +151,14 @@ impl BpeTokenizer {
     fn encode_batch_flat<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: &Bound<'py, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: Option<usize>,
         allowed: Option<Vec<String>>,
         disallowed: Option<Vec<String>>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+        let texts = texts_from_list(texts)?;
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
@@ -147,10 +166,9 @@ impl BpeTokenizer {
     }
 
     #[pyo3(signature = (ids, skip_special=false))]
-    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<String> {
-        let ids = ids_from_py(ids)?;
+    pub(crate) fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<String> {
         let m = &self.model;
-        run_detached(py, || Ok(m.decode(&ids, skip_special)?))
+        with_ids(ids, |ids| run_detached(py, || Ok(m.decode(ids, skip_special)?)))
     }
 
     /// The raw bytes of `ids` (no UTF-8 repair).

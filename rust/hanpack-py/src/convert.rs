@@ -7,9 +7,11 @@
 
 use std::sync::Mutex;
 
+use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::types::{PyList, PyString};
 
 pub struct IdCache {
     ints: Mutex<Vec<Option<Py<PyAny>>>>,
@@ -103,5 +105,41 @@ pub fn append_ids(obj: &Bound<'_, PyAny>, out: &mut Vec<i64>) -> PyResult<()> {
 pub fn ids_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
     let mut out = Vec::new();
     append_ids(obj, &mut out)?;
+    Ok(out)
+}
+
+/// Buffers kept at most this large between calls (bounded memory per thread).
+const KEEP_IDS: usize = 1 << 16;
+
+thread_local! {
+    static IDS: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Calls `f` with the ids of `obj` in a per-thread buffer: a per-line `decode` otherwise
+/// spends a malloc and a free on every call.
+pub fn with_ids<R>(obj: &Bound<'_, PyAny>, f: impl FnOnce(&[i64]) -> PyResult<R>) -> PyResult<R> {
+    let mut buf = IDS.take();
+    buf.clear();
+    let r = append_ids(obj, &mut buf).and_then(|()| f(&buf));
+    if buf.capacity() <= KEEP_IDS {
+        IDS.set(buf);
+    }
+    r
+}
+
+/// The texts of a list of str as UTF-8 views (no copies); an item that is not a str is a
+/// `TypeError` naming its index. (Checking the types in a Python loop first cost as much
+/// as a fifth of a batch's time on two cores.)
+pub fn texts_from_list(list: &Bound<'_, PyList>) -> PyResult<Vec<PyBackedStr>> {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        match item.cast_into::<PyString>() {
+            Ok(s) => out.push(PyBackedStr::try_from(s)?),
+            Err(e) => {
+                let kind = e.into_inner().get_type().name()?;
+                return Err(PyTypeError::new_err(format!("texts[{i}] must be str, not {kind}")));
+            }
+        }
+    }
     Ok(out)
 }

@@ -7,6 +7,7 @@ mod batch;
 mod bpe;
 mod convert;
 mod errors;
+mod front;
 mod pipeline;
 mod pool;
 mod quant;
@@ -15,6 +16,7 @@ mod spm;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<front::TokenizerBase>()?;
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList};
 
-use crate::convert::{ids_from_py, IdCache};
+use crate::convert::{texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached};
 use crate::batch;
 
@@ -34,6 +34,12 @@ pub struct SpmTokenizer {
 impl SpmTokenizer {
     fn new(model: SpmModel) -> Self {
         Self { model: Arc::new(model), ints: IdCache::new() }
+    }
+
+    pub(crate) fn encode_text<'py>(&self, py: Python<'py>, text: &str, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
+        let m = &self.model;
+        let ids = run_detached(py, || Ok(m.encode(text, add_bos, add_eos)?))?;
+        self.ints.list(py, &ids, m.vocab_size())
     }
 }
 
@@ -63,9 +69,7 @@ impl SpmTokenizer {
     }
 
     fn encode<'py>(&self, py: Python<'py>, text: PyBackedStr, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
-        let m = &self.model;
-        let ids = run_detached(py, || Ok(m.encode(&text, add_bos, add_eos)?))?;
-        self.ints.list(py, &ids, m.vocab_size())
+        self.encode_text(py, &text, add_bos, add_eos)
     }
 
     fn encode_as_pieces(&self, py: Python<'_>, text: PyBackedStr) -> PyResult<Vec<String>> {
@@ -79,7 +83,8 @@ impl SpmTokenizer {
     }
 
     #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
-    fn encode_batch<'py>(&self, py: Python<'py>, texts: Vec<PyBackedStr>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+    fn encode_batch<'py>(&self, py: Python<'py>, texts: &Bound<'py, PyList>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        let texts = texts_from_list(texts)?;
         let m = &self.model;
         batch::encode_lists(py, &self.ints, m.vocab_size(), &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
     }
@@ -90,19 +95,19 @@ impl SpmTokenizer {
     fn encode_batch_flat<'py>(
         &self,
         py: Python<'py>,
-        texts: Vec<PyBackedStr>,
+        texts: &Bound<'py, PyList>,
         add_bos: bool,
         add_eos: bool,
         num_threads: Option<usize>,
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
+        let texts = texts_from_list(texts)?;
         let m = &self.model;
         batch::encode_flat(py, &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
     }
 
-    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
-        let ids = ids_from_py(ids)?;
+    pub(crate) fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         let m = &self.model;
-        run_detached(py, || Ok(m.decode(&ids)?))
+        with_ids(ids, |ids| run_detached(py, || Ok(m.decode(ids)?)))
     }
 
     /// See `batch::decode_rows`.

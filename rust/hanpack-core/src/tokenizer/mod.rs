@@ -7,10 +7,12 @@
 //!   merges by *rank* (lower first), id for id like HF tokenizers and tiktoken.
 //! * [`pretokenize`] — regex pre-tokenization for byte-level BPE (lexers + regex fallback).
 //! * [`darts`] — a reader for the Darts-clone double arrays that sentencepiece stores.
+//! * [`padded`] — byte arenas padded for fast copies of short tokens (decoding).
 //! * [`utf8`] — UTF-8 decoding with sentencepiece's rules (one U+FFFD per bad byte).
 
 pub mod bpe;
 pub mod darts;
+pub mod padded;
 pub mod pair_filter;
 pub mod pretokenize;
 pub mod spm;

@@ -11,15 +11,19 @@ use crate::error::{HanpackError, Result};
 impl BpeTokenizer {
     /// Appends the bytes of `ids` to `out`; special tokens are left out when `skip_special`.
     pub fn decode_bytes_into(&self, ids: &[i64], skip_special: bool, out: &mut Vec<u8>) -> Result<()> {
+        out.reserve(ids.len() * 3);
         for &id in ids {
-            let bytes = u32::try_from(id)
-                .ok()
-                .and_then(|i| self.vocab.bytes_of(i).map(|b| (i, b)))
-                .ok_or(HanpackError::IdOutOfRange { id, vocab_size: self.vocab_size() })?;
-            if skip_special && self.is_special(bytes.0) {
-                continue;
+            // A negative or too large id fails the conversion or the lookup alike.
+            let known = u32::try_from(id).is_ok_and(|i| {
+                if skip_special && self.is_special(i) {
+                    self.vocab.bytes_of(i).is_some()
+                } else {
+                    self.vocab.append_bytes(i, out)
+                }
+            });
+            if !known {
+                return Err(HanpackError::IdOutOfRange { id, vocab_size: self.vocab_size() });
             }
-            out.extend_from_slice(bytes.1);
         }
         Ok(())
     }
@@ -39,9 +43,19 @@ impl BpeTokenizer {
         })
     }
 
-    /// Appends the text of `ids` to `out` (for batches that share one buffer).
+    /// Appends the text of `ids` to `out` (for batches that share one buffer): the bytes
+    /// go straight into `out` and only they are checked, so valid text is copied once.
     pub fn decode_into(&self, ids: &[i64], skip_special: bool, out: &mut String) -> Result<()> {
-        out.push_str(&self.decode(ids, skip_special)?);
+        let start = out.len();
+        // SAFETY: `out` is valid UTF-8 up to `start`; the bytes appended after it are
+        // either valid UTF-8 (checked below) or removed again before returning.
+        let buf = unsafe { out.as_mut_vec() };
+        let decoded = self.decode_bytes_into(ids, skip_special, buf);
+        if decoded.is_err() || std::str::from_utf8(&buf[start..]).is_err() {
+            let tail = buf.split_off(start);
+            decoded?;
+            out.push_str(&String::from_utf8_lossy(&tail));
+        }
         Ok(())
     }
 }

@@ -12,8 +12,9 @@ use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use super::bytelevel;
-use crate::tokenizer::pair_filter::PairFilter;
 use crate::error::{HanpackError, Result};
+use crate::tokenizer::padded::ByteArena;
+use crate::tokenizer::pair_filter::PairFilter;
 
 pub type FxMap<K, V> = HashMap<K, V, FxBuildHasher>;
 
@@ -36,8 +37,9 @@ pub fn pair_key(left: u32, right: u32) -> u64 {
 
 #[derive(Debug, Clone)]
 pub struct Vocab {
-    /// id → the bytes it decodes to (empty for ids no token uses; see `present`).
-    bytes: Vec<Box<[u8]>>,
+    /// id → the bytes it decodes to (empty for ids no token uses; see `present`), in one
+    /// padded arena (one allocation, and short tokens decode with one fixed-size copy).
+    bytes: ByteArena,
     /// id → the piece as the file spells it (byte-level string, or an added token's text).
     pieces: Vec<Box<str>>,
     present: Vec<bool>,
@@ -69,7 +71,7 @@ fn invalid(origin: &str, reason: String) -> HanpackError {
 impl Vocab {
     fn with_capacity(n: usize) -> Self {
         Self {
-            bytes: Vec::with_capacity(n),
+            bytes: ByteArena::with_capacity(n),
             pieces: Vec::with_capacity(n),
             present: Vec::with_capacity(n),
             piece_ids: FxMap::with_capacity_and_hasher(n, FxBuildHasher),
@@ -83,14 +85,13 @@ impl Vocab {
         }
     }
 
-    fn set(&mut self, id: u32, piece: Box<str>, bytes: Box<[u8]>) {
+    fn set(&mut self, id: u32, piece: Box<str>, bytes: &[u8]) {
         let i = id as usize;
-        if self.bytes.len() <= i {
-            self.bytes.resize(i + 1, Box::default());
+        if self.pieces.len() <= i {
             self.pieces.resize(i + 1, Box::default());
             self.present.resize(i + 1, false);
         }
-        self.bytes[i] = bytes;
+        self.bytes.set(i, bytes);
         self.pieces[i] = piece;
         self.present[i] = true;
     }
@@ -126,7 +127,7 @@ impl Vocab {
             if v.piece_ids.insert(piece.clone(), id).is_some() {
                 return Err(invalid(origin, format!("token {piece:?} appears twice in the vocabulary")));
             }
-            v.set(id, piece, bytes.into_boxed_slice());
+            v.set(id, piece, &bytes);
         }
         v.pairs.reserve(merges.len());
         v.merges.reserve(merges.len());
@@ -176,7 +177,7 @@ impl Vocab {
             }
             let piece: Box<str> = bytelevel::encode_bytes(&bytes).into();
             v.piece_ids.insert(piece.clone(), rank);
-            v.set(rank, piece, bytes);
+            v.set(rank, piece, &bytes);
         }
         if let Some(b) = v.byte_ids.iter().position(|&id| id == NO_ID) {
             return Err(invalid(origin, format!("byte 0x{b:02x} has no token (every byte needs one)")));
@@ -214,7 +215,7 @@ impl Vocab {
             }
         }
         self.piece_ids.insert(content.into(), id);
-        self.set(id, content.into(), content.as_bytes().into());
+        self.set(id, content.into(), content.as_bytes());
     }
 
     #[inline]
@@ -242,7 +243,17 @@ impl Vocab {
 
     pub fn bytes_of(&self, id: u32) -> Option<&[u8]> {
         let i = id as usize;
-        (*self.present.get(i)?).then(|| &*self.bytes[i])
+        if !*self.present.get(i)? {
+            return None;
+        }
+        self.bytes.get(i)
+    }
+
+    /// Appends the bytes of token `id` to `out`; false if no token has that id.
+    #[inline]
+    pub fn append_bytes(&self, id: u32, out: &mut Vec<u8>) -> bool {
+        let i = id as usize;
+        self.present.get(i).copied().unwrap_or(false) && self.bytes.append_to(i, out)
     }
 
     pub fn piece(&self, id: u32) -> Option<&str> {
@@ -260,7 +271,7 @@ impl Vocab {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.iter().map(|b| b.len()).sum::<usize>() * 3
+        self.bytes.heap_bytes() * 3
             + self.pieces.len() * 64
             + self.pairs.len() * 16
     }

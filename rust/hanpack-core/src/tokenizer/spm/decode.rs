@@ -13,18 +13,22 @@ use super::SpmModel;
 use crate::error::{HanpackError, Result};
 use crate::tokenizer::utf8::decode_lossy_into;
 
-/// `space_flags` bits: the piece starts with U+2581 / has U+2581 after its first char.
+/// `decode_kind` bits: the piece starts with U+2581 / has U+2581 after its first char /
+/// is not a piece that decodes to its own text (CONTROL, UNKNOWN, BYTE: the slow path).
 pub(crate) const LEADING_SPACE: u8 = 1;
 pub(crate) const INNER_SPACE: u8 = 2;
+pub(crate) const SLOW: u8 = 4;
 
-/// Per-piece `space_flags`, so decoding never scans a piece for U+2581 (CJK punctuation
-/// shares its lead byte, so a byte pre-check did not help on Chinese text).
-pub(crate) fn space_flags(piece: &str) -> u8 {
+/// Per-piece `decode_kind`, so decoding never scans a piece for U+2581 (CJK punctuation
+/// shares its lead byte, so a byte pre-check did not help on Chinese text) and the fast
+/// path reads one byte per id instead of the piece type and the space flags.
+pub(crate) fn decode_kind(piece: &str, ty: PieceType) -> u8 {
     let (lead, rest) = match piece.strip_prefix(SPACE_SYMBOL) {
         Some(rest) => (LEADING_SPACE, rest),
         None => (0, piece),
     };
-    lead | if rest.contains(SPACE_SYMBOL) { INNER_SPACE } else { 0 }
+    let slow = if matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused) { 0 } else { SLOW };
+    lead | slow | if rest.contains(SPACE_SYMBOL) { INNER_SPACE } else { 0 }
 }
 
 /// `<0xXX>` (upper-case hex, as sentencepiece writes it) → the byte.
@@ -125,7 +129,7 @@ impl SpmModel {
                 state.bos_ws_seen = false;
             }
             _ => {
-                let flags = self.space_flags[id as usize];
+                let flags = self.decode_kind[id as usize];
                 let mut text = piece;
                 let mut seen = false;
                 if flags & LEADING_SPACE != 0 {
@@ -188,28 +192,32 @@ impl SpmModel {
         }
         // Without a denormalizer the text is produced in place: the state tracks what this
         // row produced, so text already in `out` does not matter.
+        //
+        // Fast path (most ids): past the start of the text, no pending bytes, a piece that
+        // decodes to its own text; `decode_step` would do exactly this through more
+        // branches (measured ~1.6x faster on Chinese text). Once text was produced the
+        // state's start-of-text flags no longer matter, so the fast path leaves them be.
+        let kinds = &self.decode_kind[..];
+        let mut fast = false;
         for &id in ids {
-            // Fast path (most ids): past the start of the text, no pending bytes, a piece
-            // that decodes to its own text; `decode_step` would do exactly this, through
-            // more branches (measured ~1.6x faster decoding of Chinese text).
-            if state.produced && state.pending.is_empty() && !self.decode_remaps && id >= 0 && (id as u64) < self.table.len() as u64 {
-                let id = id as u32;
-                if matches!(self.table.piece_type(id), PieceType::Normal | PieceType::UserDefined | PieceType::Unused) {
-                    state.is_bos_ws = false;
-                    state.bos_ws_seen = false;
-                    let piece = self.table.piece(id);
-                    match self.space_flags[id as usize] {
-                        0 => out.push_str(piece),
-                        LEADING_SPACE => {
-                            out.push(' ');
-                            out.push_str(&piece[SPACE_SYMBOL.len()..]);
+            if fast {
+                // A negative id wraps to a huge index: `get` sends it to `decode_step`.
+                if let Some(&kind) = kinds.get(id as u64 as usize) {
+                    if kind & SLOW == 0 {
+                        match kind {
+                            0 => self.table.append_piece(id as u32, 0, out),
+                            LEADING_SPACE => {
+                                out.push(' ');
+                                self.table.append_piece(id as u32, SPACE_SYMBOL.len(), out);
+                            }
+                            _ => push_unescaped(self.table.piece(id as u32), out),
                         }
-                        _ => push_unescaped(piece, out),
+                        continue;
                     }
-                    continue;
                 }
             }
             self.decode_step(&mut state, id, out)?;
+            fast = state.produced && state.pending.is_empty() && !self.decode_remaps;
         }
         self.decode_finish(&mut state, out);
         Ok(())

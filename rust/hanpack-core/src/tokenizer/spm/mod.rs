@@ -73,8 +73,8 @@ pub struct SpmModel {
     /// Some NORMAL piece has the same text as a reserved piece, so `PieceToId(IdToPiece(id))`
     /// is not the identity and decode must look ids up again, as sentencepiece does.
     decode_remaps: bool,
-    /// `decode::space_flags` of every piece.
-    space_flags: Vec<u8>,
+    /// `decode::decode_kind` of every piece.
+    decode_kind: Vec<u8>,
     specs: Specs,
 }
 
@@ -232,9 +232,9 @@ impl SpmModel {
         let unk_surface = trainer.unk_surface.clone().unwrap_or_else(|| " \u{2047} ".to_owned());
         let decode_remaps = (0..table.len() as u32).any(|i| table.lookup(table.piece(i)) != Some(i));
 
-        let space_flags = (0..table.len() as u32).map(|i| decode::space_flags(table.piece(i))).collect();
+        let decode_kind = (0..table.len() as u32).map(|i| decode::decode_kind(table.piece(i), table.piece_type(i))).collect();
         Ok(Self {
-            space_flags,
+            decode_kind,
             algorithm,
             normalizer,
             denormalizer,

@@ -14,6 +14,7 @@ use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
 
 use super::proto::PieceType;
+use crate::tokenizer::padded;
 
 /// How the NORMAL/USER_DEFINED/UNUSED pieces are indexed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,7 @@ enum NormalIndex {
 }
 
 pub struct PieceTable {
+    /// Every piece's text, then `padded::PAD` NUL bytes that belong to no piece.
     arena: String,
     /// `offsets[i]..offsets[i + 1]` is piece `i` in `arena`.
     offsets: Vec<u32>,
@@ -109,6 +111,7 @@ impl PieceTable {
             }
             map.insert_unique(hash, id, |&i| hash_str(text_of(i)));
         }
+        arena.push_str(&"\0".repeat(padded::PAD));
         arena.shrink_to_fit();
         let normal = match kind {
             IndexKind::Hash => NormalIndex::Hash(normal_hash),
@@ -145,6 +148,21 @@ impl PieceTable {
     pub fn piece(&self, id: u32) -> &str {
         let i = id as usize;
         &self.arena[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Appends piece `id`'s text from byte `skip` on (a char boundary) to `out`, with
+    /// the padded arena's fast copy for short pieces (see [`padded`]).
+    #[inline]
+    pub fn append_piece(&self, id: u32, skip: usize, out: &mut String) {
+        let i = id as usize;
+        let (start, end) = ((self.offsets[i] as usize + skip).min(self.offsets[i + 1] as usize), self.offsets[i + 1] as usize);
+        if !self.arena.is_char_boundary(start) {
+            out.push_str(&self.arena[start..end]);
+            return;
+        }
+        // SAFETY: only `arena[start..end]` is appended: the tail of a piece from a char
+        // boundary (checked above) to the piece's end, so `out` stays UTF-8.
+        padded::append(self.arena.as_bytes(), start, end, unsafe { out.as_mut_vec() });
     }
 
     #[inline]

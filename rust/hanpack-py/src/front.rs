@@ -1,0 +1,116 @@
+//! `TokenizerBase`, the base class of `hanpack.Tokenizer`: the two calls made once per
+//! line (`encode`, `decode`) are Rust methods of the class itself, so they cost no Python
+//! frame (measured ~135 ns a call, a tenth of decoding a line of Chinese text). The
+//! Python subclass adds loading, saving, batches and the vocabulary; the model itself is
+//! one of the two model classes, held here and by the subclass.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyList, PyString};
+
+use crate::bpe::BpeTokenizer;
+use crate::spm::SpmTokenizer;
+
+enum Model {
+    Spm(Py<SpmTokenizer>),
+    Bpe(Py<BpeTokenizer>),
+}
+
+#[pyclass(frozen, subclass, module = "hanpack._core")]
+pub struct TokenizerBase {
+    model: Model,
+}
+
+/// `hanpack.tokenizer._policy`: Python owns the checks of the special-token options.
+static POLICY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+type NameLists = (Option<Vec<String>>, Option<Vec<String>>);
+
+fn python_policy(py: Python<'_>, allowed: Option<&Bound<'_, PyAny>>, disallowed: Option<&Bound<'_, PyAny>>) -> PyResult<NameLists> {
+    let policy = POLICY.import(py, "hanpack.tokenizer", "_policy")?;
+    let allowed = match allowed {
+        Some(a) => a.clone(),
+        None => pyo3::types::PyTuple::empty(py).into_any(),
+    };
+    let disallowed = match disallowed {
+        Some(d) => d.clone(),
+        None => PyString::new(py, "all").into_any(),
+    };
+    policy.call1((allowed, disallowed))?.extract()
+}
+
+#[pymethods]
+impl TokenizerBase {
+    #[new]
+    fn new(model: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let model = if let Ok(m) = model.cast::<SpmTokenizer>() {
+            Model::Spm(m.clone().unbind())
+        } else if let Ok(m) = model.cast::<BpeTokenizer>() {
+            Model::Bpe(m.clone().unbind())
+        } else {
+            return Err(PyTypeError::new_err("use Tokenizer.from_file(path) or Tokenizer.from_bytes(data)"));
+        };
+        Ok(Self { model })
+    }
+
+    /// Token ids of ``text``: ``SentencePieceProcessor.encode(text)`` for SentencePiece
+    /// models; for byte-level BPE, HF ``Tokenizer.encode(text, add_special_tokens=False)``
+    /// / tiktoken's ``Encoding.encode(text)``.
+    ///
+    /// Special tokens (byte-level BPE only) follow tiktoken's policy: text of a special
+    /// token in ``allowed_special`` (or any, with ``"all"``) becomes its id; text of one in
+    /// ``disallowed_special`` (default, ``None``: every special token not allowed) raises
+    /// :class:`~hanpack.exceptions.DisallowedSpecialTokenError`; any other is plain text.
+    /// ``add_bos`` / ``add_eos`` add the tokens the file's post-processor puts around a
+    /// sequence. Non-special added tokens are always matched, as in HF.
+    ///
+    ///     >>> tok.encode("hello", add_bos=True)  # doctest: +SKIP
+    ///     [1, 22172]
+    ///     >>> tok.encode("<|endoftext|>", allowed_special="all")  # doctest: +SKIP
+    ///     [151643]
+    #[pyo3(signature = (text, *, add_bos=false, add_eos=false, allowed_special=None, disallowed_special=None))]
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyBackedStr,
+        add_bos: bool,
+        add_eos: bool,
+        allowed_special: Option<&Bound<'py, PyAny>>,
+        disallowed_special: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        match &self.model {
+            // SentencePiece models have no special-token text: the options do not apply.
+            Model::Spm(m) => m.get().encode_text(py, &text, add_bos, add_eos),
+            Model::Bpe(m) => {
+                let m = m.get();
+                if allowed_special.is_none() && disallowed_special.is_none() {
+                    return m.encode_default(py, &text, add_bos, add_eos);
+                }
+                let (allowed, disallowed) = python_policy(py, allowed_special, disallowed_special)?;
+                m.encode(py, text, add_bos, add_eos, allowed, disallowed)
+            }
+        }
+    }
+
+    /// Text of ``ids`` (a list of int or a 1-D integer numpy array), as
+    /// ``SentencePieceProcessor.decode(ids)``, HF's ``Tokenizer.decode`` or tiktoken's
+    /// ``decode`` (bytes that are not valid UTF-8 become U+FFFD). ``skip_special_tokens``
+    /// leaves byte-level BPE special tokens out (SentencePiece's decoder always drops
+    /// control pieces).
+    ///
+    /// Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
+    /// outside the vocabulary.
+    #[pyo3(signature = (ids, *, skip_special_tokens=false))]
+    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<String> {
+        if ids.is_instance_of::<PyString>() || ids.is_instance_of::<PyBytes>() {
+            let kind = ids.get_type().name()?;
+            return Err(PyTypeError::new_err(format!("ids must be a sequence of int, not {kind}")));
+        }
+        match &self.model {
+            Model::Spm(m) => m.get().decode(py, ids),
+            Model::Bpe(m) => m.get().decode(py, ids, skip_special_tokens),
+        }
+    }
+}
