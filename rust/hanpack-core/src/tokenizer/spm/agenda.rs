@@ -35,6 +35,8 @@ pub struct Agenda<P: Keyed> {
     /// The last few (score, run) lookups: long runs alternate between a handful of
     /// scores, so this skips the hash map on nearly every push.
     recent: [(u32, usize); 4],
+    /// Initial candidates for the heap, between `start` and `finish_initial`.
+    initial: Vec<P>,
 }
 
 impl<P: Keyed> Default for Agenda<P> {
@@ -46,13 +48,15 @@ impl<P: Keyed> Default for Agenda<P> {
             run_of_score: FxHashMap::default(),
             fronts: BinaryHeap::new(),
             recent: [(u32::MAX, usize::MAX); 4],
+            initial: Vec::new(),
         }
     }
 }
 
 impl<P: Keyed> Agenda<P> {
-    /// Empties the agenda and fills it with `initial` (heapified in O(n)).
-    pub fn reset(&mut self, mut initial: Vec<P>, use_runs: bool) {
+    /// Empties the agenda for a word's initial candidates: add them with `add_initial`,
+    /// then call `finish_initial` (the heap is built in O(n), not by n pushes).
+    pub fn start(&mut self, use_runs: bool) {
         self.runs_enabled = use_runs;
         for r in &mut self.runs {
             r.clear();
@@ -60,25 +64,35 @@ impl<P: Keyed> Agenda<P> {
         self.run_of_score.clear();
         self.fronts.clear();
         self.recent = [(u32::MAX, usize::MAX); 4];
-        if use_runs {
-            let mut heap = std::mem::take(&mut self.heap).into_vec();
-            heap.clear();
-            for p in initial.drain(..) {
-                self.push_or(p, &mut heap);
-            }
-            self.heap = BinaryHeap::from(heap);
-            // Keep the drained buffer's capacity for the next call.
-            drop(initial);
+        // The heap's buffer (its capacity kept across calls) collects what the runs do not
+        // take; candidates go straight to their run, written once (collecting all of them
+        // first and then sorting them into runs moved a megabyte input's pairs twice).
+        self.initial = std::mem::take(&mut self.heap).into_vec();
+        self.initial.clear();
+    }
+
+    #[inline]
+    pub fn add_initial(&mut self, p: P) {
+        if self.runs_enabled {
+            let mut initial = std::mem::take(&mut self.initial);
+            self.push_or(p, &mut initial);
+            self.initial = initial;
         } else {
-            self.heap = BinaryHeap::from(initial);
+            self.initial.push(p);
         }
     }
 
-    /// A buffer for the initial candidates (reuses the heap's allocation).
-    pub fn take_buffer(&mut self) -> Vec<P> {
-        let mut v = std::mem::take(&mut self.heap).into_vec();
-        v.clear();
-        v
+    pub fn finish_initial(&mut self) {
+        self.heap = BinaryHeap::from(std::mem::take(&mut self.initial));
+    }
+
+    /// Empties the agenda and fills it with `initial` (heapified in O(n)).
+    pub fn reset(&mut self, initial: Vec<P>, use_runs: bool) {
+        self.start(use_runs);
+        for p in initial {
+            self.add_initial(p);
+        }
+        self.finish_initial();
     }
 
     fn push_or(&mut self, p: P, fallback: &mut Vec<P>) {
@@ -132,10 +146,16 @@ impl<P: Keyed> Agenda<P> {
             (Some(h), Some(r)) if h >= r => self.heap.pop(),
             (Some(_), None) => self.heap.pop(),
             _ => {
-                let (_, r) = self.fronts.pop()?;
+                // The run's next candidate replaces its front in place (one sift instead
+                // of a pop and a push; long runs pop from the same run over and over).
+                let mut top = self.fronts.peek_mut()?;
+                let r = top.1;
                 let p = self.runs[r].pop_front()?;
-                if let Some(next) = self.runs[r].front() {
-                    self.fronts.push((next.key(), r));
+                match self.runs[r].front() {
+                    Some(next) => top.0 = next.key(),
+                    None => {
+                        std::collections::binary_heap::PeekMut::pop(top);
+                    }
                 }
                 Some(p)
             }
