@@ -188,7 +188,9 @@ class Tokenizer(_core.TokenizerBase):
         """Loads a tokenizer, detecting its format.
 
         ``path`` is a SentencePiece ``.model``, an HF ``tokenizer.json`` (byte-level BPE),
-        LLaMA-3's tiktoken ``tokenizer.model``, or a folder holding one of them (looked
+        LLaMA-3's tiktoken ``tokenizer.model``, a llama.cpp ``.gguf`` whose tokenizer is
+        byte-level BPE (``tokenizer.ggml.model = "gpt2"``, with the pre-tokenizer that
+        ``tokenizer.ggml.pre`` names), or a folder holding one of them (looked
         for in that order: ``tokenizer.json``, ``tokenizer.model``, ``vocab.json`` +
         ``merges.txt`` with GPT-2's pattern).
 
@@ -212,6 +214,9 @@ class Tokenizer(_core.TokenizerBase):
                 errno.EISDIR, "the folder holds no tokenizer.json, tokenizer.model or vocab.json + merges.txt", path
             )
         with open(path, "rb") as f:
+            if f.read(4) == b"GGUF":  # read by Rust, which maps only the metadata
+                return cls._wrap(_core.BpeTokenizer.from_gguf(path), path)
+            f.seek(0)
             data = f.read()
         return cls._wrap(_load_bytes(data, path), path)
 

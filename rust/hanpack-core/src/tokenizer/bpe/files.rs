@@ -67,7 +67,7 @@ fn assemble(origin: &str, vocab: Vocab, config: &PlainConfig) -> Result<BpeToken
         tokens.push(AddedToken::special(*id, text));
     }
     let added = AddedTokens::new(tokens, config.normalizer.as_ref(), origin)?;
-    BpeTokenizer::new(origin, vocab, config.normalizer.clone(), pre, added, PostProcessor::default(), None, Source::Generated { pattern })
+    BpeTokenizer::new(origin, vocab, config.normalizer.clone(), pre, added, PostProcessor::default(), None, Source::Generated)
 }
 
 /// Parses a tiktoken rank file: one `base64(token bytes) rank` per line.

@@ -330,10 +330,9 @@ fn derive_merges(vocab: &Vocab) -> Vec<(u32, u32)> {
 /// The tokenizer as `tokenizer.json` bytes: the original file when it was loaded from
 /// one, otherwise a generated file that HF `tokenizers` loads to the same ids.
 pub fn to_json(t: &BpeTokenizer) -> Result<Vec<u8>> {
-    let pattern = match &t.source {
-        Source::Json(bytes) => return Ok(bytes.clone()),
-        Source::Generated { pattern } => pattern,
-    };
+    if let Source::Json(bytes) = &t.source {
+        return Ok(bytes.clone());
+    }
     let v = &t.vocab;
     let merges = if v.merges.is_empty() { derive_merges(v) } else { v.merges.clone() };
     let mut vocab = Map::new();
@@ -353,16 +352,20 @@ pub fn to_json(t: &BpeTokenizer) -> Result<Vec<u8>> {
                    "rstrip": a.rstrip, "normalized": a.normalized, "special": a.special})
         })
         .collect();
+    let mut splits: Vec<Value> = t
+        .pre
+        .splitters
+        .iter()
+        .map(|s| json!({"type": "Split", "pattern": {"Regex": s.pattern()}, "behavior": "Isolated", "invert": false}))
+        .collect();
+    splits.push(json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}));
     let doc = json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
         "normalizer": t.normalizer.as_ref().map(|n| n.to_json()),
-        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
-            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}
-        ]},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": splits},
         "post_processor": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true},
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,

@@ -17,6 +17,7 @@ pub mod added;
 pub mod bytelevel;
 pub mod decode;
 pub mod files;
+pub mod gguf_vocab;
 pub mod hf_json;
 pub mod merge;
 pub mod stages;
@@ -46,8 +47,8 @@ pub struct PostProcessor {
 pub enum Source {
     /// Loaded from `tokenizer.json`: saving writes these bytes unchanged.
     Json(Vec<u8>),
-    /// Built from other files: saving generates a `tokenizer.json` with this pattern.
-    Generated { pattern: String },
+    /// Built from other files: saving generates a `tokenizer.json` from the stages.
+    Generated,
 }
 
 /// A byte-level BPE tokenizer; immutable after loading and shared between threads.

@@ -1,0 +1,3 @@
+//! File formats read by both the tokenizers and the quantizer.
+
+pub mod gguf;
