@@ -15,9 +15,9 @@ use hanpack_core::tokenizer::bpe::BpeTokenizer as Model;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::convert::{ids_from_py, texts_from_list, with_ids, IdCache};
+use crate::convert::{ids_from_py, str_from_utf8, texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached, Failure};
 use crate::batch;
 
@@ -177,9 +177,9 @@ impl BpeTokenizer {
     }
 
     #[pyo3(signature = (ids, skip_special=false))]
-    pub(crate) fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<String> {
+    pub(crate) fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<Bound<'py, PyString>> {
         let m = &self.model;
-        with_ids(ids, |ids| run_detached(py, || Ok(m.decode(ids, skip_special)?)))
+        with_ids(ids, |ids| str_from_utf8(py, |buf| run_detached(py, || Ok(m.decode_bytes_into(ids, skip_special, buf)?))))
     }
 
     /// The raw bytes of `ids` (no UTF-8 repair).

@@ -113,6 +113,7 @@ const KEEP_IDS: usize = 1 << 16;
 
 thread_local! {
     static IDS: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
+    static TEXT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Calls `f` with the ids of `obj` in a per-thread buffer: a per-line `decode` otherwise
@@ -142,4 +143,26 @@ pub fn texts_from_list(list: &Bound<'_, PyList>) -> PyResult<Vec<PyBackedStr>> {
         }
     }
     Ok(out)
+}
+
+/// A Python str from the bytes `f` appends to a per-thread buffer (no allocation per
+/// call): UTF-8 from `f` is decoded by Python with `errors="replace"`, so invalid bytes
+/// become U+FFFD by the Unicode "maximal subpart" rule (as Rust's `from_utf8_lossy`, HF
+/// and tiktoken do) and valid text is checked once, not twice.
+pub fn str_from_utf8<'py>(py: Python<'py>, f: impl FnOnce(&mut Vec<u8>) -> PyResult<()>) -> PyResult<Bound<'py, PyString>> {
+    let mut buf = TEXT.take();
+    buf.clear();
+    let r = f(&mut buf).and_then(|()| {
+        // SAFETY: the pointer and length describe `buf`, alive for the call; the error
+        // handler name is a NUL-terminated static string; the result is a new reference
+        // or NULL with an exception set.
+        unsafe {
+            let s = ffi::PyUnicode_DecodeUTF8(buf.as_ptr().cast(), buf.len() as ffi::Py_ssize_t, c"replace".as_ptr());
+            Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked::<PyString>())
+        }
+    });
+    if buf.capacity() <= KEEP_IDS * 8 {
+        TEXT.set(buf);
+    }
+    r
 }

@@ -103,7 +103,7 @@ impl TokenizerBase {
     /// Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
     /// outside the vocabulary.
     #[pyo3(signature = (ids, *, skip_special_tokens=false))]
-    fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<String> {
+    fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<Bound<'py, PyString>> {
         if ids.is_instance_of::<PyString>() || ids.is_instance_of::<PyBytes>() {
             let kind = ids.get_type().name()?;
             return Err(PyTypeError::new_err(format!("ids must be a sequence of int, not {kind}")));

@@ -7,9 +7,9 @@ use hanpack_core::tokenizer::spm::SpmModel;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 
-use crate::convert::{texts_from_list, with_ids, IdCache};
+use crate::convert::{str_from_utf8, texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached};
 use crate::batch;
 
@@ -105,9 +105,16 @@ impl SpmTokenizer {
         batch::encode_flat(py, &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
     }
 
-    pub(crate) fn decode(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+    pub(crate) fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyString>> {
         let m = &self.model;
-        with_ids(ids, |ids| run_detached(py, || Ok(m.decode(ids)?)))
+        with_ids(ids, |ids| {
+            str_from_utf8(py, |buf| {
+                let mut text = String::from_utf8(std::mem::take(buf)).unwrap_or_default();
+                let r = run_detached(py, || Ok(m.decode_into(ids, &mut text)?));
+                *buf = text.into_bytes();
+                r
+            })
+        })
     }
 
     /// See `batch::decode_rows`.
