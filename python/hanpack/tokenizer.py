@@ -54,6 +54,7 @@ def _special_names(value: object, name: str) -> list[str] | None:
 
 
 def _policy(allowed_special: object, disallowed_special: object) -> tuple[list[str] | None, list[str] | None]:
+    # Also called by the Rust `TokenizerBase.encode` when either option is given.
     return _special_names(allowed_special, "allowed_special"), _special_names(disallowed_special, "disallowed_special")
 
 

@@ -1,6 +1,6 @@
 //! Byte arenas with padding after the last entry, so decoding can copy a short token
-//! with one fixed-size move instead of a `memcpy` call (decoding Chinese text spent about
-//! half its time in `memcpy` calls for 3-byte pieces; measured 1.8x faster decoding).
+//! with one fixed-size move instead of a `memcpy` call per 3-byte piece (measured: the
+//! SentencePiece decoder went from 338 to 618 MB/s on Chinese text, `spm_encode` example).
 
 /// Readable bytes kept after the last entry of a padded arena.
 pub const PAD: usize = 16;
