@@ -1,10 +1,14 @@
-"""Byte-level BPE tokenizers read from llama.cpp GGUF files (``Tokenizer.from_file``).
+"""Tokenizers read from llama.cpp GGUF files (``Tokenizer.from_file``).
 
-* llama.cpp's test vectors for the vocabularies that exist only as GGUF (gpt-2, falcon,
-  deepseek-llm, deepseek-coder), id for id; their ``.out`` files are HF ``tokenizers``'
-  ids, so the same tokenizer saved as ``tokenizer.json`` must give them in HF too.
-* A GGUF file written by the test itself (no shared data needed): loading, encoding with
-  its merges, decoding, and the errors for truncated, lying and unsupported files.
+* Byte-level BPE (``tokenizer.ggml.model = "gpt2"``): llama.cpp's test vectors for the
+  vocabularies that exist only as GGUF (gpt-2, falcon, deepseek-llm, deepseek-coder), id
+  for id; their ``.out`` files are HF ``tokenizers``' ids, so the same tokenizer saved as
+  ``tokenizer.json`` must give them in HF too.
+* SentencePiece-style (``"llama"``): the llama-spm and phi-3 vectors, and the ``.model``
+  that ``save()`` writes gives them in stock sentencepiece.
+* GGUF files written by the test itself (no shared data needed): loading, encoding,
+  decoding (the SentencePiece one against sentencepiece), and the errors for truncated,
+  lying and unsupported files.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from conftest import TOKENIZERS, llamacpp_vectors, require_shared
 from hanpack.exceptions import ModelFormatError, UnsupportedTokenizerError
 
 VOCABS = ["gpt-2", "falcon", "deepseek-llm", "deepseek-coder"]
+SPM_VOCABS = ["llama-spm", "phi-3"]
 
 
 def gguf_path(name: str) -> Path:
@@ -49,7 +54,23 @@ def test_saved_tokenizer_json_gives_the_same_ids_in_hf(tmp_path, name):
         assert tok.decode(want) == ref.decode(want, skip_special_tokens=False), repr(text)
 
 
-# -- a GGUF file made here -----------------------------------------------------------
+@pytest.mark.shared
+@pytest.mark.parametrize("name", SPM_VOCABS)
+def test_sentencepiece_gguf_vectors_and_saved_model(tmp_path, name):
+    spm = pytest.importorskip("sentencepiece")
+    tok = hanpack.Tokenizer.from_file(gguf_path(name))
+    assert tok.model_type == "bpe"
+    vectors = llamacpp_vectors(name)
+    bad = [(t, want, got) for t, want in vectors if (got := tok.encode(t)) != want]
+    assert not bad, f"{len(bad)} of {len(vectors)} llama.cpp {name} vectors differ, first: {bad[0]!r}"
+    tok.save(tmp_path / "tokenizer.model")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "tokenizer.model"))
+    for text, want in vectors:
+        assert sp.encode(text) == want, repr(text)
+        assert tok.decode(want) == sp.decode(want), repr(text)
+
+
+# -- GGUF files made here ---------------------------------------------------------
 
 
 def _str(s: str) -> bytes:
@@ -67,6 +88,48 @@ def _kv_strs(key: str, values: list[str]) -> bytes:
 
 def _kv_i32s(key: str, values: list[int]) -> bytes:
     return _str(key) + struct.pack("<IIQ", 9, 5, len(values)) + struct.pack(f"<{len(values)}i", *values)
+
+
+def _kv_f32s(key: str, values: list[float]) -> bytes:
+    return _str(key) + struct.pack("<IIQ", 9, 6, len(values)) + struct.pack(f"<{len(values)}f", *values)
+
+
+def _kv_u32(key: str, value: int) -> bytes:
+    return _str(key) + struct.pack("<II", 4, value)
+
+
+def make_spm_gguf() -> bytes:
+    """A SentencePiece-style vocabulary: specials, byte pieces, a few merges by score."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    words = ["▁", "a", "b", "c", "ab", "▁a", "▁ab", "abc", "▁abc", "汉", "字", "汉字"]
+    tokens += words
+    types += [1] * len(words)
+    scores = [0.0] * (3 + 256) + [-float(i) for i in range(len(words))]
+    kvs = [
+        _kv_str("tokenizer.ggml.model", "llama"),
+        _kv_strs("tokenizer.ggml.tokens", tokens),
+        _kv_f32s("tokenizer.ggml.scores", scores),
+        _kv_i32s("tokenizer.ggml.token_type", types),
+        _kv_u32("tokenizer.ggml.unknown_token_id", 0),
+        _kv_u32("tokenizer.ggml.bos_token_id", 1),
+        _kv_u32("tokenizer.ggml.eos_token_id", 2),
+    ]
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs)
+
+
+def test_sentencepiece_gguf_written_here_matches_sentencepiece(tmp_path):
+    spm = pytest.importorskip("sentencepiece")
+    path = tmp_path / "vocab.gguf"
+    path.write_bytes(make_spm_gguf())
+    tok = hanpack.Tokenizer.from_file(path)
+    assert (tok.vocab_size, tok.unk_id, tok.bos_id, tok.eos_id) == (271, 0, 1, 2)
+    tok.save(tmp_path / "vocab.model")
+    sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "vocab.model"))
+    for text in ["abc ab a", "  abcabc", "汉字 b 汉", "xyz ü", "", "a\tb\nc"]:
+        assert tok.encode(text) == sp.encode(text), repr(text)
+        assert tok.decode(sp.encode(text)) == sp.decode(sp.encode(text)), repr(text)
+    assert tok.encode_as_pieces("abc ab") == ["▁abc", "▁ab"]
 
 
 def _byte_level(b: int) -> str:
@@ -126,7 +189,7 @@ def test_lying_gguf_lengths(tmp_path):
         hanpack.Tokenizer.from_file(path)
 
 
-@pytest.mark.parametrize("model,pre,what", [("llama", "default", '"llama"'), ("gpt2", "no-such-pre", '"no-such-pre"')])
+@pytest.mark.parametrize("model,pre,what", [("bert", "default", '"bert"'), ("gpt2", "no-such-pre", '"no-such-pre"')])
 def test_unsupported_gguf_tokenizers(tmp_path, model, pre, what):
     path = tmp_path / "other.gguf"
     path.write_bytes(make_gguf(model, pre))

@@ -11,7 +11,7 @@ from typing import final
 from typing_extensions import disjoint_base
 
 __all__ = [
-    "BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "dequantize", "quantize",
+    "BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "dequantize", "load_gguf", "quantize",
 ]
 __version__: str
 
@@ -82,8 +82,6 @@ class BpeTokenizer:
     @staticmethod
     def from_json(data: bytes, origin: str) -> BpeTokenizer: ...
     @staticmethod
-    def from_gguf(path: str | PathLike[str]) -> BpeTokenizer: ...
-    @staticmethod
     def from_tiktoken(
         data: bytes, origin: str, pattern: str, special_tokens: list[tuple[str, int]], nfc: bool = False
     ) -> BpeTokenizer: ...
@@ -152,6 +150,7 @@ class BpeTokenizer:
     @property
     def unk_id(self) -> int: ...
 
+def load_gguf(path: str | PathLike[str]) -> SpmTokenizer | BpeTokenizer: ...
 def quantize(
     weight: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
     dtype: str,

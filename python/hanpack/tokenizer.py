@@ -189,9 +189,10 @@ class Tokenizer(_core.TokenizerBase):
         """Loads a tokenizer, detecting its format.
 
         ``path`` is a SentencePiece ``.model``, an HF ``tokenizer.json`` (byte-level BPE),
-        LLaMA-3's tiktoken ``tokenizer.model``, a llama.cpp ``.gguf`` whose tokenizer is
-        byte-level BPE (``tokenizer.ggml.model = "gpt2"``, with the pre-tokenizer that
-        ``tokenizer.ggml.pre`` names), or a folder holding one of them (looked
+        LLaMA-3's tiktoken ``tokenizer.model``, the tokenizer in a llama.cpp ``.gguf``
+        (byte-level BPE, ``tokenizer.ggml.model = "gpt2"``, with the pre-tokenizer that
+        ``tokenizer.ggml.pre`` names; or SentencePiece-style, ``"llama"``), or a folder
+        holding one of them (looked
         for in that order: ``tokenizer.json``, ``tokenizer.model``, ``vocab.json`` +
         ``merges.txt`` with GPT-2's pattern).
 
@@ -216,7 +217,7 @@ class Tokenizer(_core.TokenizerBase):
             )
         with open(path, "rb") as f:
             if f.read(4) == b"GGUF":  # read by Rust, which maps only the metadata
-                return cls._wrap(_core.BpeTokenizer.from_gguf(path), path)
+                return cls._wrap(_core.load_gguf(path), path)
             f.seek(0)
             data = f.read()
         return cls._wrap(_load_bytes(data, path), path)

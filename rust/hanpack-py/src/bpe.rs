@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use hanpack_core::tokenizer::bpe::added::Policy;
 use hanpack_core::tokenizer::bpe::files::{self, PlainConfig};
-use hanpack_core::io::gguf;
-use hanpack_core::tokenizer::bpe::gguf_vocab;
 use hanpack_core::tokenizer::bpe::hf_json;
 use hanpack_core::tokenizer::bpe::stages::Normalizer;
 use hanpack_core::tokenizer::bpe::BpeTokenizer as Model;
@@ -32,7 +30,7 @@ pub struct BpeTokenizer {
 }
 
 impl BpeTokenizer {
-    fn new(model: Model) -> Result<Self, Failure> {
+    pub(crate) fn new(model: Model) -> Result<Self, Failure> {
         let default_policy = model.policy(Some(&[]), None)?;
         Ok(Self { model: Arc::new(model), ints: IdCache::new(), default_policy })
     }
@@ -63,15 +61,6 @@ impl BpeTokenizer {
     fn from_json(py: Python<'_>, data: &[u8], origin: &str) -> PyResult<Self> {
         let (data, origin) = (data.to_vec(), origin.to_owned());
         run_detached(py, move || Self::new(hf_json::from_json(&data, &origin)?))
-    }
-
-    /// Loads the byte-level BPE tokenizer stored in a GGUF file's metadata.
-    #[staticmethod]
-    fn from_gguf(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
-        run_detached(py, move || {
-            let g = gguf::parse_file(&path)?;
-            Self::new(gguf_vocab::from_gguf(&g, &path.display().to_string())?)
-        })
     }
 
     /// Loads a tiktoken rank file; `pattern` is a name (llama3, cl100k, gpt2, qwen2) or a regex.

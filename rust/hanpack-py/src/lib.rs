@@ -8,6 +8,7 @@ mod bpe;
 mod convert;
 mod errors;
 mod front;
+mod gguf;
 mod pipeline;
 mod pool;
 mod quant;
@@ -20,6 +21,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;
+    m.add_function(wrap_pyfunction!(gguf::load_gguf, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     Ok(())

@@ -32,7 +32,7 @@ pub struct SpmTokenizer {
 }
 
 impl SpmTokenizer {
-    fn new(model: SpmModel) -> Self {
+    pub(crate) fn new(model: SpmModel) -> Self {
         Self { model: Arc::new(model), ints: IdCache::new() }
     }
 

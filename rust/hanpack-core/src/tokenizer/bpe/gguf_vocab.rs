@@ -68,7 +68,7 @@ pub fn from_gguf(g: &Gguf, origin: &str) -> Result<BpeTokenizer> {
     let unsupported = |reason: String| HanpackError::UnsupportedTokenizer { origin: origin.to_owned(), reason };
     let model = g.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or_else(|| invalid(origin, "GGUF metadata has no tokenizer.ggml.model".into()))?;
     if model != "gpt2" {
-        return Err(unsupported(format!("GGUF tokenizer model {model:?} (only byte-level BPE, \"gpt2\", is read from GGUF)")));
+        return Err(unsupported(format!("GGUF tokenizer model {model:?} (hanpack reads \"gpt2\", byte-level BPE, and \"llama\", SentencePiece-style)")));
     }
     let pre_name = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
     let (patterns, ignore_merges) = pre_tokenizer(pre_name).ok_or_else(|| unsupported(format!("GGUF pre-tokenizer {pre_name:?}")))?;

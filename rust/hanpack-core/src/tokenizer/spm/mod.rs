@@ -8,6 +8,7 @@
 pub mod agenda;
 pub mod bpe;
 pub mod decode;
+pub mod gguf_vocab;
 pub mod normalizer;
 pub mod prefix_matcher;
 pub mod proto;
