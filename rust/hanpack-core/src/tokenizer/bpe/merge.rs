@@ -6,15 +6,15 @@
 //! * Short pieces (the common case: words) merge in a small array, rescanning it for the
 //!   lowest rank after each merge — O(n²) but n is tiny and there is no allocation.
 //! * Long pieces (a run of 10⁵ identical characters is a valid "word") use a linked list
-//!   and a heap of candidate pairs, O(n log n). Heap entries go stale when a neighbour
+//!   and the shared [`Agenda`] of candidate pairs: O(n log n), and O(1) per merge on long
+//!   repetitive runs. Heap entries go stale when a neighbour
 //!   merges; an entry is used only if its two nodes are still adjacent and the pair's
 //!   current merge has the entry's rank (the same invariant as sentencepiece's agenda).
 //! * [`reference_bpe`] is the plain scalar algorithm both paths are tested against.
 
 use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
+use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 use crate::tokenizer::pair_filter::mix;
 
 use super::vocab::{pair_key, Merge, Vocab, NO_ID};
@@ -47,7 +47,7 @@ struct Scratch {
     ranks: Vec<Merge>,
     prev: Vec<u32>,
     next: Vec<u32>,
-    heap: BinaryHeap<Reverse<u64>>,
+    heap: Agenda<Candidate>,
 }
 
 thread_local! {
@@ -151,11 +151,23 @@ fn short_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out
     out.extend_from_slice(ids);
 }
 
-/// Heap entry: rank in the high 32 bits, left position in the low 32 bits, so the
-/// smallest key is the lowest rank and, on ties, the leftmost pair.
+/// A candidate merge for the agenda, which pops the greatest key: the inverted rank in the
+/// high 32 bits and the inverted left position in the low 32 bits, so the greatest key is
+/// the lowest rank and, on ties, the leftmost pair. The agenda's run layer then makes a
+/// long repetitive piece (a megabyte of spaces or of one letter) cost O(1) per merge.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Candidate(u64);
+
+impl Keyed for Candidate {
+    #[inline]
+    fn key(&self) -> u64 {
+        self.0
+    }
+}
+
 #[inline]
-fn entry(rank: u32, left: u32) -> Reverse<u64> {
-    Reverse((rank as u64) << 32 | left as u64)
+fn entry(rank: u32, left: u32) -> Candidate {
+    Candidate((!rank as u64) << 32 | !left as u64)
 }
 
 fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
@@ -171,18 +183,17 @@ fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out:
     next.clear();
     next.extend((0..n).map(|i| if i + 1 == n { NONE } else { i + 1 }));
     ranks.clear();
-    let mut initial_heap = std::mem::take(heap).into_vec();
-    initial_heap.clear();
+    heap.start(n as usize >= RUNS_FROM);
     for i in 0..n as usize {
         let m = if i + 1 < n as usize { Scratch::merge(pairs, vocab, ids[i], ids[i + 1]) } else { NO_MERGE };
         if m.rank != u32::MAX {
-            initial_heap.push(entry(m.rank, i as u32));
+            heap.add_initial(entry(m.rank, i as u32));
         }
         ranks.push(m);
     }
-    *heap = BinaryHeap::from(initial_heap); // O(n) heapify
-    while let Some(Reverse(key)) = heap.pop() {
-        let (rank, l) = ((key >> 32) as u32, key as u32 as usize);
+    heap.finish_initial(); // O(n) heapify
+    while let Some(Candidate(key)) = heap.pop() {
+        let (rank, l) = (!(key >> 32) as u32, !(key as u32) as usize);
         if ids[l] == NO_ID || ranks[l].rank != rank {
             continue; // stale: the node was merged away, or its pair changed
         }

@@ -57,6 +57,30 @@ fn short_and_long_paths_agree_with_reference() {
     assert_eq!(got, reference_bpe(&t.vocab, long.as_bytes(), None));
 }
 
+/// Pieces long enough for the agenda's run layer (at least `RUNS_FROM` bytes): repeated
+/// characters, periodic text and random text over a small alphabet, against the reference.
+#[test]
+fn long_pieces_with_runs_agree_with_reference() {
+    let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut inputs = vec!["a".repeat(3000), "ab".repeat(1500), "aab".repeat(700), "abc".repeat(500) + &"a".repeat(1500)];
+    for _ in 0..10 {
+        let len = 1024 + rnd(1500) as usize;
+        inputs.push((0..len).map(|_| ['a', 'b', 'c', 'a', 'a'][rnd(5) as usize]).collect());
+    }
+    for s in &inputs {
+        let mut got = Vec::new();
+        encode_piece(&t.vocab, s.as_bytes(), None, &mut got);
+        assert_eq!(got, reference_bpe(&t.vocab, s.as_bytes(), None), "{}", &s[..20]);
+    }
+}
+
 #[test]
 fn policy_disallows_and_allows() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();

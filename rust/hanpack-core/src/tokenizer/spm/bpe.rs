@@ -21,7 +21,7 @@ use hashbrown::HashMap;
 
 use crate::tokenizer::pair_filter::{mix, PairFilter};
 
-use super::agenda::{Agenda, Keyed, RUNS_FROM};
+use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
 use super::vocab::PieceTable;

@@ -5,7 +5,6 @@
 //! unknown id) → post-processing (runs of unknown pieces merged into one, or split into
 //! `<0xXX>` byte pieces with byte fallback) → ids. [`decode`] goes back.
 
-pub mod agenda;
 pub mod bpe;
 pub mod decode;
 pub mod gguf_vocab;

@@ -1,6 +1,7 @@
-//! The BPE agenda: a priority queue of candidate merges, popped highest score first and
-//! leftmost on ties (the order of sentencepiece's `std::priority_queue`; entries with equal
-//! keys may pop in any order, since at most one of them is still valid).
+//! The BPE agenda: a priority queue of candidate merges, popped greatest key first (for
+//! SentencePiece: highest score, leftmost on ties, the order of sentencepiece's
+//! `std::priority_queue`; for byte-level BPE: lowest rank, leftmost on ties). Entries with
+//! equal keys may pop in any order, since at most one of them is still valid.
 //!
 //! Short words use a binary heap. Long words (a megabyte of one repeated character is the
 //! classic case) get a *run* layer in front of the heap: candidates are grouped by score,
@@ -13,7 +14,7 @@ use std::collections::{BinaryHeap, VecDeque};
 
 use rustc_hash::FxHashMap;
 
-/// A candidate merge; `key` orders it (see `bpe::Pair`).
+/// A candidate merge; `key` orders it (see `spm::bpe::Pair`, `bpe::merge::Candidate`).
 pub trait Keyed: Copy + Ord {
     fn key(&self) -> u64;
     /// The score part of the key.
