@@ -201,8 +201,8 @@ impl SpmModel {
         let mut fast = false;
         for &id in ids {
             if fast {
-                // A negative id wraps to a huge index: `get` sends it to `decode_step`.
-                if let Some(&kind) = kinds.get(id as u64 as usize) {
+                // An id outside the vocabulary goes to `decode_step`, which reports it.
+                if let Some(&kind) = usize::try_from(id).ok().and_then(|i| kinds.get(i)) {
                     if kind & SLOW == 0 {
                         match kind {
                             0 => self.table.append_piece(id as u32, 0, out),
