@@ -14,4 +14,7 @@ pub mod io;
 pub mod quant;
 pub mod tokenizer;
 
+#[cfg(test)]
+mod test_rng;
+
 pub use error::{HanpackError, Result};

@@ -74,11 +74,7 @@ impl<P: Keyed> Agenda<P> {
 
     #[inline]
     pub fn add_initial(&mut self, p: P) {
-        if self.runs_enabled {
-            let mut initial = std::mem::take(&mut self.initial);
-            self.push_or(p, &mut initial);
-            self.initial = initial;
-        } else {
+        if let Some(p) = self.to_run(p) {
             self.initial.push(p);
         }
     }
@@ -88,6 +84,7 @@ impl<P: Keyed> Agenda<P> {
     }
 
     /// Empties the agenda and fills it with `initial` (heapified in O(n)).
+    #[cfg(test)]
     pub fn reset(&mut self, initial: Vec<P>, use_runs: bool) {
         self.start(use_runs);
         for p in initial {
@@ -96,7 +93,13 @@ impl<P: Keyed> Agenda<P> {
         self.finish_initial();
     }
 
-    fn push_or(&mut self, p: P, fallback: &mut Vec<P>) {
+    /// Appends `p` to its run, or gives it back for the heap (runs off, or `p` is not
+    /// right of everything queued in its run).
+    #[inline]
+    fn to_run(&mut self, p: P) -> Option<P> {
+        if !self.runs_enabled {
+            return Some(p);
+        }
         let score = p.score_key();
         let r = match self.recent.iter().find(|e| e.0 == score && e.1 != usize::MAX) {
             Some(&(_, r)) => r,
@@ -120,18 +123,13 @@ impl<P: Keyed> Agenda<P> {
                 self.fronts.push((p.key(), r));
             }
             Some(last) if p.key() < last.key() => run.push_back(p),
-            Some(_) => fallback.push(p),
+            Some(_) => return Some(p),
         }
+        None
     }
 
     pub fn push(&mut self, p: P) {
-        if !self.runs_enabled {
-            self.heap.push(p);
-            return;
-        }
-        let mut fallback = Vec::new();
-        self.push_or(p, &mut fallback);
-        if let Some(p) = fallback.pop() {
+        if let Some(p) = self.to_run(p) {
             self.heap.push(p);
         }
     }
@@ -179,13 +177,8 @@ mod tests {
     /// With and without the run layer, the same pushes pop in the same key order.
     #[test]
     fn runs_pop_in_heap_order() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut rnd = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = move |n: u64| rng.below(n);
         for _ in 0..200 {
             let initial: Vec<K> = (0..rnd(3000)).map(|i| K((rnd(4) << 32) | (u32::MAX as u64 - i))).collect();
             let (mut plain, mut runs) = (Agenda::default(), Agenda::default());

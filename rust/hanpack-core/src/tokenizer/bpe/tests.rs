@@ -62,13 +62,8 @@ fn short_and_long_paths_agree_with_reference() {
 #[test]
 fn long_pieces_with_runs_agree_with_reference() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut rnd = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut rng = crate::test_rng::Rng(0x2545_F491_4F6C_DD1D);
+    let mut rnd = move |n: u64| rng.below(n);
     let mut inputs = vec!["a".repeat(3000), "ab".repeat(1500), "aab".repeat(700), "abc".repeat(500) + &"a".repeat(1500)];
     for _ in 0..10 {
         let len = 1024 + rnd(1500) as usize;

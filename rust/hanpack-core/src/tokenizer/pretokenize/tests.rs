@@ -5,6 +5,7 @@ use std::path::Path;
 
 use super::known::KNOWN_PATTERNS;
 use super::Splitter;
+use crate::test_rng::Rng;
 
 fn pieces<'a>(s: &Splitter, text: &'a str) -> Vec<&'a str> {
     let mut out = Vec::new();
@@ -114,21 +115,6 @@ fn edge_cases_match_regex() {
     }
 }
 
-/// xorshift64*: a small seeded PRNG so the random test is reproducible without deps.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// A small alphabet hitting every branch: letters (ASCII, folding, CJK), numbers,
 /// whitespace of each kind, apostrophes, punctuation, marks, emoji.
 const ALPHABET: &[&str] = &[
@@ -146,7 +132,7 @@ fn random_strings_match_regex() {
     for case in 0..4000 {
         text.clear();
         for _ in 0..rng.below(24) {
-            text.push_str(ALPHABET[rng.below(ALPHABET.len())]);
+            text.push_str(ALPHABET[rng.below(ALPHABET.len() as u64) as usize]);
         }
         for (name, lexer, regex) in &pairs {
             check(name, lexer, regex, &text, &format!("random case {case}"));
