@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "HanpackError",
     "ModelFormatError",
+    "CheckpointFormatError",
     "InvalidModelError",
     "TokenIdError",
     "InvalidArgumentError",
@@ -30,6 +31,11 @@ class HanpackError(Exception):
 
 class ModelFormatError(HanpackError, ValueError):
     """The file is not a model of the expected format (truncated, corrupt, other format)."""
+
+
+class CheckpointFormatError(ModelFormatError):
+    """A checkpoint file that is not valid safetensors: truncated, a header that lies about
+    offsets, dtypes or shapes, an unknown dtype (the message names the file and tensor)."""
 
 
 class InvalidModelError(HanpackError, ValueError):

@@ -22,7 +22,11 @@ fn main() {
     }
     let bytes: usize = lines.iter().map(String::len).sum();
     let mut ids = Vec::new();
-    for round in 0..std::env::var("ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3) {
+    for round in 0..std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+    {
         let t0 = Instant::now();
         let mut n = 0;
         for l in &lines {
@@ -31,16 +35,29 @@ fn main() {
             n += ids.len();
         }
         let dt = t0.elapsed().as_secs_f64();
-        println!("round {round}: {:.1} MB/s, {n} tokens", bytes as f64 / dt / 1e6);
+        println!(
+            "round {round}: {:.1} MB/s, {n} tokens",
+            bytes as f64 / dt / 1e6
+        );
     }
     // Scaling of the core alone (no Python): all lines on 1 thread and on all cores.
-    for threads in [1, std::thread::available_parallelism().map_or(1, |n| n.get())] {
+    for threads in [
+        1,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ] {
         use rayon::prelude::*;
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
         let best = (0..3)
             .map(|_| {
                 let t0 = Instant::now();
-                pool.install(|| lines.par_chunks(256).for_each(|c| c.iter().for_each(|l| drop(model.encode(l, false, false)))));
+                pool.install(|| {
+                    lines
+                        .par_chunks(256)
+                        .for_each(|c| c.iter().for_each(|l| drop(model.encode(l, false, false))))
+                });
                 t0.elapsed().as_secs_f64()
             })
             .fold(f64::INFINITY, f64::min);
@@ -48,10 +65,20 @@ fn main() {
     }
     let all: Vec<Vec<i64>> = lines
         .iter()
-        .map(|l| model.encode(l, false, false).unwrap_or_default().into_iter().map(i64::from).collect())
+        .map(|l| {
+            model
+                .encode(l, false, false)
+                .unwrap_or_default()
+                .into_iter()
+                .map(i64::from)
+                .collect()
+        })
         .collect();
     // Long inputs with no spaces (the "no blow-up" cases): best of 3, ns per byte.
-    for (name, text) in [("1 MB of 'a'", "a".repeat(1 << 20)), ("1 MB of '中'", "中".repeat(1 << 20 / 3))] {
+    for (name, text) in [
+        ("1 MB of 'a'", "a".repeat(1 << 20)),
+        ("1 MB of '中'", "中".repeat(1 << 20 / 3)),
+    ] {
         let best = (0..3)
             .map(|_| {
                 let t0 = Instant::now();
@@ -73,5 +100,8 @@ fn main() {
             t0.elapsed().as_secs_f64()
         })
         .fold(f64::INFINITY, f64::min);
-    println!("decode: {:.1} MB/s ({out} bytes)", bytes as f64 / best / 1e6);
+    println!(
+        "decode: {:.1} MB/s ({out} bytes)",
+        bytes as f64 / best / 1e6
+    );
 }

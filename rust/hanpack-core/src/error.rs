@@ -12,6 +12,17 @@ pub enum HanpackError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written (disk full, file size limit, permission, ...).
+    #[error("cannot write {path}: {source}")]
+    IoWrite {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not a readable safetensors file (truncated, a header that lies about offsets,
+    /// dtypes or shapes, an unknown dtype); `reason` names the tensor or field.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    CheckpointFormat { path: String, reason: String },
     /// The bytes are not a SentencePiece `ModelProto` (truncated, corrupt, another format).
     #[error("{origin}: not a valid SentencePiece model file: {reason}")]
     ModelFormat { origin: String, reason: String },
@@ -42,7 +53,12 @@ pub enum HanpackError {
     InvalidArgument(String),
     /// A NaN or infinity in a weight to quantize; `row`/`col` index the 2-D weight.
     #[error("tensor {tensor:?}: non-finite value {value} at [{row}, {col}]; quantization needs finite weights")]
-    NonFiniteWeight { tensor: String, row: usize, col: usize, value: f32 },
+    NonFiniteWeight {
+        tensor: String,
+        row: usize,
+        col: usize,
+        value: f32,
+    },
     /// A tensor that cannot be quantized as asked (e.g. a scale beyond fp16's range).
     #[error("tensor {tensor:?}: {reason}")]
     Quantization { tensor: String, reason: String },

@@ -2,7 +2,7 @@
 //!
 //! * [`tokenizer::spm`] — SentencePiece models (BPE and Unigram), encoding and decoding
 //!   id-for-id like sentencepiece 0.2.x.
-//! * [`io`] — file formats shared by both halves (GGUF).
+//! * [`io`] — file formats shared by both halves (GGUF, safetensors).
 //! * [`quant`] — group-wise 2/3/4/8-bit weight quantization (rtn, mse, hqq) and the packed
 //!   layouts that kernels read.
 //!

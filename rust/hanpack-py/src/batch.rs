@@ -103,7 +103,10 @@ pub fn encode_flat<'py>(
                 dests.push(dest);
                 rest = tail;
             }
-            dests.into_par_iter().zip(parts.par_iter()).for_each(|(dest, (part_ids, _))| dest.copy_from_slice(part_ids));
+            dests
+                .into_par_iter()
+                .zip(parts.par_iter())
+                .for_each(|(dest, (part_ids, _))| dest.copy_from_slice(part_ids));
             let mut offsets = Vec::with_capacity(texts.len() + 1);
             let mut end = 0i64;
             offsets.push(end);

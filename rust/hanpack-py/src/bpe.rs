@@ -15,10 +15,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::batch;
 use crate::convert::{ids_from_py, str_from_utf8, texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached, Failure};
-use crate::batch;
-
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct BpeTokenizer {
@@ -32,18 +31,35 @@ pub struct BpeTokenizer {
 impl BpeTokenizer {
     pub(crate) fn new(model: Model) -> Result<Self, Failure> {
         let default_policy = model.policy(Some(&[]), None)?;
-        Ok(Self { model: Arc::new(model), ints: IdCache::new(), default_policy })
+        Ok(Self {
+            model: Arc::new(model),
+            ints: IdCache::new(),
+            default_policy,
+        })
     }
 
-    fn policy(&self, allowed: Option<Vec<String>>, disallowed: Option<Vec<String>>) -> Result<Cow<'_, Policy>, Failure> {
+    fn policy(
+        &self,
+        allowed: Option<Vec<String>>,
+        disallowed: Option<Vec<String>>,
+    ) -> Result<Cow<'_, Policy>, Failure> {
         if allowed.as_ref().is_some_and(Vec::is_empty) && disallowed.is_none() {
             return Ok(Cow::Borrowed(&self.default_policy));
         }
-        Ok(Cow::Owned(self.model.policy(allowed.as_deref(), disallowed.as_deref())?))
+        Ok(Cow::Owned(
+            self.model
+                .policy(allowed.as_deref(), disallowed.as_deref())?,
+        ))
     }
 
     /// `encode` with tiktoken's default policy.
-    pub(crate) fn encode_default<'py>(&self, py: Python<'py>, text: &str, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
+    pub(crate) fn encode_default<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let (m, policy) = (&self.model, &self.default_policy);
         let ids = run_detached(py, || Ok(m.encode(text, policy, add_bos, add_eos)?))?;
         self.ints.list(py, &ids, m.vocab_size())
@@ -51,7 +67,11 @@ impl BpeTokenizer {
 }
 
 fn plain_config(pattern: &str, special_tokens: Vec<(String, u32)>, nfc: bool) -> PlainConfig {
-    PlainConfig { pattern: pattern.to_owned(), special_tokens, normalizer: nfc.then_some(Normalizer::Nfc) }
+    PlainConfig {
+        pattern: pattern.to_owned(),
+        special_tokens,
+        normalizer: nfc.then_some(Normalizer::Nfc),
+    }
 }
 
 #[pymethods]
@@ -66,10 +86,19 @@ impl BpeTokenizer {
     /// Loads a tiktoken rank file; `pattern` is a name (llama3, cl100k, gpt2, qwen2) or a regex.
     #[staticmethod]
     #[pyo3(signature = (data, origin, pattern, special_tokens, nfc=false))]
-    fn from_tiktoken(py: Python<'_>, data: &[u8], origin: &str, pattern: &str, special_tokens: Vec<(String, u32)>, nfc: bool) -> PyResult<Self> {
+    fn from_tiktoken(
+        py: Python<'_>,
+        data: &[u8],
+        origin: &str,
+        pattern: &str,
+        special_tokens: Vec<(String, u32)>,
+        nfc: bool,
+    ) -> PyResult<Self> {
         let (data, origin) = (data.to_vec(), origin.to_owned());
         let config = plain_config(pattern, special_tokens, nfc);
-        run_detached(py, move || Self::new(files::from_tiktoken(&data, &origin, &config)?))
+        run_detached(py, move || {
+            Self::new(files::from_tiktoken(&data, &origin, &config)?)
+        })
     }
 
     /// Loads `vocab.json` + `merges.txt` contents; `origin` names their folder.
@@ -86,7 +115,9 @@ impl BpeTokenizer {
     ) -> PyResult<Self> {
         let (vocab, merges, origin) = (vocab.to_vec(), merges.to_vec(), origin.to_owned());
         let config = plain_config(pattern, special_tokens, nfc);
-        run_detached(py, move || Self::new(files::from_vocab_merges(&vocab, &merges, &origin, &config)?))
+        run_detached(py, move || {
+            Self::new(files::from_vocab_merges(&vocab, &merges, &origin, &config)?)
+        })
     }
 
     /// The tokenizer as `tokenizer.json` bytes.
@@ -115,7 +146,13 @@ impl BpeTokenizer {
     }
 
     #[pyo3(signature = (text, allowed=None, disallowed=None))]
-    fn encode_as_pieces(&self, py: Python<'_>, text: PyBackedStr, allowed: Option<Vec<String>>, disallowed: Option<Vec<String>>) -> PyResult<Vec<String>> {
+    fn encode_as_pieces(
+        &self,
+        py: Python<'_>,
+        text: PyBackedStr,
+        allowed: Option<Vec<String>>,
+        disallowed: Option<Vec<String>>,
+    ) -> PyResult<Vec<String>> {
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         run_detached(py, || Ok(m.encode_as_pieces(&text, &policy)?))
@@ -142,7 +179,14 @@ impl BpeTokenizer {
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
-        batch::encode_lists(py, &self.ints, m.vocab_size(), &texts, num_threads, |t, out| m.encode_into(t, policy, add_bos, add_eos, out))
+        batch::encode_lists(
+            py,
+            &self.ints,
+            m.vocab_size(),
+            &texts,
+            num_threads,
+            |t, out| m.encode_into(t, policy, add_bos, add_eos, out),
+        )
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
@@ -162,18 +206,34 @@ impl BpeTokenizer {
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
-        batch::encode_flat(py, &texts, num_threads, |t, out| m.encode_into(t, policy, add_bos, add_eos, out))
+        batch::encode_flat(py, &texts, num_threads, |t, out| {
+            m.encode_into(t, policy, add_bos, add_eos, out)
+        })
     }
 
     #[pyo3(signature = (ids, skip_special=false))]
-    pub(crate) fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<Bound<'py, PyString>> {
+    pub(crate) fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyAny>,
+        skip_special: bool,
+    ) -> PyResult<Bound<'py, PyString>> {
         let m = &self.model;
-        with_ids(ids, |ids| str_from_utf8(py, |buf| run_detached(py, || Ok(m.decode_bytes_into(ids, skip_special, buf)?))))
+        with_ids(ids, |ids| {
+            str_from_utf8(py, |buf| {
+                run_detached(py, || Ok(m.decode_bytes_into(ids, skip_special, buf)?))
+            })
+        })
     }
 
     /// The raw bytes of `ids` (no UTF-8 repair).
     #[pyo3(signature = (ids, skip_special=false))]
-    fn decode_bytes<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>, skip_special: bool) -> PyResult<Bound<'py, PyBytes>> {
+    fn decode_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyAny>,
+        skip_special: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let ids = ids_from_py(ids)?;
         let m = &self.model;
         let bytes = run_detached(py, || Ok(m.decode_bytes(&ids, skip_special)?))?;
@@ -181,13 +241,23 @@ impl BpeTokenizer {
     }
 
     #[pyo3(signature = (batch, num_threads=None, skip_special=false))]
-    fn decode_batch<'py>(&self, py: Python<'py>, batch: &Bound<'py, PyAny>, num_threads: Option<usize>, skip_special: bool) -> PyResult<Bound<'py, PyList>> {
+    fn decode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyAny>,
+        num_threads: Option<usize>,
+        skip_special: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        batch::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, skip_special, out))
+        batch::decode_rows(py, batch, num_threads, |ids, out| {
+            m.decode_into(ids, skip_special, out)
+        })
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {
-        u32::try_from(id).ok().and_then(|i| self.model.id_to_piece(i))
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.model.id_to_piece(i))
     }
 
     fn piece_to_id(&self, piece: &str) -> i64 {

@@ -19,11 +19,18 @@ pub struct IdCache {
 
 impl IdCache {
     pub fn new() -> Self {
-        Self { ints: Mutex::new(Vec::new()) }
+        Self {
+            ints: Mutex::new(Vec::new()),
+        }
     }
 
     /// A Python list of `ids` (ids are below `vocab_size`, as the core guarantees).
-    pub fn list<'py>(&self, py: Python<'py>, ids: &[u32], vocab_size: usize) -> PyResult<Bound<'py, PyList>> {
+    pub fn list<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &[u32],
+        vocab_size: usize,
+    ) -> PyResult<Bound<'py, PyList>> {
         let mut ints = self.ints.lock().unwrap_or_else(|p| p.into_inner());
         if ints.len() < vocab_size {
             ints.resize_with(vocab_size, || None);
@@ -40,7 +47,11 @@ impl IdCache {
                 let item = match ints.get_mut(id as usize) {
                     Some(Some(obj)) => obj.clone_ref(py).into_ptr(),
                     Some(slot) => {
-                        let obj = Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLong(id as std::os::raw::c_ulong))?.unbind();
+                        let obj = Bound::from_owned_ptr_or_err(
+                            py,
+                            ffi::PyLong_FromUnsignedLong(id as std::os::raw::c_ulong),
+                        )?
+                        .unbind();
                         let ptr = obj.clone_ref(py).into_ptr();
                         *slot = Some(obj);
                         ptr
@@ -69,7 +80,10 @@ pub fn append_ids(obj: &Bound<'_, PyAny>, out: &mut Vec<i64>) -> PyResult<()> {
             // SAFETY: `i < len` and the list is borrowed for the whole loop; GET_ITEM
             // returns a borrowed reference that is only read here.
             let value = unsafe {
-                ffi::PyLong_AsLongLongAndOverflow(ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t), &mut overflow)
+                ffi::PyLong_AsLongLongAndOverflow(
+                    ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t),
+                    &mut overflow,
+                )
             };
             if value == -1 {
                 if let Some(err) = PyErr::take(obj.py()) {
@@ -138,7 +152,9 @@ pub fn texts_from_list(list: &Bound<'_, PyList>) -> PyResult<Vec<PyBackedStr>> {
             Ok(s) => out.push(PyBackedStr::try_from(s)?),
             Err(e) => {
                 let kind = e.into_inner().get_type().name()?;
-                return Err(PyTypeError::new_err(format!("texts[{i}] must be str, not {kind}")));
+                return Err(PyTypeError::new_err(format!(
+                    "texts[{i}] must be str, not {kind}"
+                )));
             }
         }
     }
@@ -149,7 +165,10 @@ pub fn texts_from_list(list: &Bound<'_, PyList>) -> PyResult<Vec<PyBackedStr>> {
 /// call): UTF-8 from `f` is decoded by Python with `errors="replace"`, so invalid bytes
 /// become U+FFFD by the Unicode "maximal subpart" rule (as Rust's `from_utf8_lossy`, HF
 /// and tiktoken do) and valid text is checked once, not twice.
-pub fn str_from_utf8<'py>(py: Python<'py>, f: impl FnOnce(&mut Vec<u8>) -> PyResult<()>) -> PyResult<Bound<'py, PyString>> {
+pub fn str_from_utf8<'py>(
+    py: Python<'py>,
+    f: impl FnOnce(&mut Vec<u8>) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyString>> {
     let mut buf = TEXT.take();
     buf.clear();
     let r = f(&mut buf).and_then(|()| {
@@ -157,7 +176,11 @@ pub fn str_from_utf8<'py>(py: Python<'py>, f: impl FnOnce(&mut Vec<u8>) -> PyRes
         // handler name is a NUL-terminated static string; the result is a new reference
         // or NULL with an exception set.
         unsafe {
-            let s = ffi::PyUnicode_DecodeUTF8(buf.as_ptr().cast(), buf.len() as ffi::Py_ssize_t, c"replace".as_ptr());
+            let s = ffi::PyUnicode_DecodeUTF8(
+                buf.as_ptr().cast(),
+                buf.len() as ffi::Py_ssize_t,
+                c"replace".as_ptr(),
+            );
             Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked::<PyString>())
         }
     });

@@ -37,7 +37,11 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, Failure>) -> Result<T, Failure> {
     }
 }
 
-fn exception_class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>, name: &str) -> PyResult<&'py Bound<'py, PyType>> {
+fn exception_class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyType>>,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyType>> {
     cell.import(py, "hanpack.exceptions", name)
 }
 
@@ -56,16 +60,26 @@ static UNSUPPORTED: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static DISALLOWED_SPECIAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static QUANTIZATION: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static NON_FINITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static CHECKPOINT_FORMAT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
     match failure {
-        Failure::Panic(msg) => raise(py, &INTERNAL, "InternalError", format!("internal error in hanpack's Rust core (please report it): {msg}")),
+        Failure::Panic(msg) => raise(
+            py,
+            &INTERNAL,
+            "InternalError",
+            format!("internal error in hanpack's Rust core (please report it): {msg}"),
+        ),
         Failure::Core(e) => {
             let msg = e.to_string();
             match e {
                 HanpackError::Io { path, source } => {
-                    let args = (source.raw_os_error().unwrap_or(0), source.to_string(), path.display().to_string());
+                    let args = (
+                        source.raw_os_error().unwrap_or(0),
+                        source.to_string(),
+                        path.display().to_string(),
+                    );
                     match source.kind() {
                         std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
                         std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
@@ -73,16 +87,51 @@ pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
                         _ => PyOSError::new_err(args),
                     }
                 }
-                HanpackError::ModelFormat { .. } => raise(py, &MODEL_FORMAT, "ModelFormatError", msg),
-                HanpackError::InvalidModel { .. } => raise(py, &INVALID_MODEL, "InvalidModelError", msg),
-                HanpackError::TokenizerFormat { .. } => raise(py, &MODEL_FORMAT, "ModelFormatError", msg),
-                HanpackError::InvalidTokenizer { .. } => raise(py, &INVALID_MODEL, "InvalidModelError", msg),
-                HanpackError::UnsupportedTokenizer { .. } => raise(py, &UNSUPPORTED, "UnsupportedTokenizerError", msg),
-                HanpackError::DisallowedSpecial { .. } => raise(py, &DISALLOWED_SPECIAL, "DisallowedSpecialTokenError", msg),
+                HanpackError::IoWrite { path, source } => {
+                    let args = (
+                        source.raw_os_error().unwrap_or(0),
+                        format!("cannot write: {source}"),
+                        path.display().to_string(),
+                    );
+                    match source.kind() {
+                        std::io::ErrorKind::AlreadyExists => {
+                            pyo3::exceptions::PyFileExistsError::new_err(args)
+                        }
+                        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
+                        _ => PyOSError::new_err(args),
+                    }
+                }
+                HanpackError::CheckpointFormat { .. } => {
+                    raise(py, &CHECKPOINT_FORMAT, "CheckpointFormatError", msg)
+                }
+                HanpackError::ModelFormat { .. } => {
+                    raise(py, &MODEL_FORMAT, "ModelFormatError", msg)
+                }
+                HanpackError::InvalidModel { .. } => {
+                    raise(py, &INVALID_MODEL, "InvalidModelError", msg)
+                }
+                HanpackError::TokenizerFormat { .. } => {
+                    raise(py, &MODEL_FORMAT, "ModelFormatError", msg)
+                }
+                HanpackError::InvalidTokenizer { .. } => {
+                    raise(py, &INVALID_MODEL, "InvalidModelError", msg)
+                }
+                HanpackError::UnsupportedTokenizer { .. } => {
+                    raise(py, &UNSUPPORTED, "UnsupportedTokenizerError", msg)
+                }
+                HanpackError::DisallowedSpecial { .. } => {
+                    raise(py, &DISALLOWED_SPECIAL, "DisallowedSpecialTokenError", msg)
+                }
                 HanpackError::IdOutOfRange { .. } => raise(py, &TOKEN_ID, "TokenIdError", msg),
-                HanpackError::InvalidArgument(_) => raise(py, &INVALID_ARGUMENT, "InvalidArgumentError", msg),
-                HanpackError::NonFiniteWeight { .. } => raise(py, &NON_FINITE, "NonFiniteWeightError", msg),
-                HanpackError::Quantization { .. } | HanpackError::QuantLayout(_) => raise(py, &QUANTIZATION, "QuantizationError", msg),
+                HanpackError::InvalidArgument(_) => {
+                    raise(py, &INVALID_ARGUMENT, "InvalidArgumentError", msg)
+                }
+                HanpackError::NonFiniteWeight { .. } => {
+                    raise(py, &NON_FINITE, "NonFiniteWeightError", msg)
+                }
+                HanpackError::Quantization { .. } | HanpackError::QuantLayout(_) => {
+                    raise(py, &QUANTIZATION, "QuantizationError", msg)
+                }
             }
         }
     }
@@ -94,6 +143,9 @@ pub fn run<T>(py: Python<'_>, f: impl FnOnce() -> Result<T, Failure>) -> PyResul
 }
 
 /// `guard` with the GIL released for the duration of `f`.
-pub fn run_detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Failure> + Send) -> PyResult<T> {
+pub fn run_detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> Result<T, Failure> + Send,
+) -> PyResult<T> {
     py.detach(|| guard(f)).map_err(|e| to_pyerr(py, e))
 }

@@ -28,7 +28,11 @@ static POLICY: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 type NameLists = (Option<Vec<String>>, Option<Vec<String>>);
 
-fn python_policy(py: Python<'_>, allowed: Option<&Bound<'_, PyAny>>, disallowed: Option<&Bound<'_, PyAny>>) -> PyResult<NameLists> {
+fn python_policy(
+    py: Python<'_>,
+    allowed: Option<&Bound<'_, PyAny>>,
+    disallowed: Option<&Bound<'_, PyAny>>,
+) -> PyResult<NameLists> {
     let policy = POLICY.import(py, "hanpack.tokenizer", "_policy")?;
     let allowed = match allowed {
         Some(a) => a.clone(),
@@ -50,7 +54,9 @@ impl TokenizerBase {
         } else if let Ok(m) = model.cast::<BpeTokenizer>() {
             Model::Bpe(m.clone().unbind())
         } else {
-            return Err(PyTypeError::new_err("use Tokenizer.from_file(path) or Tokenizer.from_bytes(data)"));
+            return Err(PyTypeError::new_err(
+                "use Tokenizer.from_file(path) or Tokenizer.from_bytes(data)",
+            ));
         };
         Ok(Self { model })
     }
@@ -103,10 +109,17 @@ impl TokenizerBase {
     /// Raises :class:`~hanpack.exceptions.TokenIdError` (an ``IndexError``) for an id
     /// outside the vocabulary.
     #[pyo3(signature = (ids, *, skip_special_tokens=false))]
-    fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>, skip_special_tokens: bool) -> PyResult<Bound<'py, PyString>> {
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyAny>,
+        skip_special_tokens: bool,
+    ) -> PyResult<Bound<'py, PyString>> {
         if ids.is_instance_of::<PyString>() || ids.is_instance_of::<PyBytes>() {
             let kind = ids.get_type().name()?;
-            return Err(PyTypeError::new_err(format!("ids must be a sequence of int, not {kind}")));
+            return Err(PyTypeError::new_err(format!(
+                "ids must be a sequence of int, not {kind}"
+            )));
         }
         match &self.model {
             Model::Spm(m) => m.get().decode(py, ids),

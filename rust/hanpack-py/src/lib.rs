@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 
 mod batch;
 mod bpe;
+mod checkpoint;
 mod convert;
 mod errors;
 mod front;
@@ -23,6 +24,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<spm::SpmStreamDecoder>()?;
     m.add_function(wrap_pyfunction!(gguf::load_gguf, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
+    m.add_class::<checkpoint::SafetensorsReader>()?;
+    m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     Ok(())
 }

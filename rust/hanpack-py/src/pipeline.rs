@@ -34,7 +34,9 @@ where
     if num_threads == Some(1) {
         // One thread means one: work and conversion alternate on the calling thread.
         for part in items.chunks(chunk) {
-            let r = py.detach(|| guard(|| work(part))).map_err(|e| to_pyerr(py, e))?;
+            let r = py
+                .detach(|| guard(|| work(part)))
+                .map_err(|e| to_pyerr(py, e))?;
             emit(r)?;
         }
         return Ok(());
@@ -87,7 +89,12 @@ where
                     next.store(n_chunks, Ordering::Relaxed);
                     return Err(to_pyerr(py, e));
                 }
-                Err(_) => return Err(to_pyerr(py, Failure::Panic("a worker thread ended early".into()))),
+                Err(_) => {
+                    return Err(to_pyerr(
+                        py,
+                        Failure::Panic("a worker thread ended early".into()),
+                    ))
+                }
             }
         }
         Ok(())

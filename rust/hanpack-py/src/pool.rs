@@ -21,7 +21,12 @@ static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
 
 fn pool(threads: usize) -> Arc<ThreadPool> {
     let pid = std::process::id();
-    let cell = POOLS.get_or_init(|| Mutex::new(Pools { pid, by_threads: HashMap::new() }));
+    let cell = POOLS.get_or_init(|| {
+        Mutex::new(Pools {
+            pid,
+            by_threads: HashMap::new(),
+        })
+    });
     let mut pools = cell.lock().unwrap_or_else(|p| p.into_inner());
     if pools.pid != pid {
         std::mem::forget(std::mem::take(&mut pools.by_threads));

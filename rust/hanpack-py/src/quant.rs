@@ -9,20 +9,32 @@ use half::slice::HalfBitsSliceExt;
 use half::{bf16, f16};
 use hanpack_core::quant::{self, Bits, Layout, Method, QuantSpec};
 use hanpack_core::HanpackError;
-use numpy::{IntoPyArray, PyUntypedArrayMethods, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
 
 use crate::errors::{run_detached, Failure};
 use crate::pool;
 
-type Quantized<'py> = (Bound<'py, PyArray1<u8>>, Bound<'py, PyArray1<u16>>, Bound<'py, PyArray1<u16>>, usize);
+type Quantized<'py> = (
+    Bound<'py, PyArray1<u8>>,
+    Bound<'py, PyArray1<u16>>,
+    Bound<'py, PyArray1<u16>>,
+    usize,
+);
 
 fn bad(msg: String) -> Failure {
     Failure::Core(HanpackError::InvalidArgument(msg))
 }
 
-fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<'_, T>, what: &str) -> Result<&'a [T], Failure> {
-    a.as_slice().map_err(|_| bad(format!("{what} must be C-contiguous")))
+fn contiguous<'a, T: numpy::Element>(
+    a: &'a PyReadonlyArray2<'_, T>,
+    what: &str,
+) -> Result<&'a [T], Failure> {
+    a.as_slice()
+        .map_err(|_| bad(format!("{what} must be C-contiguous")))
 }
 
 /// Quantizes a 2-D weight. `weight` is float32, or uint16 holding the bits of `dtype`
@@ -44,16 +56,30 @@ pub fn quantize<'py>(
     num_threads: Option<usize>,
 ) -> PyResult<Quantized<'py>> {
     let spec = crate::errors::run(py, || {
-        let method = Method::from_name(method).ok_or_else(|| bad(format!("unknown method {method:?}")))?;
-        Ok(QuantSpec { bits: Bits::new(bits)?, group_size, sym, method })
+        let method =
+            Method::from_name(method).ok_or_else(|| bad(format!("unknown method {method:?}")))?;
+        Ok(QuantSpec {
+            bits: Bits::new(bits)?,
+            group_size,
+            sym,
+            method,
+        })
     })?;
-    let imp = importance.as_ref().map(|a| a.as_slice()).transpose().map_err(|_| pyo3::exceptions::PyValueError::new_err("importance must be C-contiguous"))?;
+    let imp = importance
+        .as_ref()
+        .map(|a| a.as_slice())
+        .transpose()
+        .map_err(|_| pyo3::exceptions::PyValueError::new_err("importance must be C-contiguous"))?;
     let q = match dtype {
         "float32" => {
             let a: PyReadonlyArray2<'py, f32> = weight.extract()?;
             let (rows, cols) = (a.shape()[0], a.shape()[1]);
             let w = crate::errors::run(py, || contiguous(&a, "weight"))?;
-            run_detached(py, || Ok(pool::install(num_threads, || quant::quantize(name, w, rows, cols, &spec, imp))?))?
+            run_detached(py, || {
+                Ok(pool::install(num_threads, || {
+                    quant::quantize(name, w, rows, cols, &spec, imp)
+                })?)
+            })?
         }
         "float16" | "bfloat16" => {
             let a: PyReadonlyArray2<'py, u16> = weight.extract()?;
@@ -61,17 +87,30 @@ pub fn quantize<'py>(
             let w = crate::errors::run(py, || contiguous(&a, "weight"))?;
             run_detached(py, || {
                 Ok(pool::install(num_threads, || match dtype {
-                    "float16" => quant::quantize(name, w.reinterpret_cast::<f16>(), rows, cols, &spec, imp),
-                    _ => quant::quantize(name, w.reinterpret_cast::<bf16>(), rows, cols, &spec, imp),
+                    "float16" => {
+                        quant::quantize(name, w.reinterpret_cast::<f16>(), rows, cols, &spec, imp)
+                    }
+                    _ => {
+                        quant::quantize(name, w.reinterpret_cast::<bf16>(), rows, cols, &spec, imp)
+                    }
                 })?)
             })?
         }
-        _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("unsupported dtype {dtype:?}"))),
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unsupported dtype {dtype:?}"
+            )))
+        }
     };
     let group = q.layout.group_size;
     let scales: Vec<u16> = q.scales.iter().map(|h| h.to_bits()).collect();
     let zeros: Vec<u16> = q.zeros.iter().map(|h| h.to_bits()).collect();
-    Ok((q.packed.into_pyarray(py), scales.into_pyarray(py), zeros.into_pyarray(py), group))
+    Ok((
+        q.packed.into_pyarray(py),
+        scales.into_pyarray(py),
+        zeros.into_pyarray(py),
+        group,
+    ))
 }
 
 /// Dequantizes to a flat float32 array, or (`out_dtype="float16"`) to uint16 fp16 bits.
@@ -93,18 +132,30 @@ pub fn dequantize<'py>(
     let half_out = match out_dtype {
         "float32" => false,
         "float16" => true,
-        _ => return Err(pyo3::exceptions::PyValueError::new_err(format!("unsupported dtype {out_dtype:?}"))),
+        _ => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unsupported dtype {out_dtype:?}"
+            )))
+        }
     };
     let (p, s, z) = crate::errors::run(py, || {
-        let p = packed.as_slice().map_err(|_| bad("packed must be C-contiguous".into()))?;
-        let s = scales.as_slice().map_err(|_| bad("scales must be C-contiguous".into()))?;
-        let z = zeros.as_slice().map_err(|_| bad("zeros must be C-contiguous".into()))?;
+        let p = packed
+            .as_slice()
+            .map_err(|_| bad("packed must be C-contiguous".into()))?;
+        let s = scales
+            .as_slice()
+            .map_err(|_| bad("scales must be C-contiguous".into()))?;
+        let z = zeros
+            .as_slice()
+            .map_err(|_| bad("zeros must be C-contiguous".into()))?;
         Ok((p, s, z))
     })?;
     let out = run_detached(py, || {
         let layout = Layout::new(Bits::new(bits)?, rows, cols, Some(group_size))?;
         let (s, z) = (s.reinterpret_cast::<f16>(), z.reinterpret_cast::<f16>());
-        let n = rows.checked_mul(cols).ok_or_else(|| bad("shape too large".into()))?;
+        let n = rows
+            .checked_mul(cols)
+            .ok_or_else(|| bad("shape too large".into()))?;
         pool::install(num_threads, || {
             if half_out {
                 let mut out = vec![f16::ZERO; n];

@@ -9,9 +9,9 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
+use crate::batch;
 use crate::convert::{str_from_utf8, texts_from_list, with_ids, IdCache};
 use crate::errors::{run, run_detached};
-use crate::batch;
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
 /// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
@@ -33,16 +33,24 @@ pub struct SpmTokenizer {
 
 impl SpmTokenizer {
     pub(crate) fn new(model: SpmModel) -> Self {
-        Self { model: Arc::new(model), ints: IdCache::new() }
+        Self {
+            model: Arc::new(model),
+            ints: IdCache::new(),
+        }
     }
 
-    pub(crate) fn encode_text<'py>(&self, py: Python<'py>, text: &str, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
+    pub(crate) fn encode_text<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
         let ids = run_detached(py, || Ok(m.encode(text, add_bos, add_eos)?))?;
         self.ints.list(py, &ids, m.vocab_size())
     }
 }
-
 
 #[pymethods]
 impl SpmTokenizer {
@@ -68,7 +76,13 @@ impl SpmTokenizer {
         Ok(PyBytes::new(py, &bytes))
     }
 
-    fn encode<'py>(&self, py: Python<'py>, text: PyBackedStr, add_bos: bool, add_eos: bool) -> PyResult<Bound<'py, PyList>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        text: PyBackedStr,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
         self.encode_text(py, &text, add_bos, add_eos)
     }
 
@@ -83,10 +97,24 @@ impl SpmTokenizer {
     }
 
     #[pyo3(signature = (texts, add_bos, add_eos, num_threads=None))]
-    fn encode_batch<'py>(&self, py: Python<'py>, texts: &Bound<'py, PyList>, add_bos: bool, add_eos: bool, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: &Bound<'py, PyList>,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let texts = texts_from_list(texts)?;
         let m = &self.model;
-        batch::encode_lists(py, &self.ints, m.vocab_size(), &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
+        batch::encode_lists(
+            py,
+            &self.ints,
+            m.vocab_size(),
+            &texts,
+            num_threads,
+            |t, out| m.encode_into(t, add_bos, add_eos, out),
+        )
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
@@ -102,10 +130,16 @@ impl SpmTokenizer {
     ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
         let texts = texts_from_list(texts)?;
         let m = &self.model;
-        batch::encode_flat(py, &texts, num_threads, |t, out| m.encode_into(t, add_bos, add_eos, out))
+        batch::encode_flat(py, &texts, num_threads, |t, out| {
+            m.encode_into(t, add_bos, add_eos, out)
+        })
     }
 
-    pub(crate) fn decode<'py>(&self, py: Python<'py>, ids: &Bound<'_, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    pub(crate) fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        ids: &Bound<'_, PyAny>,
+    ) -> PyResult<Bound<'py, PyString>> {
         let m = &self.model;
         with_ids(ids, |ids| {
             str_from_utf8(py, |buf| {
@@ -119,13 +153,20 @@ impl SpmTokenizer {
 
     /// See `batch::decode_rows`.
     #[pyo3(signature = (batch, num_threads=None))]
-    fn decode_batch<'py>(&self, py: Python<'py>, batch: &Bound<'py, PyAny>, num_threads: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+    fn decode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch: &Bound<'py, PyAny>,
+        num_threads: Option<usize>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
         batch::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, out))
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {
-        u32::try_from(id).ok().and_then(|i| self.model.id_to_piece(i))
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.model.id_to_piece(i))
     }
 
     fn piece_to_id(&self, piece: &str) -> i64 {
@@ -133,20 +174,25 @@ impl SpmTokenizer {
     }
 
     fn piece_score(&self, id: i64) -> Option<f32> {
-        u32::try_from(id).ok().and_then(|i| self.model.piece_score(i))
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.model.piece_score(i))
     }
 
     /// The piece type name (NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE).
     fn piece_type(&self, id: i64) -> Option<&'static str> {
         use hanpack_core::tokenizer::spm::proto::PieceType::*;
-        u32::try_from(id).ok().and_then(|i| self.model.piece_kind(i)).map(|t| match t {
-            Normal => "NORMAL",
-            Unknown => "UNKNOWN",
-            Control => "CONTROL",
-            UserDefined => "USER_DEFINED",
-            Unused => "UNUSED",
-            Byte => "BYTE",
-        })
+        u32::try_from(id)
+            .ok()
+            .and_then(|i| self.model.piece_kind(i))
+            .map(|t| match t {
+                Normal => "NORMAL",
+                Unknown => "UNKNOWN",
+                Control => "CONTROL",
+                UserDefined => "USER_DEFINED",
+                Unused => "UNUSED",
+                Byte => "BYTE",
+            })
     }
 
     #[getter]
@@ -187,7 +233,10 @@ impl SpmTokenizer {
     }
 
     fn stream_decoder(&self) -> SpmStreamDecoder {
-        SpmStreamDecoder { model: self.model.clone(), state: Mutex::new(DecodeState::default()) }
+        SpmStreamDecoder {
+            model: self.model.clone(),
+            state: Mutex::new(DecodeState::default()),
+        }
     }
 }
 

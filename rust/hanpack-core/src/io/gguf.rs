@@ -106,12 +106,18 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn fail(&self, what: &str) -> HanpackError {
-        HanpackError::ModelFormat { origin: self.origin.to_owned(), reason: format!("GGUF: {what} at byte {}", self.pos) }
+        HanpackError::ModelFormat {
+            origin: self.origin.to_owned(),
+            reason: format!("GGUF: {what} at byte {}", self.pos),
+        }
     }
 
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
         if self.data.len() - self.pos < n {
-            return Err(self.fail(&format!("the file ends inside {what} (needs {n} bytes, {} left)", self.data.len() - self.pos)));
+            return Err(self.fail(&format!(
+                "the file ends inside {what} (needs {n} bytes, {} left)",
+                self.data.len() - self.pos
+            )));
         }
         let out = &self.data[self.pos..self.pos + n];
         self.pos += n;
@@ -140,7 +146,9 @@ impl<'a> Cursor<'a> {
         let left = (self.data.len() - self.pos) as u64;
         if n.saturating_mul(min_size as u64) > left {
             self.pos = at;
-            return Err(self.fail(&format!("{what} is {n}, more than the {left} bytes left can hold")));
+            return Err(self.fail(&format!(
+                "{what} is {n}, more than the {left} bytes left can hold"
+            )));
         }
         Ok(n as usize)
     }
@@ -172,7 +180,9 @@ impl<'a> Cursor<'a> {
             8 => Value::String(self.string(what)?),
             9 => {
                 if depth >= MAX_DEPTH {
-                    return Err(self.fail(&format!("{what} nests arrays more than {MAX_DEPTH} deep")));
+                    return Err(
+                        self.fail(&format!("{what} nests arrays more than {MAX_DEPTH} deep"))
+                    );
                 }
                 let elem = self.u32(&format!("the element type of {what}"))?;
                 let size = match elem {
@@ -180,7 +190,11 @@ impl<'a> Cursor<'a> {
                     2 | 3 => 2,
                     4..=6 => 4,
                     8..=12 => 8,
-                    other => return Err(self.fail(&format!("{what} has elements of unknown type {other}"))),
+                    other => {
+                        return Err(
+                            self.fail(&format!("{what} has elements of unknown type {other}"))
+                        )
+                    }
                 };
                 let n = self.count(&format!("the length of {what}"), size)?;
                 let mut out = Vec::with_capacity(n);
@@ -200,7 +214,10 @@ impl<'a> Cursor<'a> {
 /// Parses a GGUF file from disk. The file is memory-mapped, so only the pages holding the
 /// header are read: a multi-gigabyte model costs no more than its metadata.
 pub fn parse_file(path: &std::path::Path) -> Result<Gguf> {
-    let io = |source| HanpackError::Io { path: path.to_owned(), source };
+    let io = |source| HanpackError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let file = std::fs::File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
         return parse(&[], &path.display().to_string());
@@ -219,7 +236,11 @@ pub fn is_gguf(data: &[u8]) -> bool {
 
 /// Parses the header, metadata and tensor descriptions of a GGUF file.
 pub fn parse(data: &[u8], origin: &str) -> Result<Gguf> {
-    let mut c = Cursor { data, pos: 0, origin };
+    let mut c = Cursor {
+        data,
+        pos: 0,
+        origin,
+    };
     if !is_gguf(data) {
         return Err(c.fail("not a GGUF file (no \"GGUF\" magic)"));
     }
@@ -244,7 +265,9 @@ pub fn parse(data: &[u8], origin: &str) -> Result<Gguf> {
         let name = c.string(&format!("the name of tensor {i}"))?;
         let n_dims = c.u32(&format!("the dimension count of {name:?}"))?;
         if n_dims > 8 {
-            return Err(c.fail(&format!("tensor {name:?} has {n_dims} dimensions (at most 8)")));
+            return Err(c.fail(&format!(
+                "tensor {name:?} has {n_dims} dimensions (at most 8)"
+            )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
@@ -252,9 +275,19 @@ pub fn parse(data: &[u8], origin: &str) -> Result<Gguf> {
         }
         let ggml_type = c.u32(&format!("the type of {name:?}"))?;
         let offset = c.u64(&format!("the data offset of {name:?}"))?;
-        tensors.push(TensorInfo { name, dims, ggml_type, offset });
+        tensors.push(TensorInfo {
+            name,
+            dims,
+            ggml_type,
+            offset,
+        });
     }
-    let gguf = Gguf { version, metadata, tensors, data_offset: 0 };
+    let gguf = Gguf {
+        version,
+        metadata,
+        tensors,
+        data_offset: 0,
+    };
     let alignment = match gguf.get("general.alignment") {
         None => 32,
         Some(v) => match v.as_i64() {
@@ -263,7 +296,10 @@ pub fn parse(data: &[u8], origin: &str) -> Result<Gguf> {
         },
     };
     let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
-    Ok(Gguf { data_offset, ..gguf })
+    Ok(Gguf {
+        data_offset,
+        ..gguf
+    })
 }
 
 #[cfg(test)]
@@ -303,10 +339,27 @@ mod tests {
     fn reads_metadata_and_tensors() {
         let g = parse(&sample(), "t").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(g.version, 3);
-        assert_eq!(g.get("tokenizer.ggml.model").and_then(Value::as_str), Some("gpt2"));
-        let tokens = g.get("tokenizer.ggml.tokens").and_then(Value::as_array).unwrap_or_default();
-        assert_eq!(tokens, [Value::String("a".into()), Value::String("你".into())]);
-        assert_eq!(g.tensors, [TensorInfo { name: "w".into(), dims: vec![4, 3], ggml_type: 0, offset: 64 }]);
+        assert_eq!(
+            g.get("tokenizer.ggml.model").and_then(Value::as_str),
+            Some("gpt2")
+        );
+        let tokens = g
+            .get("tokenizer.ggml.tokens")
+            .and_then(Value::as_array)
+            .unwrap_or_default();
+        assert_eq!(
+            tokens,
+            [Value::String("a".into()), Value::String("你".into())]
+        );
+        assert_eq!(
+            g.tensors,
+            [TensorInfo {
+                name: "w".into(),
+                dims: vec![4, 3],
+                ggml_type: 0,
+                offset: 64
+            }]
+        );
         assert_eq!(g.data_offset % 32, 0);
         assert!(g.data_offset >= sample().len() as u64);
     }
@@ -315,8 +368,14 @@ mod tests {
     fn every_truncation_is_an_error() {
         let f = sample();
         for n in 0..f.len() {
-            let err = parse(&f[..n], "cut.gguf").err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains("cut.gguf") && err.contains("GGUF"), "{n}: {err}");
+            let err = parse(&f[..n], "cut.gguf")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("cut.gguf") && err.contains("GGUF"),
+                "{n}: {err}"
+            );
         }
     }
 
@@ -325,7 +384,10 @@ mod tests {
         let mut f = sample();
         // The first key's length (bytes 24..32) claims 2^60 bytes.
         f[24..32].copy_from_slice(&(1u64 << 60).to_le_bytes());
-        let err = parse(&f, "lie.gguf").err().map(|e| e.to_string()).unwrap_or_default();
+        let err = parse(&f, "lie.gguf")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("more than the"), "{err}");
     }
 }

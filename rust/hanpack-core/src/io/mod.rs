@@ -1,3 +1,5 @@
 //! File formats read by both the tokenizers and the quantizer.
 
 pub mod gguf;
+pub mod safetensors;
+pub mod safetensors_writer;

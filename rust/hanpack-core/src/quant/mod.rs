@@ -3,6 +3,8 @@
 //! * [`formats`] — the packed layouts (the specification kernels read), their size checks
 //!   and scalar reference `dequantize_row_<fmt>`;
 //! * [`methods`] — how each group's scale and zero are chosen: `rtn`, `mse`, `hqq`;
+//! * [`stats`] — error of a quantized tensor against its source (relative error, SNR);
+//! * [`checkpoint`] — one safetensors shard in, one quantized shard out, tensor by tensor;
 //! * this file — the driver: rows in parallel (rayon), each group converted to f32 in a
 //!   per-thread buffer (f16/bf16 inputs are never copied whole), checked for NaN/Inf,
 //!   parameterised, coded and packed.
@@ -11,8 +13,10 @@
 //! [`HanpackError::NonFiniteWeight`] with its row and column, and when several rows have
 //! one the first in row-major order is reported, whatever the thread timing.
 
+pub mod checkpoint;
 pub mod formats;
 pub mod methods;
+pub mod stats;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -96,10 +100,22 @@ pub fn quantize<T: Element>(
         .zip(zeros.par_chunks_mut(ng))
         .enumerate()
         .map_init(
-            || (vec![0f32; layout.group_size], vec![0u8; cols.div_ceil(formats::BLOCK) * formats::BLOCK]),
+            || {
+                (
+                    vec![0f32; layout.group_size],
+                    vec![0u8; cols.div_ceil(formats::BLOCK) * formats::BLOCK],
+                )
+            },
             |(buf, codes), (r, ((out, s), z))| {
                 let row = &weight[r * cols..(r + 1) * cols];
-                let ctx = RowCtx { name, row: r, grid: &grid, spec, layout: &layout, importance };
+                let ctx = RowCtx {
+                    name,
+                    row: r,
+                    grid: &grid,
+                    spec,
+                    layout: &layout,
+                    importance,
+                };
                 ctx.quantize(row, buf, codes, s, z)?;
                 formats::pack_row(spec.bits, codes, out);
                 Ok(())
@@ -107,7 +123,13 @@ pub fn quantize<T: Element>(
         )
         .collect();
     results.into_iter().collect::<Result<Vec<()>>>()?;
-    Ok(QuantizedTensor { layout, sym: spec.sym, packed, scales, zeros })
+    Ok(QuantizedTensor {
+        layout,
+        sym: spec.sym,
+        packed,
+        scales,
+        zeros,
+    })
 }
 
 fn check_importance(name: &str, imp: &[f32], cols: usize) -> Result<()> {
@@ -117,7 +139,11 @@ fn check_importance(name: &str, imp: &[f32], cols: usize) -> Result<()> {
             imp.len()
         )));
     }
-    if let Some((i, v)) = imp.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+    if let Some((i, v)) = imp
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+    {
         return Err(HanpackError::Quantization {
             tensor: name.to_string(),
             reason: format!("importance[{i}] is {v}; importances must be finite and non-negative"),
@@ -137,15 +163,31 @@ struct RowCtx<'a> {
 }
 
 impl RowCtx<'_> {
-    fn quantize<T: Element>(&self, row: &[T], buf: &mut [f32], codes: &mut [u8], scales: &mut [f16], zeros: &mut [f16]) -> Result<()> {
+    fn quantize<T: Element>(
+        &self,
+        row: &[T],
+        buf: &mut [f32],
+        codes: &mut [u8],
+        scales: &mut [f16],
+        zeros: &mut [f16],
+    ) -> Result<()> {
         let gs = self.layout.group_size;
-        for (g, (src, (s_out, z_out))) in row.chunks(gs).zip(scales.iter_mut().zip(zeros.iter_mut())).enumerate() {
+        for (g, (src, (s_out, z_out))) in row
+            .chunks(gs)
+            .zip(scales.iter_mut().zip(zeros.iter_mut()))
+            .enumerate()
+        {
             let start = g * gs;
             let w = &mut buf[..src.len()];
             for (i, (d, &x)) in w.iter_mut().zip(src).enumerate() {
                 *d = x.to_f32();
                 if !d.is_finite() {
-                    return Err(HanpackError::NonFiniteWeight { tensor: self.name.to_string(), row: self.row, col: start + i, value: *d });
+                    return Err(HanpackError::NonFiniteWeight {
+                        tensor: self.name.to_string(),
+                        row: self.row,
+                        col: start + i,
+                        value: *d,
+                    });
                 }
             }
             let imp = self.importance.map(|imp| &imp[start..start + w.len()]);
@@ -168,7 +210,11 @@ impl RowCtx<'_> {
         Ok(())
     }
 
-    fn params(&self, w: &[f32], imp: Option<&[f32]>) -> std::result::Result<Params, methods::ScaleOverflow> {
+    fn params(
+        &self,
+        w: &[f32],
+        imp: Option<&[f32]>,
+    ) -> std::result::Result<Params, methods::ScaleOverflow> {
         match self.spec.method {
             Method::Rtn => methods::rtn::params(w, self.grid),
             Method::Mse => methods::mse::params(w, imp, self.grid),
@@ -179,17 +225,34 @@ impl RowCtx<'_> {
 
 /// Dequantizes into `out` (`rows * cols`, row-major) with the scalar reference, rows in
 /// parallel. Checks the array sizes against the layout first.
-pub fn dequantize<O: FromF32>(layout: &Layout, packed: &[u8], scales: &[f16], zeros: &[f16], out: &mut [O]) -> Result<()> {
+pub fn dequantize<O: FromF32>(
+    layout: &Layout,
+    packed: &[u8],
+    scales: &[f16],
+    zeros: &[f16],
+    out: &mut [O],
+) -> Result<()> {
     layout.check(packed.len(), scales.len(), zeros.len())?;
     if out.len() != layout.rows * layout.cols {
-        return Err(HanpackError::QuantLayout(format!("output has {} elements, want {}", out.len(), layout.rows * layout.cols)));
+        return Err(HanpackError::QuantLayout(format!(
+            "output has {} elements, want {}",
+            out.len(),
+            layout.rows * layout.cols
+        )));
     }
     let (ng, rb, cols) = (layout.n_groups(), layout.row_bytes(), layout.cols);
     out.par_chunks_mut(cols).enumerate().for_each_init(
         || vec![0f32; cols],
         |buf, (r, dst)| {
             let (sc, ze) = (&scales[r * ng..(r + 1) * ng], &zeros[r * ng..(r + 1) * ng]);
-            formats::dequantize_row(layout.bits, &packed[r * rb..(r + 1) * rb], sc, ze, layout.group_size, buf);
+            formats::dequantize_row(
+                layout.bits,
+                &packed[r * rb..(r + 1) * rb],
+                sc,
+                ze,
+                layout.group_size,
+                buf,
+            );
             for (d, &x) in dst.iter_mut().zip(buf.iter()) {
                 *d = O::from_f32(x);
             }

@@ -27,7 +27,12 @@ fn weights(n: usize, seed: u64) -> Vec<f32> {
 }
 
 fn spec(bits: u32, group_size: Option<usize>, sym: bool, method: Method) -> QuantSpec {
-    QuantSpec { bits: Bits::new(bits).unwrap(), group_size, sym, method }
+    QuantSpec {
+        bits: Bits::new(bits).unwrap(),
+        group_size,
+        sym,
+        method,
+    }
 }
 
 fn roundtrip(w: &[f32], rows: usize, cols: usize, s: &QuantSpec) -> Vec<f32> {
@@ -38,7 +43,11 @@ fn roundtrip(w: &[f32], rows: usize, cols: usize, s: &QuantSpec) -> Vec<f32> {
 }
 
 fn l1(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| f64::from((x - y).abs())).sum::<f64>() / a.len() as f64
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .sum::<f64>()
+        / a.len() as f64
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -65,7 +74,10 @@ fn rtn_error_is_within_half_a_step() {
                     // is clipped (rounded integer zero; symmetric's short positive side),
                     // plus the fp16 rounding of the scale stretched over qmax steps.
                     let bound = sc * (1.0 + 256.0 / 1024.0) + 1e-6;
-                    assert!((x - y).abs() <= bound, "int{bits} {gs:?} sym={sym} at {i}: {x} vs {y}");
+                    assert!(
+                        (x - y).abs() <= bound,
+                        "int{bits} {gs:?} sym={sym} at {i}: {x} vs {y}"
+                    );
                 }
             }
         }
@@ -79,18 +91,39 @@ fn error_decreases_with_bits_and_methods_beat_rtn() {
     for sym in [false, true] {
         let mut last = f64::INFINITY;
         for bits in [2, 3, 4, 8] {
-            let rtn = rel_err(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Rtn)));
-            let mse = rel_err(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Mse)));
-            let hqq = rel_err(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)));
+            let rtn = rel_err(
+                &w,
+                &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Rtn)),
+            );
+            let mse = rel_err(
+                &w,
+                &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Mse)),
+            );
+            let hqq = rel_err(
+                &w,
+                &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)),
+            );
             assert!(rtn < last, "int{bits}: {rtn} !< {last}");
-            assert!(mse <= rtn * (1.0 + 1e-9), "mse {mse} > rtn {rtn} at int{bits} sym={sym}");
+            assert!(
+                mse <= rtn * (1.0 + 1e-9),
+                "mse {mse} > rtn {rtn} at int{bits} sym={sym}"
+            );
             // HQQ minimises an l_p (p < 1) error and stops on the mean absolute error, so
             // that is what it must not make worse; on these outlier-heavy synthetic
             // weights its squared error can be slightly above rtn's (real weights: see
             // tests/test_quant.py).
-            let l1_rtn = l1(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Rtn)));
-            let l1_hqq = l1(&w, &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)));
-            assert!(l1_hqq <= l1_rtn, "hqq l1 {l1_hqq} > rtn {l1_rtn} at int{bits} sym={sym} (l2 {hqq} vs {rtn})");
+            let l1_rtn = l1(
+                &w,
+                &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Rtn)),
+            );
+            let l1_hqq = l1(
+                &w,
+                &roundtrip(&w, rows, cols, &spec(bits, Some(64), sym, Method::Hqq)),
+            );
+            assert!(
+                l1_hqq <= l1_rtn,
+                "hqq l1 {l1_hqq} > rtn {l1_rtn} at int{bits} sym={sym} (l2 {hqq} vs {rtn})"
+            );
             last = rtn;
         }
     }
@@ -99,13 +132,19 @@ fn error_decreases_with_bits_and_methods_beat_rtn() {
 #[test]
 fn half_inputs_match_f32_inputs() {
     let (rows, cols) = (4, 96);
-    let w: Vec<f32> = weights(rows * cols, 3).iter().map(|&x| f16::from_f32(x).to_f32()).collect();
+    let w: Vec<f32> = weights(rows * cols, 3)
+        .iter()
+        .map(|&x| f16::from_f32(x).to_f32())
+        .collect();
     let h: Vec<f16> = w.iter().map(|&x| f16::from_f32(x)).collect();
     let s = spec(4, Some(32), false, Method::Hqq);
     let a = quantize("w", &w, rows, cols, &s, None).unwrap();
     let b = quantize("w", &h, rows, cols, &s, None).unwrap();
     assert_eq!((a.packed, a.scales, a.zeros), (b.packed, b.scales, b.zeros));
-    let w: Vec<f32> = weights(rows * cols, 3).iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
+    let w: Vec<f32> = weights(rows * cols, 3)
+        .iter()
+        .map(|&x| bf16::from_f32(x).to_f32())
+        .collect();
     let h: Vec<bf16> = w.iter().map(|&x| bf16::from_f32(x)).collect();
     let a = quantize("w", &w, rows, cols, &s, None).unwrap();
     let b = quantize("w", &h, rows, cols, &s, None).unwrap();
@@ -121,7 +160,11 @@ fn zero_and_constant_groups() {
         for sym in [false, true] {
             let d = roundtrip(&w, 2, cols, &spec(4, Some(32), sym, method));
             assert!(d[..cols].iter().all(|&x| x == 0.0), "{method:?} sym={sym}");
-            assert!(d[cols..].iter().all(|&x| (x + 3.0).abs() < 3e-3), "{method:?} sym={sym}: {}", d[cols]);
+            assert!(
+                d[cols..].iter().all(|&x| (x + 3.0).abs() < 3e-3),
+                "{method:?} sym={sym}: {}",
+                d[cols]
+            );
         }
     }
 }
@@ -132,9 +175,22 @@ fn first_non_finite_is_reported() {
     let mut w = weights(rows * cols, 4);
     w[40 * cols + 5] = f32::INFINITY;
     w[9 * cols + 33] = f32::NAN;
-    let err = quantize("model.layers.0.mlp", &w, rows, cols, &spec(4, Some(32), false, Method::Rtn), None).unwrap_err();
+    let err = quantize(
+        "model.layers.0.mlp",
+        &w,
+        rows,
+        cols,
+        &spec(4, Some(32), false, Method::Rtn),
+        None,
+    )
+    .unwrap_err();
     match err {
-        HanpackError::NonFiniteWeight { ref tensor, row, col, .. } => {
+        HanpackError::NonFiniteWeight {
+            ref tensor,
+            row,
+            col,
+            ..
+        } => {
             assert_eq!((tensor.as_str(), row, col), ("model.layers.0.mlp", 9, 33));
         }
         e => panic!("unexpected {e}"),
@@ -149,10 +205,26 @@ fn scale_overflow_and_bad_arguments_are_errors() {
     assert!(matches!(e, HanpackError::Quantization { .. }), "{e}");
     let w = vec![1f32; 64];
     assert!(quantize("w", &w, 2, 33, &spec(4, None, false, Method::Rtn), None).is_err());
-    assert!(quantize("w", &w, 1, 64, &spec(4, Some(32), false, Method::Mse), Some(&[1.0; 63])).is_err());
+    assert!(quantize(
+        "w",
+        &w,
+        1,
+        64,
+        &spec(4, Some(32), false, Method::Mse),
+        Some(&[1.0; 63])
+    )
+    .is_err());
     let mut imp = vec![1f32; 64];
     imp[3] = -1.0;
-    assert!(quantize("w", &w, 1, 64, &spec(4, Some(32), false, Method::Mse), Some(&imp)).is_err());
+    assert!(quantize(
+        "w",
+        &w,
+        1,
+        64,
+        &spec(4, Some(32), false, Method::Mse),
+        Some(&imp)
+    )
+    .is_err());
 }
 
 #[test]

@@ -101,7 +101,11 @@ impl<P: Keyed> Agenda<P> {
             return Some(p);
         }
         let score = p.score_key();
-        let r = match self.recent.iter().find(|e| e.0 == score && e.1 != usize::MAX) {
+        let r = match self
+            .recent
+            .iter()
+            .find(|e| e.0 == score && e.1 != usize::MAX)
+        {
             Some(&(_, r)) => r,
             None => {
                 let next_run = self.run_of_score.len();
@@ -180,7 +184,9 @@ mod tests {
         let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
         let mut rnd = move |n: u64| rng.below(n);
         for _ in 0..200 {
-            let initial: Vec<K> = (0..rnd(3000)).map(|i| K((rnd(4) << 32) | (u32::MAX as u64 - i))).collect();
+            let initial: Vec<K> = (0..rnd(3000))
+                .map(|i| K((rnd(4) << 32) | (u32::MAX as u64 - i)))
+                .collect();
             let (mut plain, mut runs) = (Agenda::default(), Agenda::default());
             plain.reset(initial.clone(), false);
             runs.reset(initial, true);

@@ -36,7 +36,9 @@ impl DoubleArray {
     pub fn from_le_bytes(blob: &[u8]) -> Self {
         let chunks = blob.chunks_exact(4);
         let tail = chunks.remainder().to_vec();
-        let units = chunks.map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let units = chunks
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         Self { units, tail }
     }
 

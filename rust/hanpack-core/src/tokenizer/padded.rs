@@ -10,7 +10,9 @@ pub const PAD: usize = 16;
 /// `PAD` spare bytes), the copy is one fixed-size move; otherwise an ordinary copy.
 #[inline]
 pub fn append(src: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
-    let fits = start <= end && end - start <= PAD && start.checked_add(PAD).is_some_and(|e| e <= src.len());
+    let fits = start <= end
+        && end - start <= PAD
+        && start.checked_add(PAD).is_some_and(|e| e <= src.len());
     if !fits {
         out.extend_from_slice(&src[start..end]);
         return;
@@ -20,7 +22,11 @@ pub fn append(src: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
     // least PAD spare bytes after `reserve`; only `end - start` of the copied bytes, which
     // are `src[start..end]`, become part of `out`.
     unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr().add(start), out.as_mut_ptr().add(out.len()), PAD);
+        std::ptr::copy_nonoverlapping(
+            src.as_ptr().add(start),
+            out.as_mut_ptr().add(out.len()),
+            PAD,
+        );
         out.set_len(out.len() + (end - start));
     }
 }
@@ -36,7 +42,10 @@ pub struct ByteArena {
 
 impl ByteArena {
     pub fn with_capacity(n: usize) -> Self {
-        Self { bytes: vec![0; PAD], spans: Vec::with_capacity(n) }
+        Self {
+            bytes: vec![0; PAD],
+            spans: Vec::with_capacity(n),
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -20,7 +20,10 @@ impl PairFilter {
     /// `keys` should be distinct: the filter is sized by their number.
     pub fn new(keys: &[u64]) -> Self {
         let words = (keys.len() * 16 / 64).next_power_of_two().max(1);
-        let mut f = Self { words: vec![0; words], mask: words - 1 };
+        let mut f = Self {
+            words: vec![0; words],
+            mask: words - 1,
+        };
         for &k in keys {
             let (w, bits) = f.locate(k);
             f.words[w] |= bits;
@@ -55,7 +58,10 @@ impl std::fmt::Debug for PairFilter {
 
 impl Clone for PairFilter {
     fn clone(&self) -> Self {
-        Self { words: self.words.clone(), mask: self.mask }
+        Self {
+            words: self.words.clone(),
+            mask: self.mask,
+        }
     }
 }
 
@@ -68,7 +74,9 @@ mod tests {
         let keys: Vec<u64> = (0..10_000u64).map(|i| i * 7919 << 32 | i * 31).collect();
         let f = PairFilter::new(&keys);
         assert!(keys.iter().all(|&k| f.may_contain(k)));
-        let fp = (0..10_000u64).filter(|&i| f.may_contain(i * 7919 + 1 << 32 | 5)).count();
+        let fp = (0..10_000u64)
+            .filter(|&i| f.may_contain(i * 7919 + 1 << 32 | 5))
+            .count();
         assert!(fp < 1_000, "false positive rate too high: {fp} of 10000");
     }
 }

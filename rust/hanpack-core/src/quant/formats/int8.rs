@@ -19,6 +19,12 @@ pub fn unpack_block(src: &[u8], q: &mut [u8; BLOCK]) {
 }
 
 /// Scalar reference: one packed row to `out.len()` (= in_features) floats.
-pub fn dequantize_row_int8(row: &[u8], scales: &[f16], zeros: &[f16], group_size: usize, out: &mut [f32]) {
+pub fn dequantize_row_int8(
+    row: &[u8],
+    scales: &[f16],
+    zeros: &[f16],
+    group_size: usize,
+    out: &mut [f32],
+) {
     dequantize_row_with(Bits::B8, row, scales, zeros, group_size, out)
 }

@@ -84,7 +84,9 @@ impl Bits {
             3 => Ok(Bits::B3),
             4 => Ok(Bits::B4),
             8 => Ok(Bits::B8),
-            _ => Err(HanpackError::InvalidArgument(format!("bits must be 2, 3, 4 or 8, not {bits}"))),
+            _ => Err(HanpackError::InvalidArgument(format!(
+                "bits must be 2, 3, 4 or 8, not {bits}"
+            ))),
         }
     }
     pub fn get(self) -> usize {
@@ -114,7 +116,9 @@ impl Layout {
     /// Checks the shape rules above; `group_size = None` means per-channel.
     pub fn new(bits: Bits, rows: usize, cols: usize, group_size: Option<usize>) -> Result<Self> {
         if rows == 0 || cols == 0 {
-            return Err(HanpackError::InvalidArgument(format!("cannot quantize an empty [{rows}, {cols}] weight")));
+            return Err(HanpackError::InvalidArgument(format!(
+                "cannot quantize an empty [{rows}, {cols}] weight"
+            )));
         }
         let group_size = group_size.unwrap_or(cols);
         if group_size == 0 || (group_size % BLOCK != 0 && group_size != cols) {
@@ -122,7 +126,12 @@ impl Layout {
                 "group_size must be a positive multiple of {BLOCK} or in_features ({cols}), not {group_size}"
             )));
         }
-        Ok(Self { bits, rows, cols, group_size: group_size.min(cols) })
+        Ok(Self {
+            bits,
+            rows,
+            cols,
+            group_size: group_size.min(cols),
+        })
     }
     pub fn n_groups(&self) -> usize {
         self.cols.div_ceil(self.group_size)
@@ -193,8 +202,18 @@ pub fn unpack_row(bits: Bits, row: &[u8], codes: &mut [u8]) {
 }
 
 /// `w = (q - z) * s` over one row of codes (shared by every `dequantize_row_<fmt>`).
-pub(crate) fn dequantize_codes(codes: &[u8], scales: &[f16], zeros: &[f16], group_size: usize, out: &mut [f32]) {
-    for ((w, q), (s, z)) in out.chunks_mut(group_size).zip(codes.chunks(group_size)).zip(scales.iter().zip(zeros)) {
+pub(crate) fn dequantize_codes(
+    codes: &[u8],
+    scales: &[f16],
+    zeros: &[f16],
+    group_size: usize,
+    out: &mut [f32],
+) {
+    for ((w, q), (s, z)) in out
+        .chunks_mut(group_size)
+        .zip(codes.chunks(group_size))
+        .zip(scales.iter().zip(zeros))
+    {
         let (s, z) = (s.to_f32(), z.to_f32());
         for (w, &q) in w.iter_mut().zip(q) {
             *w = (f32::from(q) - z) * s;
@@ -204,7 +223,14 @@ pub(crate) fn dequantize_codes(codes: &[u8], scales: &[f16], zeros: &[f16], grou
 
 /// Scalar reference dequantization of one row in any format (dispatches to
 /// `dequantize_row_<fmt>`); `out.len()` is `in_features`.
-pub fn dequantize_row(bits: Bits, row: &[u8], scales: &[f16], zeros: &[f16], group_size: usize, out: &mut [f32]) {
+pub fn dequantize_row(
+    bits: Bits,
+    row: &[u8],
+    scales: &[f16],
+    zeros: &[f16],
+    group_size: usize,
+    out: &mut [f32],
+) {
     match bits {
         Bits::B2 => int2::dequantize_row_int2(row, scales, zeros, group_size, out),
         Bits::B3 => int3::dequantize_row_int3(row, scales, zeros, group_size, out),
@@ -214,7 +240,14 @@ pub fn dequantize_row(bits: Bits, row: &[u8], scales: &[f16], zeros: &[f16], gro
 }
 
 /// Shared body of the per-format `dequantize_row_<fmt>`: unpack, then apply the formula.
-fn dequantize_row_with(bits: Bits, row: &[u8], scales: &[f16], zeros: &[f16], group_size: usize, out: &mut [f32]) {
+fn dequantize_row_with(
+    bits: Bits,
+    row: &[u8],
+    scales: &[f16],
+    zeros: &[f16],
+    group_size: usize,
+    out: &mut [f32],
+) {
     let mut codes = vec![0u8; out.len().div_ceil(BLOCK) * BLOCK];
     unpack_row(bits, row, &mut codes);
     dequantize_codes(&codes[..out.len()], scales, zeros, group_size, out);

@@ -30,7 +30,10 @@ fn block_sizes() {
 #[test]
 fn layout_sizes_and_bits_per_weight() {
     let l = Layout::new(Bits::B4, 8, 4096, Some(128)).unwrap();
-    assert_eq!((l.n_groups(), l.row_bytes(), l.packed_len(), l.params_len()), (32, 2048, 16384, 256));
+    assert_eq!(
+        (l.n_groups(), l.row_bytes(), l.packed_len(), l.params_len()),
+        (32, 2048, 16384, 256)
+    );
     assert!((l.bits_per_weight() - 4.25).abs() < 1e-12);
     let l = Layout::new(Bits::B3, 2, 4096, Some(128)).unwrap();
     assert!((l.bits_per_weight() - 3.25).abs() < 1e-12);
@@ -53,7 +56,10 @@ fn layout_rejects_bad_shapes() {
     assert!(Layout::new(Bits::B4, 4, 256, Some(0)).is_err());
     assert!(Bits::new(5).is_err());
     // A group larger than the row is per-channel.
-    assert_eq!(Layout::new(Bits::B4, 4, 40, Some(64)).unwrap().group_size, 40);
+    assert_eq!(
+        Layout::new(Bits::B4, 4, 40, Some(64)).unwrap().group_size,
+        40
+    );
 }
 
 #[test]
@@ -85,9 +91,15 @@ fn hand_checked_blocks() {
     let mut out = [0u8; 12];
     int3::pack_block(&q, &mut out);
     // word0 = 1 | 3 << 2; word1 bit 30..32 = 1 (5 & 3); word2 = bit 1 (7) | bit 31 (5).
-    assert_eq!(u32::from_le_bytes(out[0..4].try_into().unwrap()), 1 | 3 << 2);
+    assert_eq!(
+        u32::from_le_bytes(out[0..4].try_into().unwrap()),
+        1 | 3 << 2
+    );
     assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), 1 << 30);
-    assert_eq!(u32::from_le_bytes(out[8..12].try_into().unwrap()), 1 << 1 | 1 << 31);
+    assert_eq!(
+        u32::from_le_bytes(out[8..12].try_into().unwrap()),
+        1 << 1 | 1 << 31
+    );
     let mut q2 = [0u8; BLOCK];
     q2[0] = 3;
     q2[5] = 2;
@@ -111,6 +123,9 @@ fn dequantize_row_applies_group_params() {
     dequantize_row(bits, &row, &scales, &zeros, 32, &mut out);
     for (c, &w) in out.iter().enumerate() {
         let g = c / 32;
-        assert_eq!(w, (f32::from(q[c]) - zeros[g].to_f32()) * scales[g].to_f32());
+        assert_eq!(
+            w,
+            (f32::from(q[c]) - zeros[g].to_f32()) * scales[g].to_f32()
+        );
     }
 }

@@ -55,7 +55,10 @@ pub fn params(w: &[f32], grid: &Grid) -> Result<Params, ScaleOverflow> {
     }
     if grid.sym {
         let s = optimise_scale(w, lo / -grid.mid, grid);
-        return Ok(Params { scale: super::fp16(s)?, zero: start.zero });
+        return Ok(Params {
+            scale: super::fp16(s)?,
+            zero: start.zero,
+        });
     }
     let inv = grid.qmax / (hi - lo);
     if !inv.is_finite() {
@@ -67,7 +70,10 @@ pub fn params(w: &[f32], grid: &Grid) -> Result<Params, ScaleOverflow> {
     if !zero.is_finite() {
         return Ok(start);
     }
-    Ok(Params { scale: super::fp16(1.0 / inv)?, zero })
+    Ok(Params {
+        scale: super::fp16(1.0 / inv)?,
+        zero,
+    })
 }
 
 fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {

@@ -38,6 +38,14 @@ impl Method {
             _ => None,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Mse => "mse",
+            Method::Hqq => "hqq",
+        }
+    }
 }
 
 /// The code grid of one format and mode.
@@ -51,7 +59,11 @@ pub struct Grid {
 
 impl Grid {
     pub fn new(bits: Bits, sym: bool) -> Self {
-        Self { qmax: f32::from(bits.qmax()), sym, mid: (1u32 << (bits.get() - 1)) as f32 }
+        Self {
+            qmax: f32::from(bits.qmax()),
+            sym,
+            mid: (1u32 << (bits.get() - 1)) as f32,
+        }
     }
 }
 
@@ -71,13 +83,23 @@ impl Params {
     pub fn asym(lo: f32, hi: f32, grid: &Grid) -> Result<Self, ScaleOverflow> {
         let scale = fp16(((hi - lo) / grid.qmax).abs())?;
         let s = scale.to_f32();
-        let zero = if s == 0.0 { 0.0 } else { (-lo / s).round_ties_even().clamp(0.0, grid.qmax) };
-        Ok(Self { scale, zero: f16::from_f32(zero) })
+        let zero = if s == 0.0 {
+            0.0
+        } else {
+            (-lo / s).round_ties_even().clamp(0.0, grid.qmax)
+        };
+        Ok(Self {
+            scale,
+            zero: f16::from_f32(zero),
+        })
     }
 
     /// Symmetric: the signed extremum `m` maps to code 0, the zero is `2^(bits-1)`.
     pub fn sym(m: f32, grid: &Grid) -> Result<Self, ScaleOverflow> {
-        Ok(Self { scale: fp16(m / -grid.mid)?, zero: f16::from_f32(grid.mid) })
+        Ok(Self {
+            scale: fp16(m / -grid.mid)?,
+            zero: f16::from_f32(grid.mid),
+        })
     }
 
     /// `lo, hi` for asymmetric grids; for symmetric ones `lo` is the signed extremum.
@@ -110,10 +132,13 @@ pub fn code(w: f32, s: f32, z: f32, qmax: f32) -> u8 {
 /// `(m, m)` with `m` the first element of largest magnitude.
 pub fn initial_range(w: &[f32], grid: &Grid) -> (f32, f32) {
     if grid.sym {
-        let m = w.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        let m = w
+            .iter()
+            .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
         (m, m)
     } else {
-        w.iter().fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+        w.iter()
+            .fold((0f32, 0f32), |(lo, hi), &x| (lo.min(x), hi.max(x)))
     }
 }
 
@@ -125,7 +150,11 @@ pub fn sq_error(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> f64 {
         f64::from(d) * f64::from(d)
     };
     match imp {
-        Some(imp) => w.iter().zip(imp).map(|(&x, &i)| f64::from(i) * err(x)).sum(),
+        Some(imp) => w
+            .iter()
+            .zip(imp)
+            .map(|(&x, &i)| f64::from(i) * err(x))
+            .sum(),
         None => w.iter().map(|&x| err(x)).sum(),
     }
 }

@@ -26,7 +26,15 @@ pub struct AddedToken {
 impl AddedToken {
     /// A special token as tiktoken has them (no stripping, matched on raw text).
     pub fn special(id: u32, content: &str) -> Self {
-        Self { id, content: content.to_owned(), special: true, single_word: false, lstrip: false, rstrip: false, normalized: false }
+        Self {
+            id,
+            content: content.to_owned(),
+            special: true,
+            single_word: false,
+            lstrip: false,
+            rstrip: false,
+            normalized: false,
+        }
     }
 }
 
@@ -82,8 +90,15 @@ pub struct AddedTokens {
 
 /// `normalizer` is applied to the patterns of `normalized` tokens: HF matches a
 /// normalized token's *normalized* text (a full-width "Ａ" token matches "A" under NFKC).
-fn build(tokens: &[AddedToken], normalized: bool, normalizer: Option<&Normalizer>, origin: &str) -> Result<Matcher> {
-    let index: Vec<usize> = (0..tokens.len()).filter(|&i| tokens[i].normalized == normalized && !tokens[i].content.is_empty()).collect();
+fn build(
+    tokens: &[AddedToken],
+    normalized: bool,
+    normalizer: Option<&Normalizer>,
+    origin: &str,
+) -> Result<Matcher> {
+    let index: Vec<usize> = (0..tokens.len())
+        .filter(|&i| tokens[i].normalized == normalized && !tokens[i].content.is_empty())
+        .collect();
     if index.is_empty() {
         return Ok(Matcher::default());
     }
@@ -93,8 +108,14 @@ fn build(tokens: &[AddedToken], normalized: bool, normalizer: Option<&Normalizer
             Some(n) => n.apply(&tokens[i].content).into_owned(),
             None => tokens[i].content.clone(),
         }))
-        .map_err(|e| HanpackError::InvalidTokenizer { origin: origin.to_owned(), reason: format!("added tokens: {e}") })?;
-    Ok(Matcher { automaton: Some(automaton), index })
+        .map_err(|e| HanpackError::InvalidTokenizer {
+            origin: origin.to_owned(),
+            reason: format!("added tokens: {e}"),
+        })?;
+    Ok(Matcher {
+        automaton: Some(automaton),
+        index,
+    })
 }
 
 /// HF's word test for `single_word`: a letter, digit or underscore.
@@ -103,10 +124,18 @@ fn is_word_char(c: char) -> bool {
 }
 
 impl AddedTokens {
-    pub fn new(tokens: Vec<AddedToken>, normalizer: Option<&Normalizer>, origin: &str) -> Result<Self> {
+    pub fn new(
+        tokens: Vec<AddedToken>,
+        normalizer: Option<&Normalizer>,
+        origin: &str,
+    ) -> Result<Self> {
         let raw = build(&tokens, false, None, origin)?;
         let normalized = build(&tokens, true, normalizer, origin)?;
-        Ok(Self { tokens, raw, normalized })
+        Ok(Self {
+            tokens,
+            raw,
+            normalized,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -119,14 +148,23 @@ impl AddedTokens {
 
     /// The policy for `allowed` / `disallowed` special-token names (`None`: all of them).
     /// Names that are not special tokens are an [`HanpackError::InvalidArgument`].
-    pub fn policy(&self, allowed: Option<&[String]>, disallowed: Option<&[String]>) -> Result<Policy> {
+    pub fn policy(
+        &self,
+        allowed: Option<&[String]>,
+        disallowed: Option<&[String]>,
+    ) -> Result<Policy> {
         if allowed.is_none() {
             return Ok(Policy::allow_all());
         }
         let find = |name: &str| {
-            self.tokens.iter().position(|t| t.special && t.content == name).ok_or_else(|| {
-                HanpackError::InvalidArgument(format!("{name:?} is not a special token of this tokenizer"))
-            })
+            self.tokens
+                .iter()
+                .position(|t| t.special && t.content == name)
+                .ok_or_else(|| {
+                    HanpackError::InvalidArgument(format!(
+                        "{name:?} is not a special token of this tokenizer"
+                    ))
+                })
         };
         let mut modes = vec![Mode::Text; self.tokens.len()];
         for (m, t) in modes.iter_mut().zip(&self.tokens) {
@@ -147,8 +185,18 @@ impl AddedTokens {
 
     /// Splits `text` (raw when `normalized` is false, else one normalized span) into
     /// added tokens and the text between them, appending to `out`.
-    pub fn split(&self, text: &str, normalized: bool, policy: &Policy, out: &mut Vec<Segment>) -> Result<()> {
-        let matcher = if normalized { &self.normalized } else { &self.raw };
+    pub fn split(
+        &self,
+        text: &str,
+        normalized: bool,
+        policy: &Policy,
+        out: &mut Vec<Segment>,
+    ) -> Result<()> {
+        let matcher = if normalized {
+            &self.normalized
+        } else {
+            &self.raw
+        };
         let Some(ac) = &matcher.automaton else {
             if !text.is_empty() {
                 out.push(Segment::Text(0..text.len()));
@@ -166,7 +214,12 @@ impl AddedTokens {
             match policy.mode(k) {
                 Mode::Token => {}
                 Mode::Text => continue,
-                Mode::Error => return Err(HanpackError::DisallowedSpecial { token: tok.content.clone(), position: start }),
+                Mode::Error => {
+                    return Err(HanpackError::DisallowedSpecial {
+                        token: tok.content.clone(),
+                        position: start,
+                    })
+                }
             }
             if tok.single_word {
                 let before = text[..start].chars().next_back().is_some_and(is_word_char);

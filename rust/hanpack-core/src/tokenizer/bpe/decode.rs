@@ -10,7 +10,12 @@ use crate::error::{HanpackError, Result};
 
 impl BpeTokenizer {
     /// Appends the bytes of `ids` to `out`; special tokens are left out when `skip_special`.
-    pub fn decode_bytes_into(&self, ids: &[i64], skip_special: bool, out: &mut Vec<u8>) -> Result<()> {
+    pub fn decode_bytes_into(
+        &self,
+        ids: &[i64],
+        skip_special: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         out.reserve(ids.len() * 3);
         for &id in ids {
             // A negative or too large id fails the conversion or the lookup alike.
@@ -22,7 +27,10 @@ impl BpeTokenizer {
                 }
             });
             if !known {
-                return Err(HanpackError::IdOutOfRange { id, vocab_size: self.vocab_size() });
+                return Err(HanpackError::IdOutOfRange {
+                    id,
+                    vocab_size: self.vocab_size(),
+                });
             }
         }
         Ok(())

@@ -13,11 +13,9 @@ use crate::error::{HanpackError, Result};
 use crate::tokenizer::pretokenize::Splitter;
 
 /// LLaMA-3's pattern (also tiktoken's cl100k_base, written without possessive quantifiers).
-pub const LLAMA3_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// Qwen2's pattern: LLaMA-3's with single digits.
-pub const QWEN2_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The regex of a named pattern (`llama3`, `cl100k`, `gpt2`, `qwen2`).
 pub fn named_pattern(name: &str) -> Option<&'static str> {
@@ -35,7 +33,10 @@ pub fn resolve_pattern(pattern: &str) -> &str {
 }
 
 fn format_error(origin: &str, reason: String) -> HanpackError {
-    HanpackError::TokenizerFormat { origin: origin.to_owned(), reason }
+    HanpackError::TokenizerFormat {
+        origin: origin.to_owned(),
+        reason,
+    }
 }
 
 /// Settings the plain-file formats do not store.
@@ -51,11 +52,17 @@ pub struct PlainConfig {
 fn assemble(origin: &str, vocab: Vocab, config: &PlainConfig) -> Result<BpeTokenizer> {
     let pattern = resolve_pattern(&config.pattern).to_owned();
     let splitter = Splitter::new(&pattern)?;
-    let pre = PreTokenizer { add_prefix_space: false, splitters: vec![splitter], byte_level_regex: false };
+    let pre = PreTokenizer {
+        add_prefix_space: false,
+        splitters: vec![splitter],
+        byte_level_regex: false,
+    };
     let mut tokens = Vec::new();
     for (text, id) in &config.special_tokens {
         if text.is_empty() {
-            return Err(HanpackError::InvalidArgument("special_tokens: a special token's text is empty".into()));
+            return Err(HanpackError::InvalidArgument(
+                "special_tokens: a special token's text is empty".into(),
+            ));
         }
         if let Some(p) = vocab.piece(*id) {
             if vocab.bytes_of(*id) != Some(text.as_bytes()) {
@@ -67,12 +74,22 @@ fn assemble(origin: &str, vocab: Vocab, config: &PlainConfig) -> Result<BpeToken
         tokens.push(AddedToken::special(*id, text));
     }
     let added = AddedTokens::new(tokens, config.normalizer.as_ref(), origin)?;
-    BpeTokenizer::new(origin, vocab, config.normalizer.clone(), pre, added, PostProcessor::default(), None, Source::Generated)
+    BpeTokenizer::new(
+        origin,
+        vocab,
+        config.normalizer.clone(),
+        pre,
+        added,
+        PostProcessor::default(),
+        None,
+        Source::Generated,
+    )
 }
 
 /// Parses a tiktoken rank file: one `base64(token bytes) rank` per line.
 pub fn parse_tiktoken(data: &[u8], origin: &str) -> Result<Vec<(Vec<u8>, u32, usize)>> {
-    let text = std::str::from_utf8(data).map_err(|e| format_error(origin, format!("not UTF-8 text ({e})")))?;
+    let text = std::str::from_utf8(data)
+        .map_err(|e| format_error(origin, format!("not UTF-8 text ({e})")))?;
     let engine = base64::engine::general_purpose::STANDARD;
     let mut ranks = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -82,15 +99,29 @@ pub fn parse_tiktoken(data: &[u8], origin: &str) -> Result<Vec<(Vec<u8>, u32, us
         }
         let mut parts = line.split(' ');
         let (Some(token), Some(rank), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format_error(origin, format!("line {n}: expected '<base64 token> <rank>', got {:?}", short(line))));
+            return Err(format_error(
+                origin,
+                format!(
+                    "line {n}: expected '<base64 token> <rank>', got {:?}",
+                    short(line)
+                ),
+            ));
         };
-        let bytes = engine
-            .decode(token)
-            .map_err(|e| format_error(origin, format!("line {n}: bad base64 {:?}: {e}", short(token))))?;
-        let rank: u32 = rank
-            .trim_end_matches('\r')
-            .parse()
-            .map_err(|_| format_error(origin, format!("line {n}: rank {:?} is not a non-negative integer", short(rank))))?;
+        let bytes = engine.decode(token).map_err(|e| {
+            format_error(
+                origin,
+                format!("line {n}: bad base64 {:?}: {e}", short(token)),
+            )
+        })?;
+        let rank: u32 = rank.trim_end_matches('\r').parse().map_err(|_| {
+            format_error(
+                origin,
+                format!(
+                    "line {n}: rank {:?} is not a non-negative integer",
+                    short(rank)
+                ),
+            )
+        })?;
         ranks.push((bytes, rank, n));
     }
     if ranks.is_empty() {
@@ -112,20 +143,36 @@ pub fn from_tiktoken(data: &[u8], origin: &str, config: &PlainConfig) -> Result<
 
 /// `vocab.json` (piece → id) and `merges.txt` (`left right` per line, an optional
 /// `#version` first line), as GPT-2 and Qwen2 ship them.
-pub fn from_vocab_merges(vocab_json: &[u8], merges_txt: &[u8], origin: &str, config: &PlainConfig) -> Result<BpeTokenizer> {
+pub fn from_vocab_merges(
+    vocab_json: &[u8],
+    merges_txt: &[u8],
+    origin: &str,
+    config: &PlainConfig,
+) -> Result<BpeTokenizer> {
     let vocab_origin = format!("{origin}/vocab.json");
     let merges_origin = format!("{origin}/merges.txt");
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(vocab_json).map_err(|e| format_error(&vocab_origin, format!("not a JSON object of piece -> id: {e}")))?;
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(vocab_json)
+        .map_err(|e| {
+            format_error(
+                &vocab_origin,
+                format!("not a JSON object of piece -> id: {e}"),
+            )
+        })?;
     let mut vocab = Vec::with_capacity(map.len());
     for (piece, id) in map {
         let id = id
             .as_u64()
             .and_then(|v| u32::try_from(v).ok())
-            .ok_or_else(|| format_error(&vocab_origin, format!("id of {piece:?} is {id}, not a token id")))?;
+            .ok_or_else(|| {
+                format_error(
+                    &vocab_origin,
+                    format!("id of {piece:?} is {id}, not a token id"),
+                )
+            })?;
         vocab.push((piece, id));
     }
-    let text = std::str::from_utf8(merges_txt).map_err(|e| format_error(&merges_origin, format!("not UTF-8 text ({e})")))?;
+    let text = std::str::from_utf8(merges_txt)
+        .map_err(|e| format_error(&merges_origin, format!("not UTF-8 text ({e})")))?;
     let mut merges = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -134,7 +181,14 @@ pub fn from_vocab_merges(vocab_json: &[u8], merges_txt: &[u8], origin: &str, con
         }
         let mut parts = line.split(' ');
         let (Some(a), Some(b), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(format_error(&merges_origin, format!("line {}: expected two pieces separated by one space, got {:?}", i + 1, short(line))));
+            return Err(format_error(
+                &merges_origin,
+                format!(
+                    "line {}: expected two pieces separated by one space, got {:?}",
+                    i + 1,
+                    short(line)
+                ),
+            ));
         };
         merges.push((a.to_owned(), b.to_owned(), format!("line {}", i + 1)));
     }

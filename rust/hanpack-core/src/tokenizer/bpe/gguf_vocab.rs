@@ -28,30 +28,50 @@ const DEEPSEEK_LLM: &[&str] = &[
     "[一-龥ࠀ-一가-퟿]+",
     "\\p{N}+",
 ];
-const DEEPSEEK_CODER: &[&str] = &["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"];
-const FALCON: &[&str] = &["[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_NO_FINAL_SPACE, "[0-9][0-9][0-9]"];
+const DEEPSEEK_CODER: &[&str] = &[
+    "[\r\n]",
+    "\\s?\\p{L}+",
+    "\\s?\\p{P}+",
+    "[一-龥ࠀ-一가-퟿]+",
+    "\\p{N}",
+];
+const FALCON: &[&str] = &[
+    "[\\p{P}\\$\\+<=>\\^~\\|`]+",
+    GPT2_NO_FINAL_SPACE,
+    "[0-9][0-9][0-9]",
+];
 const STARCODER: &[&str] = &["\\p{N}", GPT2_NO_FINAL_SPACE];
 /// GPT-2's pattern as llama.cpp writes it (without the final `|\s+`, which only matters
 /// for trailing spaces the branch before it already takes).
-const GPT2_NO_FINAL_SPACE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+const GPT2_NO_FINAL_SPACE: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
 
 /// The regexes of a `tokenizer.ggml.pre` name, and whether whole words are looked up
 /// before merging (LLaMA-3's `ignore_merges`).
 fn pre_tokenizer(name: &str) -> Option<(Vec<&'static str>, bool)> {
     Some(match name {
         "gpt-2" | "mpt" | "olmo" | "jais" => (vec![GPT2_PATTERN], false),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => (vec![LLAMA3_PATTERN], true),
-        "qwen2" | "qwen2.5" | "deepseek-r1-qwen" | "stablelm2" | "megrez" => (vec![QWEN2_PATTERN], false),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => {
+            (vec![LLAMA3_PATTERN], true)
+        }
+        "qwen2" | "qwen2.5" | "deepseek-r1-qwen" | "stablelm2" | "megrez" => {
+            (vec![QWEN2_PATTERN], false)
+        }
         "deepseek-llm" => (DEEPSEEK_LLM.to_vec(), false),
         "deepseek-coder" => (DEEPSEEK_CODER.to_vec(), false),
         "falcon" => (FALCON.to_vec(), false),
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" => (STARCODER.to_vec(), false),
+        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" => {
+            (STARCODER.to_vec(), false)
+        }
         _ => return None,
     })
 }
 
 fn invalid(origin: &str, reason: String) -> HanpackError {
-    HanpackError::InvalidTokenizer { origin: origin.to_owned(), reason }
+    HanpackError::InvalidTokenizer {
+        origin: origin.to_owned(),
+        reason,
+    }
 }
 
 fn strings<'a>(g: &'a Gguf, key: &str, origin: &str) -> Result<Vec<&'a str>> {
@@ -60,39 +80,83 @@ fn strings<'a>(g: &'a Gguf, key: &str, origin: &str) -> Result<Vec<&'a str>> {
         .ok_or_else(|| invalid(origin, format!("GGUF metadata has no {key}")))?
         .as_array()
         .ok_or_else(|| invalid(origin, format!("{key} is not an array")))?;
-    arr.iter().map(|v| v.as_str().ok_or_else(|| invalid(origin, format!("{key} holds a non-string")))).collect()
+    arr.iter()
+        .map(|v| {
+            v.as_str()
+                .ok_or_else(|| invalid(origin, format!("{key} holds a non-string")))
+        })
+        .collect()
 }
 
 /// A byte-level BPE tokenizer from a parsed GGUF file's metadata.
 pub fn from_gguf(g: &Gguf, origin: &str) -> Result<BpeTokenizer> {
-    let unsupported = |reason: String| HanpackError::UnsupportedTokenizer { origin: origin.to_owned(), reason };
-    let model = g.get("tokenizer.ggml.model").and_then(Value::as_str).ok_or_else(|| invalid(origin, "GGUF metadata has no tokenizer.ggml.model".into()))?;
+    let unsupported = |reason: String| HanpackError::UnsupportedTokenizer {
+        origin: origin.to_owned(),
+        reason,
+    };
+    let model = g
+        .get("tokenizer.ggml.model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(origin, "GGUF metadata has no tokenizer.ggml.model".into()))?;
     if model != "gpt2" {
         return Err(unsupported(format!("GGUF tokenizer model {model:?} (hanpack reads \"gpt2\", byte-level BPE, and \"llama\", SentencePiece-style)")));
     }
-    let pre_name = g.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let (patterns, ignore_merges) = pre_tokenizer(pre_name).ok_or_else(|| unsupported(format!("GGUF pre-tokenizer {pre_name:?}")))?;
+    let pre_name = g
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let (patterns, ignore_merges) = pre_tokenizer(pre_name)
+        .ok_or_else(|| unsupported(format!("GGUF pre-tokenizer {pre_name:?}")))?;
     let tokens = strings(g, "tokenizer.ggml.tokens", origin)?;
     let merges = strings(g, "tokenizer.ggml.merges", origin)?;
     let types: Vec<i64> = match g.get("tokenizer.ggml.token_type") {
         None => vec![1; tokens.len()],
         Some(v) => {
-            let arr = v.as_array().ok_or_else(|| invalid(origin, "tokenizer.ggml.token_type is not an array".into()))?;
-            arr.iter().map(|t| t.as_i64().ok_or_else(|| invalid(origin, "tokenizer.ggml.token_type holds a non-integer".into()))).collect::<Result<_>>()?
+            let arr = v.as_array().ok_or_else(|| {
+                invalid(origin, "tokenizer.ggml.token_type is not an array".into())
+            })?;
+            arr.iter()
+                .map(|t| {
+                    t.as_i64().ok_or_else(|| {
+                        invalid(
+                            origin,
+                            "tokenizer.ggml.token_type holds a non-integer".into(),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?
         }
     };
     if types.len() != tokens.len() {
-        return Err(invalid(origin, format!("{} token types for {} tokens", types.len(), tokens.len())));
+        return Err(invalid(
+            origin,
+            format!("{} token types for {} tokens", types.len(), tokens.len()),
+        ));
     }
-    let vocab: Vec<(String, u32)> = tokens.iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+    let vocab: Vec<(String, u32)> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.to_string(), i as u32))
+        .collect();
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, m) in merges.iter().enumerate() {
         // llama.cpp splits at the first space after the first character.
-        let cut = m.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(k, _)| k);
+        let cut = m
+            .char_indices()
+            .skip(1)
+            .find(|&(_, c)| c == ' ')
+            .map(|(k, _)| k);
         let Some(k) = cut else {
-            return Err(invalid(origin, format!("merge {i} ({m:?}) is not two pieces separated by a space")));
+            return Err(invalid(
+                origin,
+                format!("merge {i} ({m:?}) is not two pieces separated by a space"),
+            ));
         };
-        pairs.push((m[..k].to_owned(), m[k + 1..].to_owned(), format!("merge {i}")));
+        pairs.push((
+            m[..k].to_owned(),
+            m[k + 1..].to_owned(),
+            format!("merge {i}"),
+        ));
     }
     let vocab = Vocab::from_pieces(origin, vocab, pairs, ignore_merges)?;
     let added = tokens
@@ -100,11 +164,30 @@ pub fn from_gguf(g: &Gguf, origin: &str) -> Result<BpeTokenizer> {
         .zip(&types)
         .enumerate()
         .filter(|(_, (_, &ty))| ty == TYPE_CONTROL || ty == TYPE_USER_DEFINED)
-        .map(|(i, (&text, &ty))| AddedToken { special: ty == TYPE_CONTROL, ..AddedToken::special(i as u32, text) })
+        .map(|(i, (&text, &ty))| AddedToken {
+            special: ty == TYPE_CONTROL,
+            ..AddedToken::special(i as u32, text)
+        })
         .collect();
     let added = AddedTokens::new(added, None, origin)?;
-    let splitters = patterns.iter().map(|p| Splitter::new(p)).collect::<Result<Vec<_>>>()?;
-    let pre = PreTokenizer { add_prefix_space: false, splitters, byte_level_regex: false };
+    let splitters = patterns
+        .iter()
+        .map(|p| Splitter::new(p))
+        .collect::<Result<Vec<_>>>()?;
+    let pre = PreTokenizer {
+        add_prefix_space: false,
+        splitters,
+        byte_level_regex: false,
+    };
     let post = PostProcessor::default();
-    BpeTokenizer::new(origin, vocab, None, pre, added, post, None, Source::Generated)
+    BpeTokenizer::new(
+        origin,
+        vocab,
+        None,
+        pre,
+        added,
+        post,
+        None,
+        Source::Generated,
+    )
 }

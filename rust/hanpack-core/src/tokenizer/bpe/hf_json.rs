@@ -30,13 +30,22 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn format(&self, reason: impl Into<String>) -> HanpackError {
-        HanpackError::TokenizerFormat { origin: self.origin.to_owned(), reason: reason.into() }
+        HanpackError::TokenizerFormat {
+            origin: self.origin.to_owned(),
+            reason: reason.into(),
+        }
     }
     fn unsupported(&self, reason: impl Into<String>) -> HanpackError {
-        HanpackError::UnsupportedTokenizer { origin: self.origin.to_owned(), reason: reason.into() }
+        HanpackError::UnsupportedTokenizer {
+            origin: self.origin.to_owned(),
+            reason: reason.into(),
+        }
     }
     fn invalid(&self, reason: impl Into<String>) -> HanpackError {
-        HanpackError::InvalidTokenizer { origin: self.origin.to_owned(), reason: reason.into() }
+        HanpackError::InvalidTokenizer {
+            origin: self.origin.to_owned(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -59,12 +68,19 @@ fn is_null_or_empty(v: Option<&Value>) -> bool {
 /// Loads a `tokenizer.json`; `origin` names the file in errors.
 pub fn from_json(data: &[u8], origin: &str) -> Result<BpeTokenizer> {
     let cx = Ctx { origin };
-    let root: Value = serde_json::from_slice(data).map_err(|e| cx.format(format!("not valid JSON: {e}")))?;
-    let root = root.as_object().ok_or_else(|| cx.format("the top level is not a JSON object"))?;
-    let model = root.get("model").ok_or_else(|| cx.format("no \"model\" field"))?;
+    let root: Value =
+        serde_json::from_slice(data).map_err(|e| cx.format(format!("not valid JSON: {e}")))?;
+    let root = root
+        .as_object()
+        .ok_or_else(|| cx.format("the top level is not a JSON object"))?;
+    let model = root
+        .get("model")
+        .ok_or_else(|| cx.format("no \"model\" field"))?;
     let vocab = load_model(&cx, model)?;
     let unk = match model.get("unk_token") {
-        Some(Value::String(t)) => Some(vocab.piece_id(t).ok_or_else(|| cx.invalid(format!("model.unk_token {t:?} is not in the vocabulary")))?),
+        Some(Value::String(t)) => Some(vocab.piece_id(t).ok_or_else(|| {
+            cx.invalid(format!("model.unk_token {t:?} is not in the vocabulary"))
+        })?),
         _ => None,
     };
     let normalizer = match root.get("normalizer") {
@@ -74,8 +90,15 @@ pub fn from_json(data: &[u8], origin: &str) -> Result<BpeTokenizer> {
     let pre = load_pre_tokenizer(&cx, root.get("pre_tokenizer").unwrap_or(&Value::Null))?;
     match root.get("decoder") {
         Some(d) if type_of(d) == "ByteLevel" => {}
-        Some(Value::Null) | None => return Err(cx.unsupported("decoder is null; only the ByteLevel decoder is supported")),
-        Some(d) => return Err(cx.unsupported(format!("decoder {:?}; only ByteLevel is supported", type_of(d)))),
+        Some(Value::Null) | None => {
+            return Err(cx.unsupported("decoder is null; only the ByteLevel decoder is supported"))
+        }
+        Some(d) => {
+            return Err(cx.unsupported(format!(
+                "decoder {:?}; only ByteLevel is supported",
+                type_of(d)
+            )))
+        }
     }
     let added = load_added(&cx, root.get("added_tokens"))?;
     let post = match root.get("post_processor") {
@@ -83,13 +106,24 @@ pub fn from_json(data: &[u8], origin: &str) -> Result<BpeTokenizer> {
         Some(p) => load_post(&cx, p, &vocab, &added)?,
     };
     let added = AddedTokens::new(added, normalizer.as_ref(), origin)?;
-    BpeTokenizer::new(origin, vocab, normalizer, pre, added, post, unk, Source::Json(data.to_vec()))
+    BpeTokenizer::new(
+        origin,
+        vocab,
+        normalizer,
+        pre,
+        added,
+        post,
+        unk,
+        Source::Json(data.to_vec()),
+    )
 }
 
 fn load_model(cx: &Ctx<'_>, model: &Value) -> Result<Vocab> {
     let ty = model.get("type").and_then(Value::as_str).unwrap_or("BPE");
     if ty != "BPE" {
-        return Err(cx.unsupported(format!("model type {ty:?}; only byte-level BPE is supported here")));
+        return Err(cx.unsupported(format!(
+            "model type {ty:?}; only byte-level BPE is supported here"
+        )));
     }
     if !matches!(model.get("dropout"), None | Some(Value::Null)) {
         return Err(cx.unsupported("model.dropout (random merges cannot be reproduced id for id)"));
@@ -100,9 +134,14 @@ fn load_model(cx: &Ctx<'_>, model: &Value) -> Result<Vocab> {
         }
     }
     if flag(model, "byte_fallback", false) {
-        return Err(cx.unsupported("model.byte_fallback (a SentencePiece-style option, not byte-level BPE)"));
+        return Err(cx.unsupported(
+            "model.byte_fallback (a SentencePiece-style option, not byte-level BPE)",
+        ));
     }
-    let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| cx.format("model.vocab is missing or not an object"))?;
+    let vocab = model
+        .get("vocab")
+        .and_then(Value::as_object)
+        .ok_or_else(|| cx.format("model.vocab is missing or not an object"))?;
     let mut pieces = Vec::with_capacity(vocab.len());
     for (piece, id) in vocab {
         let id = id
@@ -111,10 +150,18 @@ fn load_model(cx: &Ctx<'_>, model: &Value) -> Result<Vocab> {
             .ok_or_else(|| cx.format(format!("model.vocab[{piece:?}] is {id}, not a token id")))?;
         pieces.push((piece.clone(), id));
     }
-    let merges = model.get("merges").and_then(Value::as_array).ok_or_else(|| cx.format("model.merges is missing or not a list"))?;
+    let merges = model
+        .get("merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| cx.format("model.merges is missing or not a list"))?;
     let mut pairs = Vec::with_capacity(merges.len());
     for (i, m) in merges.iter().enumerate() {
-        let bad = || cx.format(format!("model.merges[{i}] is {}, not \"left right\" or [left, right]", short(m)));
+        let bad = || {
+            cx.format(format!(
+                "model.merges[{i}] is {}, not \"left right\" or [left, right]",
+                short(m)
+            ))
+        };
         let (a, b) = match m {
             Value::String(s) => {
                 let mut parts = s.split(' ');
@@ -131,7 +178,12 @@ fn load_model(cx: &Ctx<'_>, model: &Value) -> Result<Vocab> {
         };
         pairs.push((a, b, format!("model.merges[{i}]")));
     }
-    Vocab::from_pieces(cx.origin, pieces, pairs, flag(model, "ignore_merges", false))
+    Vocab::from_pieces(
+        cx.origin,
+        pieces,
+        pairs,
+        flag(model, "ignore_merges", false),
+    )
 }
 
 fn short(v: &Value) -> String {
@@ -151,8 +203,16 @@ fn load_normalizer(cx: &Ctx<'_>, v: &Value) -> Result<Normalizer> {
         "NFKD" => Normalizer::Nfkd,
         "Lowercase" => Normalizer::Lowercase,
         "Sequence" => {
-            let steps = v.get("normalizers").and_then(Value::as_array).ok_or_else(|| cx.format("normalizer Sequence without \"normalizers\""))?;
-            Normalizer::Sequence(steps.iter().map(|s| load_normalizer(cx, s)).collect::<Result<_>>()?)
+            let steps = v
+                .get("normalizers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| cx.format("normalizer Sequence without \"normalizers\""))?;
+            Normalizer::Sequence(
+                steps
+                    .iter()
+                    .map(|s| load_normalizer(cx, s))
+                    .collect::<Result<_>>()?,
+            )
         }
         other => return Err(cx.unsupported(format!("normalizer {other:?}"))),
     })
@@ -166,14 +226,25 @@ fn load_pre_tokenizer(cx: &Ctx<'_>, v: &Value) -> Result<PreTokenizer> {
             .ok_or_else(|| cx.format("pre_tokenizer Sequence without \"pretokenizers\""))?
             .iter()
             .collect(),
-        _ if v.is_null() => return Err(cx.unsupported("pre_tokenizer is null; a byte-level BPE needs the ByteLevel pre-tokenizer")),
+        _ if v.is_null() => {
+            return Err(cx.unsupported(
+                "pre_tokenizer is null; a byte-level BPE needs the ByteLevel pre-tokenizer",
+            ))
+        }
         _ => vec![v],
     };
-    let mut pre = PreTokenizer { add_prefix_space: false, splitters: Vec::new(), byte_level_regex: false };
+    let mut pre = PreTokenizer {
+        add_prefix_space: false,
+        splitters: Vec::new(),
+        byte_level_regex: false,
+    };
     let mut seen_byte_level = false;
     for (i, s) in stages.iter().enumerate() {
         if seen_byte_level {
-            return Err(cx.unsupported(format!("pre-tokenizer {:?} after ByteLevel (it would see byte-level text)", type_of(s))));
+            return Err(cx.unsupported(format!(
+                "pre-tokenizer {:?} after ByteLevel (it would see byte-level text)",
+                type_of(s)
+            )));
         }
         match type_of(s) {
             "ByteLevel" => {
@@ -190,32 +261,52 @@ fn load_pre_tokenizer(cx: &Ctx<'_>, v: &Value) -> Result<PreTokenizer> {
                 }
             }
             "Split" => {
-                let behavior = s.get("behavior").and_then(Value::as_str).unwrap_or("<none>");
+                let behavior = s
+                    .get("behavior")
+                    .and_then(Value::as_str)
+                    .unwrap_or("<none>");
                 if behavior != "Isolated" || flag(s, "invert", false) {
                     return Err(cx.unsupported(format!("Split pre-tokenizer with behavior {behavior:?} / invert; only Isolated, invert false")));
                 }
                 let pattern = match s.get("pattern") {
-                    Some(p) => match (p.get("Regex").and_then(Value::as_str), p.get("String").and_then(Value::as_str)) {
+                    Some(p) => match (
+                        p.get("Regex").and_then(Value::as_str),
+                        p.get("String").and_then(Value::as_str),
+                    ) {
                         (Some(r), _) => r.to_owned(),
                         (None, Some(lit)) => fancy_regex::escape(lit).into_owned(),
-                        _ => return Err(cx.format(format!("Split pattern {} is neither Regex nor String", short(p)))),
+                        _ => {
+                            return Err(cx.format(format!(
+                                "Split pattern {} is neither Regex nor String",
+                                short(p)
+                            )))
+                        }
                     },
                     None => return Err(cx.format("Split pre-tokenizer without a pattern")),
                 };
-                pre.splitters.push(Splitter::new(&pattern).map_err(|e| cx.invalid(format!("pre_tokenizer Split: {e}")))?);
+                pre.splitters.push(
+                    Splitter::new(&pattern)
+                        .map_err(|e| cx.invalid(format!("pre_tokenizer Split: {e}")))?,
+                );
             }
             other => return Err(cx.unsupported(format!("pre-tokenizer {other:?}"))),
         }
     }
     if !seen_byte_level {
-        return Err(cx.unsupported("no ByteLevel pre-tokenizer: only byte-level BPE tokenizer.json files are supported"));
+        return Err(cx.unsupported(
+            "no ByteLevel pre-tokenizer: only byte-level BPE tokenizer.json files are supported",
+        ));
     }
     Ok(pre)
 }
 
 fn load_added(cx: &Ctx<'_>, v: Option<&Value>) -> Result<Vec<AddedToken>> {
-    let Some(list) = v.filter(|v| !v.is_null()) else { return Ok(Vec::new()) };
-    let list = list.as_array().ok_or_else(|| cx.format("added_tokens is not a list"))?;
+    let Some(list) = v.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = list
+        .as_array()
+        .ok_or_else(|| cx.format("added_tokens is not a list"))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         let id = t
@@ -223,7 +314,10 @@ fn load_added(cx: &Ctx<'_>, v: Option<&Value>) -> Result<Vec<AddedToken>> {
             .and_then(Value::as_u64)
             .and_then(|v| u32::try_from(v).ok())
             .ok_or_else(|| cx.format(format!("added_tokens[{i}] has no valid \"id\"")))?;
-        let content = t.get("content").and_then(Value::as_str).ok_or_else(|| cx.format(format!("added_tokens[{i}] has no \"content\"")))?;
+        let content = t
+            .get("content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| cx.format(format!("added_tokens[{i}] has no \"content\"")))?;
         out.push(AddedToken {
             id,
             content: content.to_owned(),
@@ -244,15 +338,27 @@ fn token_id(cx: &Ctx<'_>, name: &str, vocab: &Vocab, added: &[AddedToken]) -> Re
         .find(|t| t.content == name)
         .map(|t| t.id)
         .or_else(|| vocab.piece_id(name))
-        .ok_or_else(|| cx.invalid(format!("post_processor names the token {name:?}, which is not in the vocabulary")))
+        .ok_or_else(|| {
+            cx.invalid(format!(
+                "post_processor names the token {name:?}, which is not in the vocabulary"
+            ))
+        })
 }
 
-fn load_post(cx: &Ctx<'_>, p: &Value, vocab: &Vocab, added: &[AddedToken]) -> Result<PostProcessor> {
+fn load_post(
+    cx: &Ctx<'_>,
+    p: &Value,
+    vocab: &Vocab,
+    added: &[AddedToken],
+) -> Result<PostProcessor> {
     let mut post = PostProcessor::default();
     match type_of(p) {
         "ByteLevel" => {}
         "TemplateProcessing" => {
-            let single = p.get("single").and_then(Value::as_array).ok_or_else(|| cx.format("TemplateProcessing without \"single\""))?;
+            let single = p
+                .get("single")
+                .and_then(Value::as_array)
+                .ok_or_else(|| cx.format("TemplateProcessing without \"single\""))?;
             let specials = p.get("special_tokens").and_then(Value::as_object);
             let mut seen_text = false;
             for item in single {
@@ -264,27 +370,58 @@ fn load_post(cx: &Ctx<'_>, p: &Value, vocab: &Vocab, added: &[AddedToken]) -> Re
                     .get("SpecialToken")
                     .and_then(|s| s.get("id"))
                     .and_then(Value::as_str)
-                    .ok_or_else(|| cx.format(format!("TemplateProcessing item {} is neither Sequence nor SpecialToken", short(item))))?;
-                let ids: Vec<u32> = match specials.and_then(|m| m.get(name)).and_then(|s| s.get("ids")).and_then(Value::as_array) {
+                    .ok_or_else(|| {
+                        cx.format(format!(
+                            "TemplateProcessing item {} is neither Sequence nor SpecialToken",
+                            short(item)
+                        ))
+                    })?;
+                let ids: Vec<u32> = match specials
+                    .and_then(|m| m.get(name))
+                    .and_then(|s| s.get("ids"))
+                    .and_then(Value::as_array)
+                {
                     Some(ids) => ids
                         .iter()
-                        .map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()).ok_or_else(|| cx.format(format!("special_tokens[{name:?}].ids is not a list of ids"))))
+                        .map(|v| {
+                            v.as_u64()
+                                .and_then(|v| u32::try_from(v).ok())
+                                .ok_or_else(|| {
+                                    cx.format(format!(
+                                        "special_tokens[{name:?}].ids is not a list of ids"
+                                    ))
+                                })
+                        })
                         .collect::<Result<_>>()?,
                     None => vec![token_id(cx, name, vocab, added)?],
                 };
-                if seen_text { &mut post.suffix } else { &mut post.prefix }.extend(ids);
+                if seen_text {
+                    &mut post.suffix
+                } else {
+                    &mut post.prefix
+                }
+                .extend(ids);
             }
         }
         ty @ ("RobertaProcessing" | "BertProcessing") => {
             let get = |key: &str| -> Result<u32> {
-                let pair = p.get(key).and_then(Value::as_array).ok_or_else(|| cx.format(format!("{ty} without \"{key}\"")))?;
-                pair.get(1).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()).ok_or_else(|| cx.format(format!("{ty}.{key} is not [token, id]")))
+                let pair = p
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .ok_or_else(|| cx.format(format!("{ty} without \"{key}\"")))?;
+                pair.get(1)
+                    .and_then(Value::as_u64)
+                    .and_then(|v| u32::try_from(v).ok())
+                    .ok_or_else(|| cx.format(format!("{ty}.{key} is not [token, id]")))
             };
             post.prefix.push(get("cls")?);
             post.suffix.push(get("sep")?);
         }
         "Sequence" => {
-            let steps = p.get("processors").and_then(Value::as_array).ok_or_else(|| cx.format("post_processor Sequence without \"processors\""))?;
+            let steps = p
+                .get("processors")
+                .and_then(Value::as_array)
+                .ok_or_else(|| cx.format("post_processor Sequence without \"processors\""))?;
             for s in steps {
                 let part = load_post(cx, s, vocab, added)?;
                 post.prefix.extend(part.prefix);
@@ -301,7 +438,9 @@ fn load_post(cx: &Ctx<'_>, p: &Value, vocab: &Vocab, added: &[AddedToken]) -> Re
 /// reaches are left out (with `ignore_merges` they are still found whole).
 fn derive_merges(vocab: &Vocab) -> Vec<(u32, u32)> {
     let mut out = Vec::new();
-    let mut ids_by_rank: Vec<(u32, &[u8])> = (0..vocab.len() as u32).filter_map(|i| vocab.bytes_of(i).map(|b| (i, b))).collect();
+    let mut ids_by_rank: Vec<(u32, &[u8])> = (0..vocab.len() as u32)
+        .filter_map(|i| vocab.bytes_of(i).map(|b| (i, b)))
+        .collect();
     ids_by_rank.sort_by_key(|t| t.0);
     for (id, bytes) in ids_by_rank {
         if bytes.len() < 2 || vocab.token_of_bytes(bytes) != Some(id) {
@@ -310,7 +449,12 @@ fn derive_merges(vocab: &Vocab) -> Vec<(u32, u32)> {
         let mut parts: Vec<u32> = bytes.iter().map(|&b| vocab.byte_ids[b as usize]).collect();
         loop {
             let best = (0..parts.len() - 1)
-                .filter_map(|i| vocab.merge(parts[i], parts[i + 1]).filter(|m| m.rank < id).map(|m| (m.rank, i, m.id)))
+                .filter_map(|i| {
+                    vocab
+                        .merge(parts[i], parts[i + 1])
+                        .filter(|m| m.rank < id)
+                        .map(|m| (m.rank, i, m.id))
+                })
                 .min();
             match best {
                 Some((_, i, m)) if parts.len() > 2 => {
@@ -334,7 +478,11 @@ pub fn to_json(t: &BpeTokenizer) -> Result<Vec<u8>> {
         return Ok(bytes.clone());
     }
     let v = &t.vocab;
-    let merges = if v.merges.is_empty() { derive_merges(v) } else { v.merges.clone() };
+    let merges = if v.merges.is_empty() {
+        derive_merges(v)
+    } else {
+        v.merges.clone()
+    };
     let mut vocab = Map::new();
     let mut model_pieces: Vec<(&str, u32)> = v.model_pieces().collect();
     model_pieces.sort_by_key(|p| p.1);
@@ -342,7 +490,10 @@ pub fn to_json(t: &BpeTokenizer) -> Result<Vec<u8>> {
         vocab.insert(piece.to_owned(), json!(id));
     }
     let piece = |id: u32| v.piece(id).map(str::to_owned).unwrap_or_default();
-    let merges: Vec<Value> = merges.iter().map(|&(a, b)| json!([piece(a), piece(b)])).collect();
+    let merges: Vec<Value> = merges
+        .iter()
+        .map(|&(a, b)| json!([piece(a), piece(b)]))
+        .collect();
     let added: Vec<Value> = t
         .added
         .tokens
@@ -372,7 +523,9 @@ pub fn to_json(t: &BpeTokenizer) -> Result<Vec<u8>> {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": v.ignore_merges, "vocab": vocab, "merges": merges}
     });
-    serde_json::to_vec(&doc).map_err(|e| HanpackError::InvalidArgument(format!("cannot write tokenizer.json for {}: {e}", t.origin)))
+    serde_json::to_vec(&doc).map_err(|e| {
+        HanpackError::InvalidArgument(format!("cannot write tokenizer.json for {}: {e}", t.origin))
+    })
 }
 
 /// The byte-level string of raw bytes (for callers that show tiktoken tokens).

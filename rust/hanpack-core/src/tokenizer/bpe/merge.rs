@@ -36,7 +36,10 @@ struct PairSlot {
     merge: Merge,
 }
 
-const NO_MERGE: Merge = Merge { rank: u32::MAX, id: NO_ID };
+const NO_MERGE: Merge = Merge {
+    rank: u32::MAX,
+    id: NO_ID,
+};
 
 /// Buffers and the pair cache, reused across pieces on one thread.
 #[derive(Default)]
@@ -54,13 +57,18 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-
 impl Scratch {
     fn claim(&mut self, vocab: &Vocab) {
         if self.owner != vocab.cache_id {
             self.owner = vocab.cache_id;
             self.pairs.clear();
-            self.pairs.resize(PAIR_SLOTS, PairSlot { key: u64::MAX, merge: NO_MERGE });
+            self.pairs.resize(
+                PAIR_SLOTS,
+                PairSlot {
+                    key: u64::MAX,
+                    merge: NO_MERGE,
+                },
+            );
         }
     }
 
@@ -72,7 +80,10 @@ impl Scratch {
         }
         let slot = &mut pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
         if slot.key != key {
-            *slot = PairSlot { key, merge: vocab.merge(left, right).unwrap_or(NO_MERGE) };
+            *slot = PairSlot {
+                key,
+                merge: vocab.merge(left, right).unwrap_or(NO_MERGE),
+            };
         }
         slot.merge
     }
@@ -119,7 +130,9 @@ fn initial(vocab: &Vocab, piece: &[u8], unk: Option<u32>, ids: &mut Vec<u32>) {
 }
 
 fn short_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
-    let Scratch { pairs, ids, ranks, .. } = s;
+    let Scratch {
+        pairs, ids, ranks, ..
+    } = s;
     initial(vocab, piece, unk, ids);
     // ranks[i]: the merge of ids[i] and ids[i + 1].
     ranks.clear();
@@ -171,7 +184,15 @@ fn entry(rank: u32, left: u32) -> Candidate {
 }
 
 fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
-    let Scratch { pairs, ids, prev, next, heap, ranks, .. } = s;
+    let Scratch {
+        pairs,
+        ids,
+        prev,
+        next,
+        heap,
+        ranks,
+        ..
+    } = s;
     initial(vocab, piece, unk, ids);
     let n = ids.len() as u32;
     // Doubly linked list over positions; `NONE` ends it. A merged-away node is marked by
@@ -185,7 +206,11 @@ fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out:
     ranks.clear();
     heap.start(n as usize >= RUNS_FROM);
     for i in 0..n as usize {
-        let m = if i + 1 < n as usize { Scratch::merge(pairs, vocab, ids[i], ids[i + 1]) } else { NO_MERGE };
+        let m = if i + 1 < n as usize {
+            Scratch::merge(pairs, vocab, ids[i], ids[i + 1])
+        } else {
+            NO_MERGE
+        };
         if m.rank != u32::MAX {
             heap.add_initial(entry(m.rank, i as u32));
         }

@@ -109,12 +109,25 @@ impl BpeTokenizer {
             if vocab.piece(id).is_none() {
                 return Err(HanpackError::InvalidTokenizer {
                     origin: origin.to_owned(),
-                    reason: format!("post-processor uses token id {id}, which is not in the vocabulary"),
+                    reason: format!(
+                        "post-processor uses token id {id}, which is not in the vocabulary"
+                    ),
                 });
             }
         }
         let cache_key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Self { origin: origin.to_owned(), vocab, normalizer, pre, added, post, unk, source, special, cache_key })
+        Ok(Self {
+            origin: origin.to_owned(),
+            vocab,
+            normalizer,
+            pre,
+            added,
+            post,
+            unk,
+            source,
+            special,
+            cache_key,
+        })
     }
 
     /// One more than the largest id.
@@ -144,32 +157,60 @@ impl BpeTokenizer {
 
     /// Special tokens' texts, in id order.
     pub fn special_tokens(&self) -> Vec<(String, u32)> {
-        let mut v: Vec<_> = self.added.tokens.iter().filter(|t| t.special).map(|t| (t.content.clone(), t.id)).collect();
+        let mut v: Vec<_> = self
+            .added
+            .tokens
+            .iter()
+            .filter(|t| t.special)
+            .map(|t| (t.content.clone(), t.id))
+            .collect();
         v.sort_by_key(|t| t.1);
         v
     }
 
     /// The special-token policy for one call (`None`: all; see [`AddedTokens::policy`]).
-    pub fn policy(&self, allowed: Option<&[String]>, disallowed: Option<&[String]>) -> Result<Policy> {
+    pub fn policy(
+        &self,
+        allowed: Option<&[String]>,
+        disallowed: Option<&[String]>,
+    ) -> Result<Policy> {
         self.added.policy(allowed, disallowed)
     }
 
     /// `text` after the normalizer.
     pub fn normalize(&self, text: &str) -> String {
-        self.normalizer.as_ref().map_or_else(|| text.to_owned(), |n| n.apply(text).into_owned())
+        self.normalizer
+            .as_ref()
+            .map_or_else(|| text.to_owned(), |n| n.apply(text).into_owned())
     }
 
-    pub fn encode(&self, text: &str, policy: &Policy, add_bos: bool, add_eos: bool) -> Result<Vec<u32>> {
+    pub fn encode(
+        &self,
+        text: &str,
+        policy: &Policy,
+        add_bos: bool,
+        add_eos: bool,
+    ) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         self.encode_into(text, policy, add_bos, add_eos, &mut out)?;
         Ok(out)
     }
 
     /// Appends the ids of `text` to `out`.
-    pub fn encode_into(&self, text: &str, policy: &Policy, add_bos: bool, add_eos: bool, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_into(
+        &self,
+        text: &str,
+        policy: &Policy,
+        add_bos: bool,
+        add_eos: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         if add_bos {
             if self.post.prefix.is_empty() {
-                return Err(HanpackError::InvalidArgument(format!("add_bos=True, but {} adds no token before the text", self.origin)));
+                return Err(HanpackError::InvalidArgument(format!(
+                    "add_bos=True, but {} adds no token before the text",
+                    self.origin
+                )));
             }
             out.extend_from_slice(&self.post.prefix);
         }
@@ -187,7 +228,10 @@ impl BpeTokenizer {
         }
         if add_eos {
             if self.post.suffix.is_empty() {
-                return Err(HanpackError::InvalidArgument(format!("add_eos=True, but {} adds no token after the text", self.origin)));
+                return Err(HanpackError::InvalidArgument(format!(
+                    "add_eos=True, but {} adds no token after the text",
+                    self.origin
+                )));
             }
             out.extend_from_slice(&self.post.suffix);
         }
@@ -264,6 +308,9 @@ impl BpeTokenizer {
     /// The pieces of `text` (as `id_to_piece` spells them).
     pub fn encode_as_pieces(&self, text: &str, policy: &Policy) -> Result<Vec<String>> {
         let ids = self.encode(text, policy, false, false)?;
-        Ok(ids.iter().map(|&id| self.vocab.piece(id).unwrap_or_default().to_owned()).collect())
+        Ok(ids
+            .iter()
+            .map(|&id| self.vocab.piece(id).unwrap_or_default().to_owned())
+            .collect())
     }
 }

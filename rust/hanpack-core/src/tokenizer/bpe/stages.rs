@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::tokenizer::pretokenize::Splitter;
 
 /// GPT-2's pattern, used by HF's `ByteLevel` pre-tokenizer when `use_regex` is true.
-pub const GPT2_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+pub const GPT2_PATTERN: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Normalizer {
@@ -29,9 +30,13 @@ pub enum Normalizer {
 impl Normalizer {
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match self {
-            Normalizer::Nfc if is_nfc_quick(text.chars()) == IsNormalized::Yes => Cow::Borrowed(text),
+            Normalizer::Nfc if is_nfc_quick(text.chars()) == IsNormalized::Yes => {
+                Cow::Borrowed(text)
+            }
             Normalizer::Nfc => Cow::Owned(text.nfc().collect()),
-            Normalizer::Nfkc if is_nfkc_quick(text.chars()) == IsNormalized::Yes => Cow::Borrowed(text),
+            Normalizer::Nfkc if is_nfkc_quick(text.chars()) == IsNormalized::Yes => {
+                Cow::Borrowed(text)
+            }
             Normalizer::Nfkc => Cow::Owned(text.nfkc().collect()),
             Normalizer::Nfd => Cow::Owned(text.nfd().collect()),
             Normalizer::Nfkd => Cow::Owned(text.nfkd().collect()),
@@ -57,7 +62,9 @@ impl Normalizer {
             Normalizer::Nfkc => json!({"type": "NFKC"}),
             Normalizer::Nfkd => json!({"type": "NFKD"}),
             Normalizer::Lowercase => json!({"type": "Lowercase"}),
-            Normalizer::Sequence(s) => json!({"type": "Sequence", "normalizers": s.iter().map(|n| n.to_json()).collect::<Vec<_>>()}),
+            Normalizer::Sequence(s) => {
+                json!({"type": "Sequence", "normalizers": s.iter().map(|n| n.to_json()).collect::<Vec<_>>()})
+            }
         }
     }
 }
@@ -75,7 +82,12 @@ pub struct PreTokenizer {
 
 impl PreTokenizer {
     /// Appends the pieces of `text` (byte ranges into `text`) to `out`; `scratch` is reused.
-    pub fn split(&self, text: &str, out: &mut Vec<Range<usize>>, scratch: &mut Vec<Range<usize>>) -> Result<()> {
+    pub fn split(
+        &self,
+        text: &str,
+        out: &mut Vec<Range<usize>>,
+        scratch: &mut Vec<Range<usize>>,
+    ) -> Result<()> {
         let Some((first, rest)) = self.splitters.split_first() else {
             if !text.is_empty() {
                 out.push(0..text.len());

@@ -12,7 +12,10 @@ use base64::Engine;
 fn tiny_json(ignore_merges: bool, extra: &str) -> String {
     let mut vocab = serde_json::Map::new();
     for b in 0..=255u8 {
-        vocab.insert(super::bytelevel::CHARS[b as usize].to_string(), (b as u32).into());
+        vocab.insert(
+            super::bytelevel::CHARS[b as usize].to_string(),
+            (b as u32).into(),
+        );
     }
     for (i, p) in ["ab", "abc", "Ġa", "aa", "aaaa"].iter().enumerate() {
         vocab.insert(p.to_string(), (256 + i as u32).into());
@@ -35,9 +38,18 @@ fn all() -> Policy {
 fn merges_by_rank() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
     assert_eq!(t.encode("abc", &all(), false, false).unwrap(), vec![257]);
-    assert_eq!(t.encode(" ab", &all(), false, false).unwrap(), vec![32, 256]);
-    assert_eq!(t.encode("aaaaa", &all(), false, false).unwrap(), vec![260, b'a' as u32]);
-    assert_eq!(t.encode("x<|end|>ab", &all(), false, false).unwrap(), vec![b'x' as u32, 300, 256]);
+    assert_eq!(
+        t.encode(" ab", &all(), false, false).unwrap(),
+        vec![32, 256]
+    );
+    assert_eq!(
+        t.encode("aaaaa", &all(), false, false).unwrap(),
+        vec![260, b'a' as u32]
+    );
+    assert_eq!(
+        t.encode("x<|end|>ab", &all(), false, false).unwrap(),
+        vec![b'x' as u32, 300, 256]
+    );
     assert_eq!(t.decode(&[257, 300, 32], false).unwrap(), "abc<|end|> ");
     assert_eq!(t.decode(&[257, 300, 32], true).unwrap(), "abc ");
 }
@@ -45,7 +57,14 @@ fn merges_by_rank() {
 #[test]
 fn short_and_long_paths_agree_with_reference() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
-    for s in ["", "a", "aaaaaaaaaaaaaaaaaaa", "abcabcaabab", "abababababacccaaaa", "ba"] {
+    for s in [
+        "",
+        "a",
+        "aaaaaaaaaaaaaaaaaaa",
+        "abcabcaabab",
+        "abababababacccaaaa",
+        "ba",
+    ] {
         let (short, long) = both_paths(&t.vocab, s.as_bytes());
         let want = reference_bpe(&t.vocab, s.as_bytes(), None);
         assert_eq!(short, want, "{s}");
@@ -64,15 +83,29 @@ fn long_pieces_with_runs_agree_with_reference() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
     let mut rng = crate::test_rng::Rng(0x2545_F491_4F6C_DD1D);
     let mut rnd = move |n: u64| rng.below(n);
-    let mut inputs = vec!["a".repeat(3000), "ab".repeat(1500), "aab".repeat(700), "abc".repeat(500) + &"a".repeat(1500)];
+    let mut inputs = vec![
+        "a".repeat(3000),
+        "ab".repeat(1500),
+        "aab".repeat(700),
+        "abc".repeat(500) + &"a".repeat(1500),
+    ];
     for _ in 0..10 {
         let len = 1024 + rnd(1500) as usize;
-        inputs.push((0..len).map(|_| ['a', 'b', 'c', 'a', 'a'][rnd(5) as usize]).collect());
+        inputs.push(
+            (0..len)
+                .map(|_| ['a', 'b', 'c', 'a', 'a'][rnd(5) as usize])
+                .collect(),
+        );
     }
     for s in &inputs {
         let mut got = Vec::new();
         encode_piece(&t.vocab, s.as_bytes(), None, &mut got);
-        assert_eq!(got, reference_bpe(&t.vocab, s.as_bytes(), None), "{}", &s[..20]);
+        assert_eq!(
+            got,
+            reference_bpe(&t.vocab, s.as_bytes(), None),
+            "{}",
+            &s[..20]
+        );
     }
 }
 
@@ -81,10 +114,16 @@ fn policy_disallows_and_allows() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
     let none: [String; 0] = [];
     let p = t.policy(Some(&none), None).unwrap();
-    assert!(matches!(t.encode("a<|end|>", &p, false, false), Err(HanpackError::DisallowedSpecial { position: 1, .. })));
+    assert!(matches!(
+        t.encode("a<|end|>", &p, false, false),
+        Err(HanpackError::DisallowedSpecial { position: 1, .. })
+    ));
     let p = t.policy(Some(&none), Some(&none)).unwrap();
     assert_eq!(t.encode("<|end|>", &p, false, false).unwrap().len(), 7);
-    assert!(matches!(t.policy(Some(&["<nope>".to_string()]), None), Err(HanpackError::InvalidArgument(_))));
+    assert!(matches!(
+        t.policy(Some(&["<nope>".to_string()]), None),
+        Err(HanpackError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -92,7 +131,10 @@ fn added_token_strip_and_single_word() {
     let extra = r#",{"id":301,"content":"<m>","special":false,"single_word":false,"lstrip":true,"rstrip":true,"normalized":false},
                    {"id":302,"content":"ab","special":false,"single_word":true,"lstrip":false,"rstrip":false,"normalized":false}"#;
     let t = from_json(tiny_json(false, extra).as_bytes(), "tiny").unwrap();
-    assert_eq!(t.encode("c  <m>  c", &all(), false, false).unwrap(), vec![b'c' as u32, 301, b'c' as u32]);
+    assert_eq!(
+        t.encode("c  <m>  c", &all(), false, false).unwrap(),
+        vec![b'c' as u32, 301, b'c' as u32]
+    );
     assert_eq!(t.encode("ab", &all(), false, false).unwrap(), vec![302]);
     assert_eq!(t.encode("abc", &all(), false, false).unwrap(), vec![257]);
 }
@@ -109,17 +151,39 @@ fn errors_name_the_problem() {
     assert!(matches!(e, HanpackError::TokenizerFormat { .. }), "{e}");
     let bad = tiny_json(false, "").replace("\"a a\"", "\"a zz\"");
     let e = from_json(bad.as_bytes(), "x.json").unwrap_err();
-    assert!(e.to_string().contains("model.merges[3]") && e.to_string().contains("zz"), "{e}");
-    let bad = tiny_json(false, "").replace("\"normalizer\":null", "\"normalizer\":{\"type\":\"Precompiled\"}");
+    assert!(
+        e.to_string().contains("model.merges[3]") && e.to_string().contains("zz"),
+        "{e}"
+    );
+    let bad = tiny_json(false, "").replace(
+        "\"normalizer\":null",
+        "\"normalizer\":{\"type\":\"Precompiled\"}",
+    );
     let e = from_json(bad.as_bytes(), "x.json").unwrap_err();
-    assert!(matches!(&e, HanpackError::UnsupportedTokenizer { reason, .. } if reason.contains("Precompiled")), "{e}");
-    let cfg = PlainConfig { pattern: "gpt2".into(), ..Default::default() };
+    assert!(
+        matches!(&e, HanpackError::UnsupportedTokenizer { reason, .. } if reason.contains("Precompiled")),
+        "{e}"
+    );
+    let cfg = PlainConfig {
+        pattern: "gpt2".into(),
+        ..Default::default()
+    };
     let e = from_tiktoken(b"IQ== 0\n!!! 1\n", "r.tiktoken", &cfg).unwrap_err();
-    assert!(e.to_string().contains("line 2") && e.to_string().contains("base64"), "{e}");
+    assert!(
+        e.to_string().contains("line 2") && e.to_string().contains("base64"),
+        "{e}"
+    );
     let e = from_tiktoken(b"IQ== 0\nIg== 0\n", "r.tiktoken", &cfg).unwrap_err();
-    assert!(e.to_string().contains("rank 0 is already used on line 1"), "{e}");
-    let e = from_vocab_merges(br#"{"a": 0, "b": 1}"#, b"#version: 0.2\na c\n", "dir", &cfg).unwrap_err();
-    assert!(e.to_string().contains("merges.txt") && e.to_string().contains("line 2"), "{e}");
+    assert!(
+        e.to_string().contains("rank 0 is already used on line 1"),
+        "{e}"
+    );
+    let e = from_vocab_merges(br#"{"a": 0, "b": 1}"#, b"#version: 0.2\na c\n", "dir", &cfg)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("merges.txt") && e.to_string().contains("line 2"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -132,7 +196,11 @@ fn tiktoken_ranks_round_trip_through_json() {
     for (i, t) in ["ab", "abc", " a", "aa", "aaaa", "bc"].iter().enumerate() {
         file += &format!("{} {}\n", b64.encode(t.as_bytes()), 256 + i);
     }
-    let cfg = PlainConfig { pattern: "gpt2".into(), special_tokens: vec![("<|eot|>".into(), 400)], normalizer: None };
+    let cfg = PlainConfig {
+        pattern: "gpt2".into(),
+        special_tokens: vec![("<|eot|>".into(), 400)],
+        normalizer: None,
+    };
     let t = from_tiktoken(file.as_bytes(), "r.tiktoken", &cfg).unwrap();
     let texts = ["abc aaaa abcbc", "aaaaaaa<|eot|> bc", ""];
     let json = to_json(&t).unwrap();

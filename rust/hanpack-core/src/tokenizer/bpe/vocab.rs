@@ -65,7 +65,10 @@ pub struct Vocab {
 static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn invalid(origin: &str, reason: String) -> HanpackError {
-    HanpackError::InvalidTokenizer { origin: origin.to_owned(), reason }
+    HanpackError::InvalidTokenizer {
+        origin: origin.to_owned(),
+        reason,
+    }
 }
 
 impl Vocab {
@@ -108,10 +111,19 @@ impl Vocab {
         v.ignore_merges = ignore_merges;
         for (piece, id) in vocab {
             if id == NO_ID {
-                return Err(invalid(origin, format!("token {piece:?} has id {id}, which is too large")));
+                return Err(invalid(
+                    origin,
+                    format!("token {piece:?} has id {id}, which is too large"),
+                ));
             }
             if v.present.get(id as usize).copied().unwrap_or(false) {
-                return Err(invalid(origin, format!("tokens {:?} and {piece:?} both have id {id}", v.pieces[id as usize])));
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "tokens {:?} and {piece:?} both have id {id}",
+                        v.pieces[id as usize]
+                    ),
+                ));
             }
             let bytes = bytelevel::decode_str(&piece);
             if let Some(b) = &bytes {
@@ -125,7 +137,10 @@ impl Vocab {
             let bytes = bytes.unwrap_or_else(|| piece.as_bytes().to_vec());
             let piece: Box<str> = piece.into();
             if v.piece_ids.insert(piece.clone(), id).is_some() {
-                return Err(invalid(origin, format!("token {piece:?} appears twice in the vocabulary")));
+                return Err(invalid(
+                    origin,
+                    format!("token {piece:?} appears twice in the vocabulary"),
+                ));
             }
             v.set(id, piece, &bytes);
         }
@@ -145,7 +160,10 @@ impl Vocab {
             })?;
             // HF keeps the first occurrence of a repeated merge; its rank is the first line.
             if let hashbrown::hash_map::Entry::Vacant(e) = v.pairs.entry(pair_key(l, r)) {
-                e.insert(Merge { rank: rank as u32, id });
+                e.insert(Merge {
+                    rank: rank as u32,
+                    id,
+                });
                 v.merges.push((l, r));
             }
         }
@@ -157,20 +175,33 @@ impl Vocab {
     pub fn from_ranks(origin: &str, ranks: Vec<(Vec<u8>, u32, usize)>) -> Result<Self> {
         let mut v = Self::with_capacity(ranks.len());
         v.ignore_merges = true;
-        let mut line_of: FxMap<u32, usize> = FxMap::with_capacity_and_hasher(ranks.len(), FxBuildHasher);
+        let mut line_of: FxMap<u32, usize> =
+            FxMap::with_capacity_and_hasher(ranks.len(), FxBuildHasher);
         for (bytes, rank, line) in ranks {
             if rank == NO_ID {
-                return Err(invalid(origin, format!("line {line}: rank {rank} is too large")));
+                return Err(invalid(
+                    origin,
+                    format!("line {line}: rank {rank} is too large"),
+                ));
             }
             if let Some(first) = line_of.insert(rank, line) {
-                return Err(invalid(origin, format!("line {line}: rank {rank} is already used on line {first}")));
+                return Err(invalid(
+                    origin,
+                    format!("line {line}: rank {rank} is already used on line {first}"),
+                ));
             }
             let bytes: Box<[u8]> = bytes.into_boxed_slice();
             if bytes.is_empty() {
                 return Err(invalid(origin, format!("line {line}: empty token")));
             }
             if let Some(other) = v.by_bytes.insert(bytes.clone(), rank) {
-                return Err(invalid(origin, format!("line {line}: token {:?} already has rank {other}", String::from_utf8_lossy(&bytes))));
+                return Err(invalid(
+                    origin,
+                    format!(
+                        "line {line}: token {:?} already has rank {other}",
+                        String::from_utf8_lossy(&bytes)
+                    ),
+                ));
             }
             if bytes.len() == 1 {
                 v.byte_ids[bytes[0] as usize] = rank;
@@ -180,13 +211,18 @@ impl Vocab {
             v.set(rank, piece, &bytes);
         }
         if let Some(b) = v.byte_ids.iter().position(|&id| id == NO_ID) {
-            return Err(invalid(origin, format!("byte 0x{b:02x} has no token (every byte needs one)")));
+            return Err(invalid(
+                origin,
+                format!("byte 0x{b:02x} has no token (every byte needs one)"),
+            ));
         }
         // Every split of a token into two tokens is a merge of that token's rank.
         let mut pairs = FxMap::with_capacity_and_hasher(v.by_bytes.len() * 2, FxBuildHasher);
         for (bytes, &id) in v.by_bytes.iter() {
             for k in 1..bytes.len() {
-                if let (Some(&l), Some(&r)) = (v.by_bytes.get(&bytes[..k]), v.by_bytes.get(&bytes[k..])) {
+                if let (Some(&l), Some(&r)) =
+                    (v.by_bytes.get(&bytes[..k]), v.by_bytes.get(&bytes[k..]))
+                {
                     pairs.insert(pair_key(l, r), Merge { rank: id, id });
                 }
             }
@@ -209,7 +245,11 @@ impl Vocab {
 
     /// Registers an added (or special) token; its bytes are its text.
     pub fn add_token(&mut self, id: u32, content: &str) {
-        if let Some(old) = self.pieces.get(id as usize).filter(|_| self.present[id as usize]) {
+        if let Some(old) = self
+            .pieces
+            .get(id as usize)
+            .filter(|_| self.present[id as usize])
+        {
             if &**old == content {
                 return; // already a model token with the same text (GPT-2's <|endoftext|>)
             }
@@ -267,12 +307,12 @@ impl Vocab {
 
     /// Model tokens (not added ones) as (piece, id), for writing `tokenizer.json`.
     pub fn model_pieces(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.by_bytes.values().map(|&id| (&*self.pieces[id as usize], id))
+        self.by_bytes
+            .values()
+            .map(|&id| (&*self.pieces[id as usize], id))
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.heap_bytes() * 3
-            + self.pieces.len() * 64
-            + self.pairs.len() * 16
+        self.bytes.heap_bytes() * 3 + self.pieces.len() * 64 + self.pairs.len() * 16
     }
 }

@@ -65,9 +65,10 @@ impl Splitter {
     fn with_lexer(k: &'static KnownPattern) -> Result<Self> {
         let tables = classify::tables()?;
         Ok(match k.lexer {
-            LexerSpec::Llama3 { max_digits, space_to_end_first } => {
-                Splitter::Llama3(k, Llama3Lexer::new(tables, max_digits, space_to_end_first))
-            }
+            LexerSpec::Llama3 {
+                max_digits,
+                space_to_end_first,
+            } => Splitter::Llama3(k, Llama3Lexer::new(tables, max_digits, space_to_end_first)),
             LexerSpec::Gpt2 => Splitter::Gpt2(k, Gpt2Lexer::new(tables)),
         })
     }

@@ -16,9 +16,14 @@ impl RegexSplitter {
         // Backtracking is bounded per match by fancy-regex's limit; the patterns in use
         // only look ahead one character, so the limit is never reached on real text.
         let regex = fancy_regex::Regex::new(pattern).map_err(|e| {
-            HanpackError::InvalidArgument(format!("pre-tokenizer pattern {pattern:?} does not compile: {e}"))
+            HanpackError::InvalidArgument(format!(
+                "pre-tokenizer pattern {pattern:?} does not compile: {e}"
+            ))
         })?;
-        Ok(Self { pattern: pattern.to_owned(), regex })
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            regex,
+        })
     }
 
     pub fn pattern(&self) -> &str {
@@ -30,7 +35,10 @@ impl RegexSplitter {
         let mut last = 0;
         for m in self.regex.find_iter(text) {
             let m = m.map_err(|e| {
-                HanpackError::InvalidArgument(format!("pre-tokenizer pattern {:?} failed on input: {e}", self.pattern))
+                HanpackError::InvalidArgument(format!(
+                    "pre-tokenizer pattern {:?} failed on input: {e}",
+                    self.pattern
+                ))
             })?;
             if m.start() == m.end() {
                 continue; // HF drops empty matches
@@ -60,6 +68,9 @@ mod tests {
         let mut out = Vec::new();
         s.split(text, &mut out).unwrap();
         let pieces: Vec<&str> = out.iter().map(|r| &text[r.clone()]).collect();
-        assert_eq!(pieces, ["Hello", " ", " world", "'s", " 中文", "123", "!!", "  "]);
+        assert_eq!(
+            pieces,
+            ["Hello", " ", " world", "'s", " 中文", "123", "!!", "  "]
+        );
     }
 }

@@ -97,7 +97,11 @@ pub fn contraction_end(t: &Tables, text: &str, i: usize, casei: bool) -> Option<
 /// Splits `text` into consecutive pieces, each ending where `piece_end(start, first
 /// char, its byte length)` says: the driver loop every lexer shares.
 #[inline]
-pub fn split_pieces(text: &str, out: &mut Vec<std::ops::Range<usize>>, piece_end: impl Fn(usize, char, usize) -> usize) {
+pub fn split_pieces(
+    text: &str,
+    out: &mut Vec<std::ops::Range<usize>>,
+    piece_end: impl Fn(usize, char, usize) -> usize,
+) {
     let mut pos = 0;
     while let Some((c, len)) = super::classify::char_at(text, pos) {
         let end = piece_end(pos, c, len);

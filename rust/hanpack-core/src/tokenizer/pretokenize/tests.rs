@@ -175,7 +175,10 @@ fn shared_corpora_match_regex() {
 #[test]
 fn known_strings_equal_the_shared_tokenizer_files() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tokenizers");
-    for (model, pattern) in [("llama3", super::known::LLAMA3), ("qwen2", super::known::QWEN2)] {
+    for (model, pattern) in [
+        ("llama3", super::known::LLAMA3),
+        ("qwen2", super::known::QWEN2),
+    ] {
         let path = dir.join(model).join("tokenizer.derived.json");
         let Ok(json) = std::fs::read_to_string(&path) else {
             eprintln!("skip: {} missing", path.display());
@@ -183,6 +186,10 @@ fn known_strings_equal_the_shared_tokenizer_files() {
         };
         // The pattern as JSON stores it (only backslashes need escaping in these).
         let stored = format!("\"Regex\":\"{}\"", pattern.replace('\\', "\\\\"));
-        assert!(json.contains(&stored), "{model}: {} does not hold {stored}", path.display());
+        assert!(
+            json.contains(&stored),
+            "{model}: {} does not hold {stored}",
+            path.display()
+        );
     }
 }

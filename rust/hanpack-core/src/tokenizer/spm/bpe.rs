@@ -21,11 +21,11 @@ use hashbrown::HashMap;
 
 use crate::tokenizer::pair_filter::{mix, PairFilter};
 
-use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
 use super::vocab::PieceTable;
 use super::Token;
+use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 
 /// Ids at or above this are characters that are not pieces (`CHAR_ID | codepoint`).
 const CHAR_ID: u32 = 0x8000_0000;
@@ -128,9 +128,22 @@ impl BpeScratch {
         if self.owner != owner {
             self.owner = owner;
             self.pairs.clear();
-            self.pairs.resize(PAIR_SLOTS, PairSlot { key: u64::MAX, merged: NOT_A_PIECE, score: 0 });
+            self.pairs.resize(
+                PAIR_SLOTS,
+                PairSlot {
+                    key: u64::MAX,
+                    merged: NOT_A_PIECE,
+                    score: 0,
+                },
+            );
             self.chars.clear();
-            self.chars.resize(CHAR_SLOTS, CharSlot { ch: u32::MAX, id: 0 });
+            self.chars.resize(
+                CHAR_SLOTS,
+                CharSlot {
+                    ch: u32::MAX,
+                    id: 0,
+                },
+            );
             self.words.clear();
         }
     }
@@ -210,7 +223,6 @@ const MAX_CACHED_WORD: usize = 64;
 /// The word cache is cleared when it holds this many words (bounded memory per thread).
 const MAX_CACHED_WORDS: usize = 1 << 16;
 
-
 impl BpeModel {
     pub fn new(table: &PieceTable) -> Self {
         let has_unused = (0..table.len() as u32).any(|i| table.piece_type(i) == PieceType::Unused);
@@ -218,7 +230,9 @@ impl BpeModel {
         let mut keys = Vec::new();
         for (_, piece) in table.normal_pieces() {
             for (k, _) in piece.char_indices().skip(1) {
-                if let (Some(a), Some(b)) = (symbol_id(table, &piece[..k]), symbol_id(table, &piece[k..])) {
+                if let (Some(a), Some(b)) =
+                    (symbol_id(table, &piece[..k]), symbol_id(table, &piece[k..]))
+                {
                     keys.push((a as u64) << 32 | b as u64);
                 }
             }
@@ -226,13 +240,18 @@ impl BpeModel {
         let filter = PairFilter::new(&keys);
         let joins = JoinFilter::new(table);
         let cache_id = NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed);
-        Self { cache_id, filter, has_unused, word_split: !has_unused, joins }
+        Self {
+            cache_id,
+            filter,
+            has_unused,
+            word_split: !has_unused,
+            joins,
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
         self.filter.heap_bytes() + self.joins.0.heap_bytes()
     }
-
 
     /// Symbol id of one character.
     #[inline]
@@ -267,7 +286,9 @@ impl BpeModel {
             return;
         }
         let mut chars = text.char_indices();
-        let Some((_, mut prev)) = chars.next() else { return };
+        let Some((_, mut prev)) = chars.next() else {
+            return;
+        };
         let mut start = 0usize;
         for (i, c) in chars {
             if !self.joins.may_join(prev, c) {
@@ -276,7 +297,17 @@ impl BpeModel {
             }
             prev = c;
         }
-        self.encode_segment(table, matcher, unk, text, start, text.len(), prev, scratch, out);
+        self.encode_segment(
+            table,
+            matcher,
+            unk,
+            text,
+            start,
+            text.len(),
+            prev,
+            scratch,
+            out,
+        );
     }
 
     /// One segment `text[start..end]` (see [`JoinFilter`]); `last` is its last character.
@@ -300,7 +331,11 @@ impl BpeModel {
             // One character: it is its own token (a frozen user-defined symbol of one
             // character gets the same id, its piece id).
             let id = Self::char_id(table, &mut scratch.chars, word, last);
-            out.push(Token { start: base, end: end as u32, id: if id >= CHAR_ID { unk } else { id } });
+            out.push(Token {
+                start: base,
+                end: end as u32,
+                id: if id >= CHAR_ID { unk } else { id },
+            });
             return;
         }
         let first = word.chars().next().unwrap_or(last);
@@ -311,10 +346,22 @@ impl BpeModel {
             let b = Self::char_id(table, &mut scratch.chars, &word[first.len_utf8()..], last);
             let mid = base + first.len_utf8() as u32;
             match merged_pair(table, &self.filter, &mut scratch.pairs, a, b, || word) {
-                Some((merged, _)) => out.push(Token { start: base, end: end as u32, id: merged }),
+                Some((merged, _)) => out.push(Token {
+                    start: base,
+                    end: end as u32,
+                    id: merged,
+                }),
                 None => {
-                    out.push(Token { start: base, end: mid, id: if a >= CHAR_ID { unk } else { a } });
-                    out.push(Token { start: mid, end: end as u32, id: if b >= CHAR_ID { unk } else { b } });
+                    out.push(Token {
+                        start: base,
+                        end: mid,
+                        id: if a >= CHAR_ID { unk } else { a },
+                    });
+                    out.push(Token {
+                        start: mid,
+                        end: end as u32,
+                        id: if b >= CHAR_ID { unk } else { b },
+                    });
                 }
             }
             return;
@@ -324,7 +371,11 @@ impl BpeModel {
             return;
         }
         if let Some(cached) = scratch.words.get(word) {
-            out.extend(cached.iter().map(|t| Token { start: t.start + base, end: t.end + base, id: t.id }));
+            out.extend(cached.iter().map(|t| Token {
+                start: t.start + base,
+                end: t.end + base,
+                id: t.id,
+            }));
             return;
         }
         let first = out.len();
@@ -332,7 +383,14 @@ impl BpeModel {
         if scratch.words.len() >= MAX_CACHED_WORDS {
             scratch.words.clear();
         }
-        let rel: Box<[Token]> = out[first..].iter().map(|t| Token { start: t.start - base, end: t.end - base, id: t.id }).collect();
+        let rel: Box<[Token]> = out[first..]
+            .iter()
+            .map(|t| Token {
+                start: t.start - base,
+                end: t.end - base,
+                id: t.id,
+            })
+            .collect();
         scratch.words.insert(word.into(), rel);
     }
 
@@ -349,7 +407,13 @@ impl BpeModel {
         scratch: &mut BpeScratch,
         out: &mut Vec<Token>,
     ) {
-        let BpeScratch { symbols, heap, pairs, chars, .. } = scratch;
+        let BpeScratch {
+            symbols,
+            heap,
+            pairs,
+            chars,
+            ..
+        } = scratch;
         symbols.clear();
 
         // Split into characters / frozen user-defined symbols.
@@ -362,21 +426,41 @@ impl BpeModel {
             let index = symbols.len() as i32;
             let frozen = matcher.and_then(|m| m.longest(&bytes[i..]));
             let (len, id, freeze) = match frozen {
-                Some(len) => (len, table.normal_id(&text[i..i + len]).unwrap_or(NOT_A_PIECE), true),
+                Some(len) => (
+                    len,
+                    table.normal_id(&text[i..i + len]).unwrap_or(NOT_A_PIECE),
+                    true,
+                ),
                 None => {
                     let len = c.len_utf8();
-                    (len, Self::char_id(table, chars, &text[i..i + len], c), false)
+                    (
+                        len,
+                        Self::char_id(table, chars, &text[i..i + len], c),
+                        false,
+                    )
                 }
             };
             pos = i + len;
-            symbols.push(Symbol { start: i as u32, end: pos as u32, prev: index - 1, next: index + 1, id, freeze });
+            symbols.push(Symbol {
+                start: i as u32,
+                end: pos as u32,
+                prev: index - 1,
+                next: index + 1,
+                id,
+                freeze,
+            });
         }
         if let Some(last) = symbols.last_mut() {
             last.next = -1;
         }
 
         let mut rev_merge: Option<RevMerge> = self.has_unused.then(HashMap::new);
-        let mut ctx = Ctx { table, text, pairs, filter: &self.filter };
+        let mut ctx = Ctx {
+            table,
+            text,
+            pairs,
+            filter: &self.filter,
+        };
 
         heap.start(symbols.len() >= RUNS_FROM);
         for i in 1..symbols.len() {
@@ -425,7 +509,11 @@ impl BpeModel {
             } else {
                 // Symbol ids are normal piece ids or CHAR_ID | codepoint / NOT_A_PIECE.
                 let id = if s.id >= CHAR_ID { unk } else { s.id };
-                out.push(Token { start: range.start + base, end: range.end + base, id });
+                out.push(Token {
+                    start: range.start + base,
+                    end: range.end + base,
+                    id,
+                });
             }
             index = s.next;
         }
@@ -437,7 +525,14 @@ impl BpeModel {
 /// The text is only cut out on a cache miss (slicing checks char boundaries, which was a
 /// measurable part of long repetitive words, where the cache nearly always hits).
 #[inline]
-fn merged_pair<'t>(table: &PieceTable, filter: &PairFilter, pairs: &mut [PairSlot], left: u32, right: u32, piece: impl FnOnce() -> &'t str) -> Option<(u32, u32)> {
+fn merged_pair<'t>(
+    table: &PieceTable,
+    filter: &PairFilter,
+    pairs: &mut [PairSlot],
+    left: u32,
+    right: u32,
+    piece: impl FnOnce() -> &'t str,
+) -> Option<(u32, u32)> {
     let key = (left as u64) << 32 | right as u64;
     if !filter.may_contain(key) {
         return None;
@@ -445,7 +540,11 @@ fn merged_pair<'t>(table: &PieceTable, filter: &PairFilter, pairs: &mut [PairSlo
     let slot = &mut pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
     if slot.key != key {
         let merged = table.normal_id(piece()).unwrap_or(NOT_A_PIECE);
-        let score = if merged == NOT_A_PIECE { 0 } else { order_key(table.score(merged)) };
+        let score = if merged == NOT_A_PIECE {
+            0
+        } else {
+            order_key(table.score(merged))
+        };
         *slot = PairSlot { key, merged, score };
     }
     (slot.merged != NOT_A_PIECE).then_some((slot.merged, slot.score))
@@ -464,7 +563,13 @@ impl<'a> Ctx<'a, '_> {
     /// The pair (left, right) if its concatenation is a piece (sentencepiece's
     /// `MaybeAddNewSymbolPair`, minus the push).
     #[inline]
-    fn pair(&mut self, symbols: &[Symbol], rev_merge: &mut Option<RevMerge<'a>>, left: i32, right: i32) -> Option<Pair> {
+    fn pair(
+        &mut self,
+        symbols: &[Symbol],
+        rev_merge: &mut Option<RevMerge<'a>>,
+        left: i32,
+        right: i32,
+    ) -> Option<Pair> {
         if left < 0 || right < 0 {
             return None;
         }
@@ -473,31 +578,63 @@ impl<'a> Ctx<'a, '_> {
             return None;
         }
         let text = self.text;
-        let (merged, score) = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || &text[l.start as usize..r.end as usize])?;
+        let (merged, score) = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || {
+            &text[l.start as usize..r.end as usize]
+        })?;
         if let Some(rev) = rev_merge.as_mut() {
             if self.table.piece_type(merged) == PieceType::Unused {
-                rev.insert(&self.text[l.start as usize..r.end as usize], (l.start..l.end, r.start..r.end));
+                rev.insert(
+                    &self.text[l.start as usize..r.end as usize],
+                    (l.start..l.end, r.start..r.end),
+                );
             }
         }
-        Some(Pair { key: (score as u64) << 32 | !(left as u32) as u64, size: r.end - l.start, id: merged })
+        Some(Pair {
+            key: (score as u64) << 32 | !(left as u32) as u64,
+            size: r.end - l.start,
+            id: merged,
+        })
     }
 }
 
 /// Splits UNUSED pieces back into the pair that formed them, recursively (at most 100
 /// levels deep, as sentencepiece 0.2.3 limits it).
-fn resegment(table: &PieceTable, text: &str, rev: &RevMerge<'_>, range: std::ops::Range<u32>, unk: u32, out: &mut Vec<Token>) {
+fn resegment(
+    table: &PieceTable,
+    text: &str,
+    rev: &RevMerge<'_>,
+    range: std::ops::Range<u32>,
+    unk: u32,
+    out: &mut Vec<Token>,
+) {
     resegment_at(table, text, rev, range, unk, out, 0)
 }
 
 const MAX_RESEGMENT_DEPTH: u32 = 100;
 
-fn resegment_at(table: &PieceTable, text: &str, rev: &RevMerge<'_>, range: std::ops::Range<u32>, unk: u32, out: &mut Vec<Token>, depth: u32) {
+fn resegment_at(
+    table: &PieceTable,
+    text: &str,
+    rev: &RevMerge<'_>,
+    range: std::ops::Range<u32>,
+    unk: u32,
+    out: &mut Vec<Token>,
+    depth: u32,
+) {
     let piece = &text[range.start as usize..range.end as usize];
     let id = table.normal_id(piece);
-    let push = |out: &mut Vec<Token>, id: u32| out.push(Token { start: range.start, end: range.end, id });
+    let push = |out: &mut Vec<Token>, id: u32| {
+        out.push(Token {
+            start: range.start,
+            end: range.end,
+            id,
+        })
+    };
     match id {
         // Past the depth limit sentencepiece emits the piece as looked up.
-        _ if depth > MAX_RESEGMENT_DEPTH => push(out, id.or_else(|| table.lookup(piece)).unwrap_or(unk)),
+        _ if depth > MAX_RESEGMENT_DEPTH => {
+            push(out, id.or_else(|| table.lookup(piece)).unwrap_or(unk))
+        }
         None => push(out, unk),
         Some(i) if table.piece_type(i) != PieceType::Unused => push(out, i),
         Some(_) => match rev.get(piece) {

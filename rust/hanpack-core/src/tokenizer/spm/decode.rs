@@ -27,14 +27,30 @@ pub(crate) fn decode_kind(piece: &str, ty: PieceType) -> u8 {
         Some(rest) => (LEADING_SPACE, rest),
         None => (0, piece),
     };
-    let slow = if matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused) { 0 } else { SLOW };
-    lead | slow | if rest.contains(SPACE_SYMBOL) { INNER_SPACE } else { 0 }
+    let slow = if matches!(
+        ty,
+        PieceType::Normal | PieceType::UserDefined | PieceType::Unused
+    ) {
+        0
+    } else {
+        SLOW
+    };
+    lead | slow
+        | if rest.contains(SPACE_SYMBOL) {
+            INNER_SPACE
+        } else {
+            0
+        }
 }
 
 /// `<0xXX>` (upper-case hex, as sentencepiece writes it) → the byte.
 pub fn piece_to_byte(piece: &str) -> Option<u8> {
     let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2 || !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
+    if hex.len() != 2
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+    {
         return None;
     }
     u8::from_str_radix(hex, 16).ok()
@@ -55,20 +71,31 @@ pub struct DecodeState {
 
 impl Default for DecodeState {
     fn default() -> Self {
-        Self { pending: Vec::new(), is_bos_ws: true, bos_ws_seen: false, produced: false }
+        Self {
+            pending: Vec::new(),
+            is_bos_ws: true,
+            bos_ws_seen: false,
+            produced: false,
+        }
     }
 }
 
 impl SpmModel {
     fn check_id(&self, id: i64) -> Result<u32> {
         if id < 0 || id as u64 >= self.table.len() as u64 {
-            return Err(HanpackError::IdOutOfRange { id, vocab_size: self.table.len() });
+            return Err(HanpackError::IdOutOfRange {
+                id,
+                vocab_size: self.table.len(),
+            });
         }
         Ok(id as u32)
     }
 
     fn strip_bos_ws(&self) -> bool {
-        let (add, remove) = (self.normalizer.add_dummy_prefix, self.normalizer.remove_extra_whitespaces);
+        let (add, remove) = (
+            self.normalizer.add_dummy_prefix,
+            self.normalizer.remove_extra_whitespaces,
+        );
         add || remove
     }
 
@@ -229,7 +256,11 @@ impl SpmModel {
     pub fn decode_stream_step(&self, state: &mut DecodeState, id: i64) -> Result<String> {
         let mut out = String::new();
         self.decode_step(state, id, &mut out)?;
-        Ok(if out.is_empty() { out } else { self.denormalize(out) })
+        Ok(if out.is_empty() {
+            out
+        } else {
+            self.denormalize(out)
+        })
     }
 
     pub fn decode_stream_finish(&self, state: &mut DecodeState) -> String {

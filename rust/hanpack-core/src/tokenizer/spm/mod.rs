@@ -99,22 +99,39 @@ impl SpmModel {
     /// Reads and loads a `.model` file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| HanpackError::Io { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| HanpackError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
     /// Loads a serialized `ModelProto`; `origin` names it in errors (a path, "<bytes>").
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self> {
-        let format_err = |reason: String| HanpackError::ModelFormat { origin: origin.to_owned(), reason };
-        let invalid = |reason: String| HanpackError::InvalidModel { origin: origin.to_owned(), reason };
+        let format_err = |reason: String| HanpackError::ModelFormat {
+            origin: origin.to_owned(),
+            reason,
+        };
+        let invalid = |reason: String| HanpackError::InvalidModel {
+            origin: origin.to_owned(),
+            reason,
+        };
         if bytes.is_empty() {
             return Err(format_err("the file is empty".into()));
         }
         let proto = ModelProto::decode(bytes).map_err(|e| format_err(format!("protobuf decoding failed ({e}); the file is truncated, corrupt or of another format")))?;
         if proto.pieces.is_empty() {
-            return Err(format_err("it holds no pieces (is it a SentencePiece .model file?)".into()));
+            return Err(format_err(
+                "it holds no pieces (is it a SentencePiece .model file?)".into(),
+            ));
         }
-        let ModelProto { pieces, trainer_spec, normalizer_spec, self_test_data, denormalizer_spec } = proto;
+        let ModelProto {
+            pieces,
+            trainer_spec,
+            normalizer_spec,
+            self_test_data,
+            denormalizer_spec,
+        } = proto;
         let trainer = trainer_spec.clone().unwrap_or_default();
         let byte_fallback = flag(trainer.byte_fallback, false);
 
@@ -126,7 +143,10 @@ impl SpmModel {
         for (i, p) in pieces.into_iter().enumerate() {
             present.push(u8::from(p.score.is_some()) | u8::from(p.r#type.is_some()) << 1);
             let text = p.piece.unwrap_or_default();
-            let mut ty = p.r#type.and_then(|t| PieceType::try_from(t).ok()).unwrap_or(PieceType::Normal);
+            let mut ty = p
+                .r#type
+                .and_then(|t| PieceType::try_from(t).ok())
+                .unwrap_or(PieceType::Normal);
             let mut indexed = true;
             if text == "\0" && byte_fallback {
                 // sentencepiece 0.2.3 warns and treats it as an UNUSED piece that no
@@ -138,7 +158,10 @@ impl SpmModel {
                 }
             }
             if text.len() >= 8000 {
-                return Err(invalid(format!("piece {i} is too long ({} bytes)", text.len())));
+                return Err(invalid(format!(
+                    "piece {i} is too long ({} bytes)",
+                    text.len()
+                )));
             }
             if text.is_empty() {
                 return Err(invalid(format!("piece {i} is empty")));
@@ -155,22 +178,33 @@ impl SpmModel {
                 }
                 PieceType::Byte => {
                     if !byte_fallback {
-                        return Err(invalid(format!("byte piece {text} (id {i}) is found although `byte_fallback` is false")));
+                        return Err(invalid(format!(
+                            "byte piece {text} (id {i}) is found although `byte_fallback` is false"
+                        )));
                     }
                     match decode::piece_to_byte(&text) {
                         Some(b) => byte_ids[b as usize] = i as u32,
-                        None => return Err(invalid(format!("byte piece {text} (id {i}) is invalid"))),
+                        None => {
+                            return Err(invalid(format!("byte piece {text} (id {i}) is invalid")))
+                        }
                     }
                 }
                 _ => {}
             }
             entries.push((text, p.score.unwrap_or(0.0), ty, indexed));
         }
-        let model_type = trainer.model_type.and_then(|t| ModelType::try_from(t).ok()).unwrap_or(ModelType::Unigram);
+        let model_type = trainer
+            .model_type
+            .and_then(|t| ModelType::try_from(t).ok())
+            .unwrap_or(ModelType::Unigram);
         let kind = match model_type {
             ModelType::Bpe => IndexKind::Hash,
             ModelType::Unigram => IndexKind::Trie,
-            other => return Err(invalid(format!("model_type {other:?} is not supported (BPE and UNIGRAM are)"))),
+            other => {
+                return Err(invalid(format!(
+                    "model_type {other:?} is not supported (BPE and UNIGRAM are)"
+                )))
+            }
         };
         let table = PieceTable::build(entries.into_iter(), kind).map_err(|e| match e {
             BuildError::Duplicate(p) => invalid(format!("piece {p:?} is defined twice")),
@@ -184,7 +218,9 @@ impl SpmModel {
             None => return Err(invalid("no UNKNOWN piece is defined".into())),
         };
         if byte_fallback && byte_ids.contains(&u32::MAX) {
-            return Err(invalid("byte_fallback is set but the 256 <0xXX> byte pieces are not all there".into()));
+            return Err(invalid(
+                "byte_fallback is set but the 256 <0xXX> byte pieces are not all there".into(),
+            ));
         }
         let algorithm = match kind {
             IndexKind::Hash => Algorithm::Bpe(BpeModel::new(&table)),
@@ -193,24 +229,47 @@ impl SpmModel {
 
         let mut normalizer_spec = normalizer_spec;
         let mut denormalizer_spec = denormalizer_spec;
-        let make_normalizer = |spec: &mut Option<NormalizerSpec>, suffix: bool, what: &str| -> Result<Normalizer> {
-            let s = spec.as_mut();
-            let charsmap = match s.as_ref().map(|s| s.charsmap()).filter(|c| !c.is_empty()) {
-                Some(blob) => Some(CharsMap::parse(blob).map_err(|e| invalid(format!("{what}: {e}")))?),
-                None => None,
+        let make_normalizer =
+            |spec: &mut Option<NormalizerSpec>, suffix: bool, what: &str| -> Result<Normalizer> {
+                let s = spec.as_mut();
+                let charsmap = match s.as_ref().map(|s| s.charsmap()).filter(|c| !c.is_empty()) {
+                    Some(blob) => {
+                        Some(CharsMap::parse(blob).map_err(|e| invalid(format!("{what}: {e}")))?)
+                    }
+                    None => None,
+                };
+                // The charsmap now lives in the normalizer; `save` writes it back from there.
+                let has_blob = charsmap.is_some();
+                let (add, remove, escape) = s.as_ref().map_or((true, true, true), |s| {
+                    (
+                        s.add_dummy_prefix(),
+                        s.remove_extra_whitespaces(),
+                        s.escape_whitespaces(),
+                    )
+                });
+                if let (Some(s), true) = (s, has_blob) {
+                    s.precompiled_charsmap = None;
+                }
+                Ok(Normalizer {
+                    charsmap,
+                    add_dummy_prefix: add,
+                    remove_extra_whitespaces: remove,
+                    escape_whitespaces: escape,
+                    treat_whitespace_as_suffix: suffix,
+                })
             };
-            // The charsmap now lives in the normalizer; `save` writes it back from there.
-            let has_blob = charsmap.is_some();
-            let (add, remove, escape) = s.as_ref().map_or((true, true, true), |s| (s.add_dummy_prefix(), s.remove_extra_whitespaces(), s.escape_whitespaces()));
-            if let (Some(s), true) = (s, has_blob) {
-                s.precompiled_charsmap = None;
-            }
-            Ok(Normalizer { charsmap, add_dummy_prefix: add, remove_extra_whitespaces: remove, escape_whitespaces: escape, treat_whitespace_as_suffix: suffix })
-        };
-        let normalizer = make_normalizer(&mut normalizer_spec, flag(trainer.treat_whitespace_as_suffix, false), "normalizer_spec")?;
+        let normalizer = make_normalizer(
+            &mut normalizer_spec,
+            flag(trainer.treat_whitespace_as_suffix, false),
+            "normalizer_spec",
+        )?;
         // Like sentencepiece, the denormalizer runs only when it has a charsmap.
         let denormalizer = match denormalizer_spec.as_ref().map(|s| !s.charsmap().is_empty()) {
-            Some(true) => Some(make_normalizer(&mut denormalizer_spec, false, "denormalizer_spec")?),
+            Some(true) => Some(make_normalizer(
+                &mut denormalizer_spec,
+                false,
+                "denormalizer_spec",
+            )?),
             _ => None,
         };
 
@@ -222,17 +281,26 @@ impl SpmModel {
         let matcher = PrefixMatcher::new(user_defined);
 
         let special = |name: Option<&String>, default: &str, ty: PieceType| {
-            let name = name.map(String::as_str).filter(|s| !s.is_empty()).unwrap_or(default);
+            let name = name
+                .map(String::as_str)
+                .filter(|s| !s.is_empty())
+                .unwrap_or(default);
             table.lookup(name).filter(|&i| table.piece_type(i) == ty)
         };
         let unk_id = special(trainer.unk_piece.as_ref(), "<unk>", PieceType::Unknown);
         let bos_id = special(trainer.bos_piece.as_ref(), "<s>", PieceType::Control);
         let eos_id = special(trainer.eos_piece.as_ref(), "</s>", PieceType::Control);
         let pad_id = special(trainer.pad_piece.as_ref(), "<pad>", PieceType::Control);
-        let unk_surface = trainer.unk_surface.clone().unwrap_or_else(|| " \u{2047} ".to_owned());
-        let decode_remaps = (0..table.len() as u32).any(|i| table.lookup(table.piece(i)) != Some(i));
+        let unk_surface = trainer
+            .unk_surface
+            .clone()
+            .unwrap_or_else(|| " \u{2047} ".to_owned());
+        let decode_remaps =
+            (0..table.len() as u32).any(|i| table.lookup(table.piece(i)) != Some(i));
 
-        let decode_kind = (0..table.len() as u32).map(|i| decode::decode_kind(table.piece(i), table.piece_type(i))).collect();
+        let decode_kind = (0..table.len() as u32)
+            .map(|i| decode::decode_kind(table.piece(i), table.piece_type(i)))
+            .collect();
         Ok(Self {
             decode_kind,
             algorithm,
@@ -247,7 +315,13 @@ impl SpmModel {
             pad_id,
             unk_surface,
             decode_remaps,
-            specs: Specs { present, trainer: trainer_spec, normalizer: normalizer_spec, self_test: self_test_data, denormalizer: denormalizer_spec },
+            specs: Specs {
+                present,
+                trainer: trainer_spec,
+                normalizer: normalizer_spec,
+                self_test: self_test_data,
+                denormalizer: denormalizer_spec,
+            },
             table,
         })
     }
@@ -313,7 +387,9 @@ impl SpmModel {
 
     /// `PieceToId`: unknown pieces give the UNKNOWN id (`None` when the model has none).
     pub fn piece_to_id(&self, piece: &str) -> Option<u32> {
-        self.table.lookup(piece).or((self.unk != NO_UNK).then_some(self.unk))
+        self.table
+            .lookup(piece)
+            .or((self.unk != NO_UNK).then_some(self.unk))
     }
 
     pub fn piece_score(&self, id: u32) -> Option<f32> {
@@ -330,14 +406,18 @@ impl SpmModel {
             Algorithm::Bpe(b) => b.heap_bytes(),
             Algorithm::Unigram(_) => 0,
         };
-        let cm = |n: Option<&Normalizer>| n.and_then(|n| n.charsmap.as_ref()).map_or(0, |c| c.heap_bytes());
+        let cm = |n: Option<&Normalizer>| {
+            n.and_then(|n| n.charsmap.as_ref())
+                .map_or(0, |c| c.heap_bytes())
+        };
         algo + self.table.heap_bytes() + cm(Some(&self.normalizer)) + cm(self.denormalizer.as_ref())
     }
 
     /// Normalizes `text` as sentencepiece's `Normalizer::Normalize`.
     pub fn normalize(&self, text: &str) -> String {
         let mut out = String::new();
-        self.normalizer.normalize(self.matcher.as_ref(), text, &mut out);
+        self.normalizer
+            .normalize(self.matcher.as_ref(), text, &mut out);
         out
     }
 
@@ -346,11 +426,25 @@ impl SpmModel {
         SCRATCH.with(|cell| {
             let mut guard = cell.borrow_mut();
             let s = &mut *guard;
-            self.normalizer.normalize(self.matcher.as_ref(), text, &mut s.normalized);
+            self.normalizer
+                .normalize(self.matcher.as_ref(), text, &mut s.normalized);
             s.tokens.clear();
             match &self.algorithm {
-                Algorithm::Bpe(m) => m.encode(&self.table, self.matcher.as_ref(), self.unk, &s.normalized, &mut s.bpe, &mut s.tokens),
-                Algorithm::Unigram(m) => m.encode(&self.table, self.unk, &s.normalized, &mut s.unigram, &mut s.tokens),
+                Algorithm::Bpe(m) => m.encode(
+                    &self.table,
+                    self.matcher.as_ref(),
+                    self.unk,
+                    &s.normalized,
+                    &mut s.bpe,
+                    &mut s.tokens,
+                ),
+                Algorithm::Unigram(m) => m.encode(
+                    &self.table,
+                    self.unk,
+                    &s.normalized,
+                    &mut s.unigram,
+                    &mut s.tokens,
+                ),
             }
             f(&s.normalized, &s.tokens)
         })
@@ -358,7 +452,12 @@ impl SpmModel {
 
     /// `PopulateSentencePieceText`: consecutive unknown pieces become one, or, with byte
     /// fallback, each unknown piece becomes its UTF-8 bytes. `emit(id, piece_text)`.
-    fn post_process(&self, normalized: &str, tokens: &[Token], mut emit: impl FnMut(u32, &str, bool)) {
+    fn post_process(
+        &self,
+        normalized: &str,
+        tokens: &[Token],
+        mut emit: impl FnMut(u32, &str, bool),
+    ) {
         let mut prev_unk = false;
         for t in tokens {
             let piece = &normalized[t.start as usize..t.end as usize];
@@ -391,7 +490,13 @@ impl SpmModel {
     }
 
     /// Appends the ids of `text` to `out` (sentencepiece's `EncodeAsIds`).
-    pub fn encode_into(&self, text: &str, add_bos: bool, add_eos: bool, out: &mut Vec<u32>) -> Result<()> {
+    pub fn encode_into(
+        &self,
+        text: &str,
+        add_bos: bool,
+        add_eos: bool,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
         self.check_special(add_bos, add_eos)?;
         if let (true, Some(b)) = (add_bos, self.bos_id) {
             out.push(b);
@@ -431,9 +536,11 @@ impl SpmModel {
     pub fn encode_as_pieces(&self, text: &str) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         self.with_tokens(text, |normalized, tokens| {
-            self.post_process(normalized, tokens, |_, piece, merge| match (merge, out.last_mut()) {
-                (true, Some(last)) => last.push_str(piece),
-                _ => out.push(piece.to_owned()),
+            self.post_process(normalized, tokens, |_, piece, merge| {
+                match (merge, out.last_mut()) {
+                    (true, Some(last)) => last.push_str(piece),
+                    _ => out.push(piece.to_owned()),
+                }
             });
         });
         out

@@ -21,7 +21,10 @@ pub struct PrefixMatcher {
 impl PrefixMatcher {
     /// `None` when there are no symbols, so callers can skip matching entirely.
     pub fn new<'a>(symbols: impl IntoIterator<Item = &'a str>) -> Option<Self> {
-        let mut m = Self { nodes: vec![Node::default()], first_byte: [false; 256] };
+        let mut m = Self {
+            nodes: vec![Node::default()],
+            first_byte: [false; 256],
+        };
         let mut any = false;
         for s in symbols {
             if s.is_empty() {

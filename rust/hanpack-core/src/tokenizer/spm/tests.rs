@@ -5,7 +5,11 @@ use super::*;
 use prost::Message;
 
 fn piece(text: &str, score: f32, ty: PieceType) -> SentencePiece {
-    SentencePiece { piece: Some(text.into()), score: Some(score), r#type: Some(ty as i32) }
+    SentencePiece {
+        piece: Some(text.into()),
+        score: Some(score),
+        r#type: Some(ty as i32),
+    }
 }
 
 /// A tiny BPE model with byte fallback, identity normalizer, LLaMA-like settings.
@@ -18,12 +22,24 @@ fn tiny_bpe() -> Vec<u8> {
     for b in 0..=255u8 {
         pieces.push(piece(&format!("<0x{b:02X}>"), 0.0, PieceType::Byte));
     }
-    for (t, s) in [("▁", -1.0), ("a", -2.0), ("b", -3.0), ("ab", -0.5), ("▁ab", -0.1), ("中", -4.0), ("文", -4.0)] {
+    for (t, s) in [
+        ("▁", -1.0),
+        ("a", -2.0),
+        ("b", -3.0),
+        ("ab", -0.5),
+        ("▁ab", -0.1),
+        ("中", -4.0),
+        ("文", -4.0),
+    ] {
         pieces.push(piece(t, s, PieceType::Normal));
     }
     ModelProto {
         pieces,
-        trainer_spec: Some(TrainerSpec { model_type: Some(ModelType::Bpe as i32), byte_fallback: Some(true), ..Default::default() }),
+        trainer_spec: Some(TrainerSpec {
+            model_type: Some(ModelType::Bpe as i32),
+            byte_fallback: Some(true),
+            ..Default::default()
+        }),
         normalizer_spec: Some(NormalizerSpec {
             name: Some("identity".into()),
             add_dummy_prefix: Some(true),
@@ -43,7 +59,11 @@ fn bpe_merges_by_score_and_falls_back_to_bytes() {
     let ids = m.encode("ab 中x", true, true).unwrap();
     let pieces: Vec<&str> = ids.iter().map(|&i| m.id_to_piece(i).unwrap()).collect();
     assert_eq!(pieces, ["<s>", "▁ab", "▁", "中", "<0x78>", "</s>"]);
-    assert_eq!(m.decode(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>()).unwrap(), "ab 中x");
+    assert_eq!(
+        m.decode(&ids.iter().map(|&i| i as i64).collect::<Vec<_>>())
+            .unwrap(),
+        "ab 中x"
+    );
 }
 
 #[test]
@@ -56,9 +76,17 @@ fn save_round_trips_bytes() {
 #[test]
 fn streaming_never_splits_a_character() {
     let m = SpmModel::from_bytes(&tiny_bpe(), "tiny").unwrap();
-    let ids: Vec<i64> = m.encode("x汉y", false, false).unwrap().into_iter().map(i64::from).collect();
+    let ids: Vec<i64> = m
+        .encode("x汉y", false, false)
+        .unwrap()
+        .into_iter()
+        .map(i64::from)
+        .collect();
     let mut state = decode::DecodeState::default();
-    let chunks: Vec<String> = ids.iter().map(|&i| m.decode_stream_step(&mut state, i).unwrap()).collect();
+    let chunks: Vec<String> = ids
+        .iter()
+        .map(|&i| m.decode_stream_step(&mut state, i).unwrap())
+        .collect();
     assert!(chunks.iter().all(|c| !c.contains('\u{FFFD}')));
     let joined: String = chunks.concat() + &m.decode_stream_finish(&mut state);
     assert_eq!(joined, m.decode(&ids).unwrap());
@@ -67,15 +95,27 @@ fn streaming_never_splits_a_character() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    assert!(matches!(SpmModel::from_bytes(b"", "e"), Err(HanpackError::ModelFormat { .. })));
+    assert!(matches!(
+        SpmModel::from_bytes(b"", "e"),
+        Err(HanpackError::ModelFormat { .. })
+    ));
     assert!(SpmModel::from_bytes(b"{\"model\": 1}", "json").is_err());
     let bytes = tiny_bpe();
     for cut in [1, 7, bytes.len() / 2, bytes.len() - 1] {
-        assert!(SpmModel::from_bytes(&bytes[..cut], "cut").is_err(), "cut at {cut}");
+        assert!(
+            SpmModel::from_bytes(&bytes[..cut], "cut").is_err(),
+            "cut at {cut}"
+        );
     }
     let m = SpmModel::from_bytes(&bytes, "tiny").unwrap();
-    assert!(matches!(m.decode(&[-1]), Err(HanpackError::IdOutOfRange { .. })));
-    assert!(matches!(m.decode(&[1 << 40]), Err(HanpackError::IdOutOfRange { .. })));
+    assert!(matches!(
+        m.decode(&[-1]),
+        Err(HanpackError::IdOutOfRange { .. })
+    ));
+    assert!(matches!(
+        m.decode(&[1 << 40]),
+        Err(HanpackError::IdOutOfRange { .. })
+    ));
 }
 
 #[test]
@@ -105,7 +145,9 @@ fn corrupted_models_never_panic() {
             bytes[i] = next() as u8;
         }
         if let Ok(m) = SpmModel::from_bytes(&bytes, "fuzz") {
-            let ids = m.encode("ab 中文 x\u{3000}y", false, false).unwrap_or_default();
+            let ids = m
+                .encode("ab 中文 x\u{3000}y", false, false)
+                .unwrap_or_default();
             let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
             let _ = m.decode(&ids);
             let _ = m.encode_as_pieces("aab");

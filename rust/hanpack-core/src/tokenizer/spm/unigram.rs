@@ -54,7 +54,14 @@ impl UnigramModel {
         Ok(Self { min_score })
     }
 
-    pub fn encode(&self, table: &PieceTable, unk: u32, text: &str, scratch: &mut UnigramScratch, out: &mut Vec<Token>) {
+    pub fn encode(
+        &self,
+        table: &PieceTable,
+        unk: u32,
+        text: &str,
+        scratch: &mut UnigramScratch,
+        out: &mut Vec<Token>,
+    ) {
         if text.is_empty() {
             return;
         }
@@ -65,7 +72,14 @@ impl UnigramModel {
         let n = offsets.len() - 1;
         let best = &mut scratch.best;
         best.clear();
-        best.resize(n + 1, BestPath { id: unk, score: 0.0, starts_at: -1 });
+        best.resize(
+            n + 1,
+            BestPath {
+                id: unk,
+                score: 0.0,
+                starts_at: -1,
+            },
+        );
         let unk_score = self.min_score - UNK_PENALTY;
 
         // Furthest position any path has reached (for the score reset).
@@ -99,7 +113,11 @@ impl UnigramModel {
                     };
                     let cand = score + till_here;
                     if best[end].starts_at == -1 || cand > best[end].score {
-                        best[end] = BestPath { id, score: cand, starts_at: start as i32 };
+                        best[end] = BestPath {
+                            id,
+                            score: cand,
+                            starts_at: start as i32,
+                        };
                     }
                     if len_chars == 1 {
                         has_single = true;
@@ -111,7 +129,11 @@ impl UnigramModel {
                 let cand = unk_score + till_here;
                 let slot = &mut best[start + 1];
                 if slot.starts_at == -1 || cand > slot.score {
-                    *slot = BestPath { id: unk, score: cand, starts_at: start as i32 };
+                    *slot = BestPath {
+                        id: unk,
+                        score: cand,
+                        starts_at: start as i32,
+                    };
                 }
             }
         }
@@ -122,7 +144,11 @@ impl UnigramModel {
         while end > 0 {
             let node = best[end];
             let start = node.starts_at.max(0) as usize;
-            out.push(Token { start: offsets[start], end: offsets[end], id: node.id });
+            out.push(Token {
+                start: offsets[start],
+                end: offsets[end],
+                id: node.id,
+            });
             if start >= end {
                 break; // unreachable for a well-formed lattice; guards against a loop
             }

@@ -62,7 +62,10 @@ fn type_from_u8(t: u8) -> PieceType {
 
 #[inline]
 fn is_normal_type(ty: PieceType) -> bool {
-    matches!(ty, PieceType::Normal | PieceType::UserDefined | PieceType::Unused)
+    matches!(
+        ty,
+        PieceType::Normal | PieceType::UserDefined | PieceType::Unused
+    )
 }
 
 /// Why a piece list cannot be used (the caller adds the file name).
@@ -97,7 +100,8 @@ impl PieceTable {
             }
             let id = id as u32;
             let hash = hash_str(&text);
-            let text_of = |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+            let text_of =
+                |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
             let map = match (is_normal_type(ty), kind) {
                 (_, IndexKind::Hash) => &mut normal_hash,
                 (false, IndexKind::Trie) => &mut reserved,
@@ -116,8 +120,10 @@ impl PieceTable {
         let normal = match kind {
             IndexKind::Hash => NormalIndex::Hash(normal_hash),
             IndexKind::Trie => {
-                let text_of = |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
-                let mut records: Vec<(&str, u32)> = trie_records.iter().map(|&(i, _)| (text_of(i), i)).collect();
+                let text_of =
+                    |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
+                let mut records: Vec<(&str, u32)> =
+                    trie_records.iter().map(|&(i, _)| (text_of(i), i)).collect();
                 records.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 if let Some(w) = records.windows(2).find(|w| w[0].0 == w[1].0) {
                     return Err(BuildError::Duplicate(w[0].0.to_owned()));
@@ -126,12 +132,22 @@ impl PieceTable {
                 let trie = if records.is_empty() {
                     return Err(BuildError::Index("no pieces are loaded (the model has no NORMAL, USER_DEFINED or UNUSED piece)".into()));
                 } else {
-                    Some(crawdad::Trie::from_records(records).map_err(|e| BuildError::Index(e.to_string()))?)
+                    Some(
+                        crawdad::Trie::from_records(records)
+                            .map_err(|e| BuildError::Index(e.to_string()))?,
+                    )
                 };
                 NormalIndex::Trie(trie)
             }
         };
-        Ok(Self { arena, offsets, scores, types, normal, reserved })
+        Ok(Self {
+            arena,
+            offsets,
+            scores,
+            types,
+            normal,
+            reserved,
+        })
     }
 
     #[inline]
@@ -155,14 +171,19 @@ impl PieceTable {
     #[inline]
     pub fn append_piece(&self, id: u32, skip: usize, out: &mut String) {
         let i = id as usize;
-        let (start, end) = ((self.offsets[i] as usize + skip).min(self.offsets[i + 1] as usize), self.offsets[i + 1] as usize);
+        let (start, end) = (
+            (self.offsets[i] as usize + skip).min(self.offsets[i + 1] as usize),
+            self.offsets[i + 1] as usize,
+        );
         if !self.arena.is_char_boundary(start) {
             out.push_str(&self.arena[start..end]);
             return;
         }
         // SAFETY: only `arena[start..end]` is appended: the tail of a piece from a char
         // boundary (checked above) to the piece's end, so `out` stays UTF-8.
-        padded::append(self.arena.as_bytes(), start, end, unsafe { out.as_mut_vec() });
+        padded::append(self.arena.as_bytes(), start, end, unsafe {
+            out.as_mut_vec()
+        });
     }
 
     #[inline]
@@ -203,7 +224,10 @@ impl PieceTable {
             NormalIndex::Hash(h) => h.find(hash_str(text), |&i| self.piece(i) == text).copied(),
             NormalIndex::Trie(t) => {
                 if !self.reserved.is_empty() {
-                    if let Some(&i) = self.reserved.find(hash_str(text), |&i| self.piece(i) == text) {
+                    if let Some(&i) = self
+                        .reserved
+                        .find(hash_str(text), |&i| self.piece(i) == text)
+                    {
                         return Some(i);
                     }
                 }
@@ -214,7 +238,9 @@ impl PieceTable {
 
     /// Ids of NORMAL/USER_DEFINED/UNUSED pieces, with their texts.
     pub fn normal_pieces(&self) -> impl Iterator<Item = (u32, &str)> {
-        (0..self.len() as u32).filter(|&i| is_normal_type(self.piece_type(i))).map(|i| (i, self.piece(i)))
+        (0..self.len() as u32)
+            .filter(|&i| is_normal_type(self.piece_type(i)))
+            .map(|i| (i, self.piece(i)))
     }
 
     /// Heap bytes held (for memory reports).
@@ -223,6 +249,11 @@ impl PieceTable {
             NormalIndex::Hash(h) => h.capacity() * 5,
             NormalIndex::Trie(t) => t.as_ref().map_or(0, |t| t.heap_bytes()),
         };
-        self.arena.capacity() + self.offsets.capacity() * 4 + self.scores.capacity() * 4 + self.types.capacity() + normal + self.reserved.capacity() * 5
+        self.arena.capacity()
+            + self.offsets.capacity() * 4
+            + self.scores.capacity() * 4
+            + self.types.capacity()
+            + normal
+            + self.reserved.capacity() * 5
     }
 }
