@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
-from . import data, exceptions, quant
+from . import checkpoint, data, exceptions, quant
 from ._core import __version__
+from .checkpoint import quantize_checkpoint
 from .tokenizer import StreamDecoder, Tokenizer
 
-__all__ = ["Tokenizer", "StreamDecoder", "exceptions", "data", "quant", "__version__"]
+__all__ = ["Tokenizer", "StreamDecoder", "quantize_checkpoint", "checkpoint", "exceptions", "data", "quant", "__version__"]

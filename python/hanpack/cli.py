@@ -3,6 +3,8 @@
     hanpack demo                          # bundled tokenizer on the bundled Chinese sample
     hanpack encode --model M.model "你好"  # ids (or --pieces) of text, or of --file lines
     hanpack decode --model M.model 1 2 3
+    hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
+    hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from . import __version__, data
 from .exceptions import HanpackError
@@ -81,6 +85,41 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .checkpoint import DEFAULT_EXCLUDE, quantize_checkpoint
+
+    group = None if args.group_size in (0, -1) else args.group_size
+    exclude = tuple(args.exclude) + (() if args.no_default_exclude else DEFAULT_EXCLUDE)
+    r = quantize_checkpoint(
+        args.src, args.dst, bits=args.bits, group_size=group, method=args.method, sym=args.sym,
+        include=args.include or None, exclude=exclude, num_threads=args.threads, progress=not args.quiet,
+    )
+    q = r.quantized
+    n = sum(int(np.prod(t.shape)) for t in q)
+    mean = sum(t.relative_error or 0.0 for t in q) / max(len(q), 1)
+    worst = max(q, key=lambda t: t.relative_error or 0.0, default=None)
+    print(f"quantized {len(q)} of {len(r.tensors)} tensors ({n / 1e6:.2f} M weights) to int{args.bits}, "
+          f"group {group or 'per-channel'}, {args.method}{' sym' if args.sym else ''} in {r.seconds:.2f} s "
+          f"({r.weights_per_second / 1e6:.1f} M weights/s)")
+    print(f"size {r.src_bytes / 1e6:.1f} MB -> {r.dst_bytes / 1e6:.1f} MB; mean relative error {mean:.4f}"
+          + (f", worst {worst.relative_error:.4f} ({worst.name})" if worst else ""))
+    print(f"written to {r.dst} (per-tensor figures in quantization_report.json)")
+    return 0
+
+
+def _cmd_eval_ppl(args: argparse.Namespace) -> int:
+    from .evaluate import perplexity
+
+    text = Path(args.text).read_text(encoding="utf-8")
+    base = None
+    for model in args.models:
+        r = perplexity(model, text, separator=args.separator, window=args.window, stride=args.stride, max_tokens=args.max_tokens)
+        rel = "" if base is None else f"  ({(r.ppl / base - 1) * 100:+.2f}% vs {args.models[0]})"
+        base = r.ppl if base is None else base
+        print(f"{model}: perplexity {r.ppl:.4f} on {r.n_tokens} tokens, {r.n_documents} documents{rel}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hanpack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"hanpack {__version__}")
@@ -106,6 +145,29 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ids", nargs="+", help="token ids")
     c.add_argument("--model", help="a SentencePiece .model (default: the bundled demo tokenizer)")
     c.set_defaults(func=_cmd_decode)
+
+    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint into a new directory")
+    q.add_argument("src", help="checkpoint directory (sharded or not) or one .safetensors file")
+    q.add_argument("dst", help="new output directory (must not exist)")
+    q.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
+    q.add_argument("--group-size", type=int, default=128, help="a multiple of 32; 0 for per-channel")
+    q.add_argument("--method", default="hqq", choices=["rtn", "mse", "hqq"])
+    q.add_argument("--sym", action="store_true", help="symmetric codes (default asymmetric)")
+    q.add_argument("--include", action="append", default=[], metavar="PATTERN", help="quantize only matching tensors (repeatable)")
+    q.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="also leave matching tensors unquantized (repeatable)")
+    q.add_argument("--no-default-exclude", action="store_true", help="quantize embeddings, lm_head and norms too when 2-D")
+    q.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_quantize)
+
+    v = sub.add_parser("eval-ppl", help="perplexity of checkpoints on a text (transformers, CPU)")
+    v.add_argument("models", nargs="+", help="checkpoint directories; the first is the baseline")
+    v.add_argument("--text", required=True, help="UTF-8 text file")
+    v.add_argument("--separator", help="a line that separates documents (each scored from BOS)")
+    v.add_argument("--window", type=int, help="tokens per window (default: max_position_embeddings)")
+    v.add_argument("--stride", type=int, help="window step (default: half the window)")
+    v.add_argument("--max-tokens", type=int, help="score only the first N tokens of each document")
+    v.set_defaults(func=_cmd_eval_ppl)
     return p
 
 

@@ -1,0 +1,388 @@
+"""Quantizing whole safetensors checkpoints, tensor by tensor, and reading them back.
+
+    >>> import hanpack  # doctest: +SKIP
+    >>> report = hanpack.quantize_checkpoint("llama-7b", "llama-7b-int4", bits=4,
+    ...                                      group_size=128, method="hqq")  # doctest: +SKIP
+
+What is quantized: every 2-D F32/F16/BF16 tensor whose name ends in ``.weight``, except
+names matching ``exclude`` (default :data:`DEFAULT_EXCLUDE`: embeddings, ``lm_head``,
+norms). ``include`` restricts the choice to names matching it. A pattern with ``*``, ``?``
+or ``[`` is a glob matched against the whole tensor name (``fnmatch``); any other
+pattern matches names that contain it, ignoring case (``"norm"`` matches
+``input_layernorm`` and ``LayerNorm``). A tensor that ``include`` names but that cannot
+be quantized (not 2-D, an integer dtype) is an error naming it.
+
+``in_features`` need not be a multiple of ``group_size``: the last group of each row is
+shorter and has its own scale and zero (nothing is padded). ``group_size`` must be a
+multiple of 32, or ``None`` for per-channel.
+
+Output (a new directory; written to a temporary sibling and renamed when complete, so an
+error or an interrupt leaves nothing at ``dst``; the source is only read):
+
+* one shard per source shard, same file names, in the layout of
+  ``hanpack_core::quant::checkpoint`` (``P.qweight`` uint8, ``P.scales`` and ``P.zeros``
+  fp16, the shapes under ``__metadata__["hanpack.quantized"]``); other tensors unchanged;
+* ``model.safetensors.index.json`` when the source is sharded;
+* ``config.json`` (when the source has one) with a ``quantization_config``;
+* ``quantization_report.json``: per-tensor relative error, SNR and largest error;
+* the tokenizer and generation files of the source, copied.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from .exceptions import CheckpointFormatError, InvalidArgumentError
+from .quant import BITS, METHODS, QuantizedTensor
+
+__all__ = [
+    "quantize_checkpoint",
+    "load_checkpoint",
+    "CheckpointReport",
+    "TensorReport",
+    "DEFAULT_EXCLUDE",
+    "PACKING",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Name patterns left unquantized unless ``exclude`` says otherwise.
+DEFAULT_EXCLUDE: Tuple[str, ...] = ("embed", "lm_head", "norm", "wte", "wpe")
+#: The packed layout name written to ``quantization_config`` (see ``hanpack.quant``).
+PACKING = "hanpack-v1"
+INDEX = "model.safetensors.index.json"
+REPORT = "quantization_report.json"
+METADATA_KEY = "hanpack.quantized"
+_QUANTIZABLE = ("F32", "F16", "BF16")
+# Files a loader of the quantized model needs besides weights and config.json.
+_SIDE_FILES = (
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "*.tiktoken",
+    "generation_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
+    "LICENSE*",
+    "README*",
+)
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    """One source tensor: quantized (with its error) or copied (error fields ``None``)."""
+
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    quantized: bool
+    bits_per_weight: Optional[float] = None
+    relative_error: Optional[float] = None
+    #: ``None`` when the quantized weight is exact (infinite SNR).
+    snr_db: Optional[float] = None
+    max_abs_error: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    """What :func:`quantize_checkpoint` did."""
+
+    dst: Path
+    tensors: Tuple[TensorReport, ...]
+    seconds: float
+    src_bytes: int
+    dst_bytes: int
+
+    @property
+    def quantized(self) -> Tuple[TensorReport, ...]:
+        return tuple(t for t in self.tensors if t.quantized)
+
+    @property
+    def weights_per_second(self) -> float:
+        n = sum(int(np.prod(t.shape)) for t in self.quantized)
+        return n / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _matches(name: str, pattern: str) -> bool:
+    if any(c in pattern for c in "*?["):
+        return fnmatch.fnmatchcase(name, pattern)
+    return pattern.lower() in name.lower()
+
+
+def _source_shards(src: Path) -> Tuple[List[Path], bool]:
+    """The shard files of ``src`` (a directory or one ``.safetensors`` file), and whether
+    the source has an index."""
+    if src.is_file():
+        return [src], False
+    if not src.is_dir():
+        raise FileNotFoundError(2, "no such checkpoint directory or file", str(src))
+    index = src / INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointFormatError(f"{index}: not a safetensors index ({e})") from None
+        for f in files:
+            if not isinstance(f, str) or Path(f).name != f:
+                raise CheckpointFormatError(f"{index}: shard name {f!r} is not a file name in the directory")
+        return [src / f for f in files], True
+    if (src / "model.safetensors").is_file():
+        return [src / "model.safetensors"], False
+    shards = sorted(src.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(2, "no .safetensors files in the checkpoint directory", str(src))
+    return shards, len(shards) > 1
+
+
+def _choose(
+    tensors: Iterable[Tuple[str, str, List[int]]], include: Optional[Sequence[str]], exclude: Sequence[str]
+) -> List[str]:
+    chosen = []
+    for name, dtype, shape in tensors:
+        if any(_matches(name, p) for p in exclude):
+            continue
+        if include is not None:
+            if any(_matches(name, p) for p in include):
+                chosen.append(name)  # the core refuses what cannot be quantized, by name
+        elif name.endswith(".weight") and len(shape) == 2 and dtype in _QUANTIZABLE:
+            chosen.append(name)
+    return chosen
+
+
+def _progress(total: int, enabled: Optional[bool]) -> Any:
+    show = sys.stderr.isatty() if enabled is None else enabled
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency; a broken install just loses the bar
+        return None
+    return tqdm(total=total, unit="w", unit_scale=True, desc="quantizing", disable=not show)
+
+
+def quantize_checkpoint(
+    src: PathLike,
+    dst: PathLike,
+    *,
+    bits: int = 4,
+    group_size: Optional[int] = 128,
+    method: str = "hqq",
+    sym: bool = False,
+    include: Optional[Sequence[str]] = None,
+    exclude: Optional[Sequence[str]] = None,
+    num_threads: Optional[int] = None,
+    progress: Optional[bool] = None,
+) -> CheckpointReport:
+    """Quantizes the safetensors checkpoint ``src`` (a directory, sharded or not, or one
+    ``.safetensors`` file) into the new directory ``dst``. See the module documentation
+    for what is quantized and written. ``exclude`` replaces :data:`DEFAULT_EXCLUDE`
+    (pass ``DEFAULT_EXCLUDE + ("...",)`` to extend it). ``progress``: a tqdm bar on
+    stderr (default: when stderr is a terminal).
+
+    >>> import hanpack, tempfile, os  # doctest: +SKIP
+    >>> r = hanpack.quantize_checkpoint("stories260k", "out", bits=4, group_size=64)  # doctest: +SKIP
+    >>> len(r.quantized), r.quantized[0].relative_error < 0.2  # doctest: +SKIP
+    (35, True)
+    """
+    if bits not in BITS:
+        raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
+    if method not in METHODS:
+        raise InvalidArgumentError(f"method must be one of {METHODS}, not {method!r}")
+    if group_size is not None and (not isinstance(group_size, int) or group_size <= 0 or group_size % 32):
+        raise InvalidArgumentError(f"group_size must be a positive multiple of 32 or None (per-channel), not {group_size!r}")
+    src, dst = Path(src), Path(dst)
+    if os.path.lexists(dst):
+        raise FileExistsError(17, "the destination already exists (hanpack never overwrites)", str(dst))
+    shards, indexed = _source_shards(src)
+    exclude = DEFAULT_EXCLUDE if exclude is None else tuple(exclude)
+    readers = [_core.SafetensorsReader(s) for s in shards]
+    plans = [_choose(r.tensors(), include, exclude) for r in readers]
+    if include is not None and not any(plans):
+        raise InvalidArgumentError(f"include={list(include)!r} matches no tensor of {src}")
+    total = sum(int(np.prod(shape)) for r in readers for _, _, shape in r.tensors())
+    src_dir = src if src.is_dir() else None
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.hanpack-tmp-", dir=dst.parent))
+    t0 = time.perf_counter()
+    reports: List[TensorReport] = []
+    bar = _progress(total, progress)
+    try:
+        extra = {"hanpack.version": _core.__version__}
+        for shard, names in zip(shards, plans):
+            if bar is not None:
+                bar.set_postfix_str(shard.name)
+            job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads)
+            while (d := job.step()) is not None:
+                reports.append(_tensor_report(d))
+                if bar is not None:
+                    bar.update(d["n_elements"])
+            job.finish()
+        seconds = time.perf_counter() - t0
+        if indexed:
+            _write_index(tmp, [tmp / s.name for s in shards])
+        if src_dir is not None:
+            _write_side_files(src_dir, tmp, reports, bits=bits, group_size=group_size, sym=sym, method=method)
+        report = CheckpointReport(
+            dst=dst,
+            tensors=tuple(reports),
+            seconds=seconds,
+            src_bytes=sum(s.stat().st_size for s in shards),
+            dst_bytes=sum((tmp / s.name).stat().st_size for s in shards),
+        )
+        _write_json(tmp / REPORT, _report_json(report, bits=bits, group_size=group_size, sym=sym, method=method))
+        if os.path.lexists(dst):
+            raise FileExistsError(17, "the destination appeared while quantizing", str(dst))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for while it is incomplete
+        os.rename(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return report
+
+
+def _tensor_report(d: Dict[str, Any]) -> TensorReport:
+    base = dict(name=d["name"], dtype=d["dtype"], shape=tuple(d["shape"]))
+    if "bits" not in d:
+        return TensorReport(**base, quantized=False)
+    snr = float(d["snr_db"])
+    return TensorReport(
+        **base,
+        quantized=True,
+        bits_per_weight=float(d["bits_per_weight"]),
+        relative_error=float(d["relative_error"]),
+        snr_db=snr if np.isfinite(snr) else None,
+        max_abs_error=float(d["max_abs_error"]),
+    )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "x", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+
+
+def _write_index(tmp: Path, shards: List[Path]) -> None:
+    weight_map: Dict[str, str] = {}
+    total = 0
+    for s in shards:
+        for name, dtype, shape in _core.SafetensorsReader(s).tensors():
+            weight_map[name] = s.name
+            total += int(np.prod(shape, dtype=np.int64)) * np.dtype(_NUMPY[dtype]).itemsize
+    _write_json(tmp / INDEX, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+
+
+def _quantization_config(reports: List[TensorReport], *, bits: int, group_size: Optional[int], sym: bool, method: str) -> Dict[str, Any]:
+    skipped = [t.name for t in reports if not t.quantized and len(t.shape) == 2 and t.dtype in _QUANTIZABLE]
+    return {
+        "quant_method": "hanpack",
+        "bits": bits,
+        "group_size": group_size,
+        "sym": sym,
+        "method": method,
+        "packing": PACKING,
+        "modules_to_not_convert": sorted({n[: -len(".weight")] if n.endswith(".weight") else n for n in skipped}),
+        "version": _core.__version__,
+    }
+
+
+def _write_side_files(src: Path, tmp: Path, reports: List[TensorReport], **spec: Any) -> None:
+    for f in sorted(src.iterdir()):
+        if f.is_file() and any(fnmatch.fnmatchcase(f.name, p) for p in _SIDE_FILES):
+            shutil.copyfile(f, tmp / f.name)  # contents only: a read-only source stays read-only, its copy need not
+    config = src / "config.json"
+    if config.is_file():
+        try:
+            cfg = json.loads(config.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise CheckpointFormatError(f"{config}: not JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise CheckpointFormatError(f"{config}: not a JSON object")
+        cfg["quantization_config"] = _quantization_config(reports, **spec)
+        _write_json(tmp / "config.json", cfg)
+
+
+def _report_json(r: CheckpointReport, **spec: Any) -> Dict[str, Any]:
+    return {
+        "spec": spec,
+        "seconds": round(r.seconds, 3),
+        "src_bytes": r.src_bytes,
+        "dst_bytes": r.dst_bytes,
+        "tensors": [{k: v for k, v in asdict(t).items() if v is not None} for t in r.tensors],
+    }
+
+
+_NUMPY = {
+    "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
+    "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
+}
+
+
+def _array(dtype: str, shape: List[int], data: bytes, name: str) -> npt.NDArray[Any]:
+    if dtype not in _NUMPY:
+        raise CheckpointFormatError(f"tensor {name!r}: dtype {dtype} has no numpy equivalent")
+    a = np.frombuffer(data, dtype=_NUMPY[dtype]).reshape(shape)
+    if dtype == "BF16":
+        try:
+            import ml_dtypes
+        except ImportError:  # exact: a bf16 value is the top half of its float32
+            return (a.astype(np.uint32) << 16).view(np.float32)
+        a = a.view(ml_dtypes.bfloat16)
+    return a
+
+
+def load_checkpoint(path: PathLike) -> Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]]:
+    """Every tensor of a checkpoint (directory or file), keyed by its source name:
+    a :class:`~hanpack.quant.QuantizedTensor` for each weight that
+    :func:`quantize_checkpoint` quantized (``P.weight``), a read-only numpy array for the
+    rest (bf16 as ``ml_dtypes.bfloat16`` when installed, else widened exactly to float32).
+
+    >>> sd = hanpack.checkpoint.load_checkpoint("out")  # doctest: +SKIP
+    >>> sd["model.layers.0.mlp.up_proj.weight"].dequantize().shape  # doctest: +SKIP
+    (172, 64)
+    """
+    shards, _ = _source_shards(Path(path))
+    out: Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]] = {}
+    for shard in shards:
+        r = _core.SafetensorsReader(shard)
+        raw = r.metadata().get(METADATA_KEY)
+        try:
+            described: Dict[str, Dict[str, Any]] = json.loads(raw) if raw else {}
+        except ValueError as e:
+            raise CheckpointFormatError(f"{shard}: __metadata__[{METADATA_KEY!r}] is not JSON ({e})") from None
+        parts = set()
+        for prefix, d in described.items():
+            names = [f"{prefix}.{k}" for k in ("qweight", "scales", "zeros")]
+            try:
+                arrays = [_array(*r.read(n), n) for n in names]
+                out[f"{prefix}.weight"] = QuantizedTensor(
+                    packed=arrays[0], scales=arrays[1].view(np.float16), zeros=arrays[2].view(np.float16),
+                    shape=tuple(d["shape"]), bits=d["bits"], group_size=d["group_size"], sym=d["sym"], method=d["method"],
+                )
+            except (KeyError, TypeError, ValueError) as e:
+                raise CheckpointFormatError(f"{shard}: quantized tensor {prefix!r} does not match its description ({e})") from None
+            parts.update(names)
+        for name, dtype, shape in r.tensors():
+            if name not in parts:
+                out[name] = _array(dtype, shape, r.read(name)[2], name)
+    return out
