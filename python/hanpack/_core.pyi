@@ -11,7 +11,8 @@ from typing import final
 from typing_extensions import disjoint_base
 
 __all__ = [
-    "BpeTokenizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "dequantize", "load_gguf", "quantize",
+    "BpeTokenizer", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
+    "dequantize", "load_gguf", "quantize",
 ]
 __version__: str
 
@@ -173,3 +174,30 @@ def dequantize(
     out_dtype: str,
     num_threads: int | None = None,
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.uint16]: ...
+
+@final
+class SafetensorsReader:
+    """An open safetensors file (memory-mapped, header validated)."""
+    def __new__(cls, path: str | PathLike[str]) -> SafetensorsReader: ...
+    def tensors(self) -> list[tuple[str, str, list[int]]]: ...
+    def metadata(self) -> dict[str, str]: ...
+    def read(self, name: str) -> tuple[str, list[int], bytes]: ...
+
+@final
+class ShardQuantizer:
+    """One shard being quantized; ``step()`` does one tensor with the GIL released."""
+    def __new__(
+        cls,
+        src: str | PathLike[str],
+        dst: str | PathLike[str],
+        to_quantize: Sequence[str],
+        bits: int,
+        group_size: int | None,
+        sym: bool,
+        method: str,
+        metadata: dict[str, str],
+        num_threads: int | None = None,
+    ) -> ShardQuantizer: ...
+    def __len__(self) -> int: ...
+    def step(self) -> dict[str, object] | None: ...
+    def finish(self) -> None: ...

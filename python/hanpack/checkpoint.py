@@ -169,7 +169,7 @@ def _choose(
 def _progress(total: int, enabled: Optional[bool]) -> Any:
     show = sys.stderr.isatty() if enabled is None else enabled
     try:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:  # tqdm is a dependency; a broken install just loses the bar
         return None
     return tqdm(total=total, unit="w", unit_scale=True, desc="quantizing", disable=not show)

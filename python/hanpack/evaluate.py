@@ -51,10 +51,11 @@ class Perplexity:
 def split_documents(text: str, separator: Optional[str]) -> List[str]:
     """``text`` cut at lines equal to ``separator`` (``None``: one document), without
     empty documents or the newlines next to the separators."""
+    docs: List[str] = []
     if separator is None:
-        docs = [text]
+        docs.append(text)
     else:
-        docs, cur = [], []
+        cur: List[str] = []
         for line in text.split("\n"):
             if line.strip() == separator:
                 docs.append("\n".join(cur))
@@ -83,15 +84,15 @@ def load_causal_lm(model_dir: PathLike) -> Any:
     cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     qc = cfg.get("quantization_config") or {}
     if qc.get("quant_method") != "hanpack":
-        model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        return model.eval()
+        loaded: Any = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        return loaded.eval()
     from .checkpoint import load_checkpoint
     from .quant import QuantizedTensor
 
     config = transformers.AutoConfig.from_pretrained(model_dir)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model: Any = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     state = {}
     for name, t in load_checkpoint(model_dir).items():
         a = t.dequantize(np.float32) if isinstance(t, QuantizedTensor) else t
@@ -123,13 +124,15 @@ def perplexity(
     first, as evaluations that score one window per document do."""
     import torch
 
+    lm: Any = model
     if isinstance(model, (str, os.PathLike)):
         model_dir = Path(model)
         tokenizer = tokenizer or _tokenizer(model_dir)
-        model = load_causal_lm(model_dir)
+        lm = load_causal_lm(model_dir)
     if tokenizer is None:
         raise InvalidArgumentError("pass tokenizer= with a loaded model")
-    window = int(window or getattr(model.config, "max_position_embeddings", 2048))
+    context: int = getattr(lm.config, "max_position_embeddings", 2048)
+    window = int(window or context)
     stride = int(stride or max(1, window // 2))
     if not 0 < stride <= window:
         raise InvalidArgumentError(f"stride must be in 1..window ({window}), not {stride}")
@@ -144,7 +147,7 @@ def perplexity(
             for begin in range(0, max(1, len(ids) - 1), stride):
                 end = min(begin + window, len(ids))
                 chunk = torch.tensor([ids[begin:end]])
-                logits = model(chunk).logits[0, :-1].float()
+                logits = lm(chunk).logits[0, :-1].float()
                 targets = chunk[0, 1:]
                 nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
                 new = end - prev_end  # tokens [prev_end, end) are new in this window
