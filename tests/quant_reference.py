@@ -15,7 +15,7 @@ import numpy as np
 
 F32 = np.float32
 BLOCK = 32
-MSE_GRID, MSE_STEPS = 100, 80
+MSE_GRID, MSE_STEPS, MSE_COARSE, MSE_REFIT = 100, 80, 4, 4
 HQQ_LP, HQQ_BETA, HQQ_KAPPA, HQQ_ITERS = F32(0.7), F32(10.0), F32(1.01), 20
 
 
@@ -68,16 +68,58 @@ def rtn_params(g: np.ndarray, bits: int, sym: bool, imp: Optional[np.ndarray] = 
 
 
 def mse_params(g: np.ndarray, bits: int, sym: bool, imp: Optional[np.ndarray] = None):
+    """Coarse-to-fine clipping search, then least-squares refits (mse.rs's two stages)."""
     lo, hi = initial_range(g, sym)
-    best_s, best_z = params(lo, hi, bits, sym)
-    best_e = sq_error(g, best_s, best_z, bits, imp)
+    cands = [params(lo, hi, bits, sym)]
     for i in range(1, MSE_STEPS):
         p = F32(1) - F32(i) / F32(MSE_GRID)
-        s, z = params(p * lo, p * hi, bits, sym)
-        e = sq_error(g, s, z, bits, imp)
-        better = e < best_e
-        best_s, best_z, best_e = np.where(better, s, best_s), np.where(better, z, best_z), np.where(better, e, best_e)
-    return best_s, best_z
+        cands.append(params(p * lo, p * hi, bits, sym))
+    errs = np.stack([sq_error(g, s, z, bits, imp) for s, z in cands])  # [candidate, row]
+    rows = np.arange(g.shape[0])
+    best_i = np.zeros(g.shape[0], dtype=np.int64)
+    for i in range(MSE_COARSE, MSE_STEPS, MSE_COARSE):
+        best_i = np.where(errs[i] < errs[best_i, rows], i, best_i)
+    centre = best_i.copy()
+    for off in range(-(MSE_COARSE - 1), MSE_COARSE):
+        i = centre + off
+        ok = (i >= 0) & (i < MSE_STEPS) & (i % MSE_COARSE != 0)
+        ic = np.clip(i, 0, MSE_STEPS - 1)
+        best_i = np.where(ok & (errs[ic, rows] < errs[best_i, rows]), ic, best_i)
+    s = np.array([cands[i][0][r] for r, i in enumerate(best_i)], np.float16)
+    z = np.array([cands[i][1][r] for r, i in enumerate(best_i)], np.float16)
+    out = [_refit(g[r], s[r], z[r], bits, sym, None if imp is None else imp) for r in rows]
+    return np.array([o[0] for o in out], np.float16), np.array([o[1] for o in out], np.float16)
+
+
+def _refit(w: np.ndarray, s: np.float16, z: np.float16, bits: int, sym: bool, imp: Optional[np.ndarray]):
+    """Alternate codes and their weighted least-squares (s, z) while the error falls."""
+    qmax, mid = grid(bits)
+    v = np.ones(w.shape, np.float64) if imp is None else imp.astype(np.float64)
+    err = sq_error(w[None, :], np.array([s]), np.array([z]), bits, imp)[0]
+    for _ in range(MSE_REFIT):
+        q = codes(w, np.float16(s), np.float16(z), qmax).astype(np.float64) - (mid if sym else 0)
+        x = w.astype(np.float64)
+        sv, sq, sqq, sw, sqw = v.sum(), (v * q).sum(), (v * q * q).sum(), (v * x).sum(), (v * q * x).sum()
+        if sym:
+            if sqq <= 0:
+                break
+            a, zz = sqw / sqq, float(mid)
+        else:
+            det = sv * sqq - sq * sq
+            if not det > 1e-12 * sv * sqq:
+                break
+            a = (sv * sqw - sq * sw) / det
+            if not a > 0:
+                break
+            zz = -((sw - a * sq) / sv) / a
+        s2, z2 = np.float16(F32(a)), np.float16(F32(zz))
+        if not (np.isfinite(s2) and s2 != 0 and np.isfinite(z2)):
+            break
+        e2 = sq_error(w[None, :], np.array([s2]), np.array([z2]), bits, imp)[0]
+        if not e2 < err:
+            break
+        s, z, err = s2, z2, e2
+    return s, z
 
 
 def _shrink(x: np.ndarray, beta: F32) -> np.ndarray:

@@ -1,32 +1,163 @@
-//! Clipping-range search: try the min–max range shrunk by `p = 1 - i/GRID` for
-//! `i = 0 .. MAX_SHRINK * GRID` (both ends scaled towards 0, as GPTQ's `find_params` with
-//! `mse=True` does), keep the candidate with the least squared error — weighted by a
-//! per-input-channel importance (e.g. mean squared activations) when one is given. The
-//! error is measured with the fp16-rounded parameters; ties keep the wider range.
+//! Least squared error, in two stages:
+//!
+//! 1. **Clipping search**: the min–max range shrunk by `p = 1 - i/GRID` for
+//!    `i = 0 .. MAX_SHRINK_STEPS` (both ends scaled towards 0, as GPTQ's `find_params`
+//!    with `mse=True` does), coarse to fine: every `COARSE`-th candidate first, then the
+//!    candidates around the best of those. The error curve over `p` is nearly unimodal,
+//!    and stage 2 recovers what the coarse pass misses, so this costs about a third of
+//!    the exhaustive search for the same final error (measured on stories260k).
+//! 2. **Least-squares refit**: with the codes `q` fixed, the best `(s, z)` for
+//!    `w ≈ s (q - z)` has a closed form (a weighted linear regression of `w` on `q`;
+//!    symmetric grids fit `s` alone with `z = 2^(bits-1)`). New parameters make new
+//!    codes, so this alternates for at most `REFIT_ITERS` rounds while the error falls
+//!    (Lloyd's algorithm on a uniform grid). The zero becomes fractional, stored in fp16
+//!    like HQQ's.
+//!
+//! Every error is measured with the fp16-rounded parameters (what is stored), weighted
+//! by a per-input-channel importance (e.g. mean squared activations) when one is given;
+//! ties keep the earlier (wider) candidate.
 
-use super::{initial_range, sq_error, Grid, Params, ScaleOverflow};
+use half::f16;
+
+use super::{fp16, initial_range, round_even, sq_error, Grid, Params, ScaleOverflow};
 
 /// Number of grid steps between the full range and an empty one.
 pub const GRID: u32 = 100;
-/// Candidates shrink the range to at most `1 - 0.8` of itself (80 candidates).
+/// Candidates shrink the range to at most `1 - 0.8` of itself.
 pub const MAX_SHRINK_STEPS: u32 = 80;
+/// Stride of the coarse pass.
+pub const COARSE: u32 = 4;
+/// Rounds of least-squares refitting.
+pub const REFIT_ITERS: usize = 4;
 
 pub fn params(w: &[f32], imp: Option<&[f32]>, grid: &Grid) -> Result<Params, ScaleOverflow> {
     let (lo, hi) = initial_range(w, grid);
     // The full range is the widest candidate: if its scale fits fp16, all do.
-    let mut best = Params::from_range(lo, hi, grid)?;
+    let full = Params::from_range(lo, hi, grid)?;
     if lo == 0.0 && hi == 0.0 {
-        return Ok(best);
+        return Ok(full);
     }
-    let mut best_err = sq_error(w, imp, best, grid);
-    for i in 1..MAX_SHRINK_STEPS {
+    let candidate = |i: u32| -> Result<(Params, f64), ScaleOverflow> {
         let p = 1.0 - i as f32 / GRID as f32;
-        let cand = Params::from_range(p * lo, p * hi, grid)?;
-        let err = sq_error(w, imp, cand, grid);
-        if err < best_err {
-            best = cand;
-            best_err = err;
+        let c = Params::from_range(p * lo, p * hi, grid)?;
+        Ok((c, sq_error(w, imp, c, grid)))
+    };
+    let (mut best, mut best_err, mut best_i) = (full, sq_error(w, imp, full, grid), 0);
+    let consider = |i: u32,
+                    best: &mut Params,
+                    best_err: &mut f64,
+                    best_i: &mut u32|
+     -> Result<(), ScaleOverflow> {
+        let (c, e) = candidate(i)?;
+        if e < *best_err {
+            (*best, *best_err, *best_i) = (c, e, i);
+        }
+        Ok(())
+    };
+    for i in (COARSE..MAX_SHRINK_STEPS).step_by(COARSE as usize) {
+        consider(i, &mut best, &mut best_err, &mut best_i)?;
+    }
+    let centre = best_i;
+    for i in centre.saturating_sub(COARSE - 1)..(centre + COARSE).min(MAX_SHRINK_STEPS) {
+        if i % COARSE != 0 {
+            consider(i, &mut best, &mut best_err, &mut best_i)?;
         }
     }
-    Ok(best)
+    Ok(refit(w, imp, best, best_err, grid))
+}
+
+/// Stage 2: alternate codes and their least-squares parameters while the error falls.
+fn refit(w: &[f32], imp: Option<&[f32]>, mut p: Params, mut err: f64, grid: &Grid) -> Params {
+    for _ in 0..REFIT_ITERS {
+        let Some(cand) = least_squares(w, imp, p, grid) else {
+            break;
+        };
+        let e = sq_error(w, imp, cand, grid);
+        if !(e < err) {
+            break;
+        }
+        (p, err) = (cand, e);
+    }
+    p
+}
+
+/// The `(s, z)` minimising `Σ v (w - s (q - z))²` for the codes `q` that `p` gives
+/// (`v` the importance, 1 without one); `None` when the fit is degenerate (one code
+/// used, a non-positive slope) or does not fit fp16.
+fn least_squares(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> Option<Params> {
+    let (sv, sq, sqq, sw, sqw) = moments(w, imp, p, grid);
+    let (scale, zero) = if grid.sym {
+        // w ≈ s c with c = q - mid: s = Σ v w c / Σ v c².
+        if sqq <= 0.0 {
+            return None;
+        }
+        (sqw / sqq, f64::from(grid.mid))
+    } else {
+        let det = sv * sqq - sq * sq;
+        if !(det > 1e-12 * sv * sqq) {
+            return None;
+        }
+        let a = (sv * sqw - sq * sw) / det;
+        let b = (sw - a * sq) / sv;
+        if !(a > 0.0) {
+            return None;
+        }
+        (a, -b / a)
+    };
+    let scale = fp16(scale as f32).ok()?;
+    let zero = f16::from_f32(zero as f32);
+    (scale.to_f32() != 0.0 && zero.is_finite()).then_some(Params { scale, zero })
+}
+
+/// `(Σv, Σvq, Σvq², Σvw, Σvqw)` over the group, with `q` the codes `p` gives (minus
+/// `2^(bits-1)` on symmetric grids). f32 lanes for vectorisation, like `sq_error`; a
+/// fit spoilt by rounding is caught by the caller, which keeps it only if the error
+/// falls.
+fn moments(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> (f64, f64, f64, f64, f64) {
+    const LANES: usize = 8;
+    let (s, z, qmax) = (p.scale.to_f32(), p.zero.to_f32(), grid.qmax);
+    let shift = if grid.sym { grid.mid } else { 0.0 };
+    let mut acc = [[0f32; LANES]; 5];
+    let mut add = |k: usize, x: f32, v: f32| {
+        let q = round_even(x / s + z).max(0.0).min(qmax) - shift;
+        acc[0][k] += v;
+        acc[1][k] += v * q;
+        acc[2][k] += v * q * q;
+        acc[3][k] += v * x;
+        acc[4][k] += v * q * x;
+    };
+    let split = w.len() / LANES * LANES;
+    match imp {
+        Some(imp) => {
+            for (c, v) in w[..split]
+                .chunks_exact(LANES)
+                .zip(imp[..split].chunks_exact(LANES))
+            {
+                for k in 0..LANES {
+                    add(k, c[k], v[k]);
+                }
+            }
+            for (k, (&x, &v)) in w[split..].iter().zip(&imp[split..]).enumerate() {
+                add(k, x, v);
+            }
+        }
+        None => {
+            for c in w[..split].chunks_exact(LANES) {
+                for k in 0..LANES {
+                    add(k, c[k], 1.0);
+                }
+            }
+            for (k, &x) in w[split..].iter().enumerate() {
+                add(k, x, 1.0);
+            }
+        }
+    }
+    let sum = |a: &[f32; LANES]| a.iter().map(|&x| f64::from(x)).sum::<f64>();
+    (
+        sum(&acc[0]),
+        sum(&acc[1]),
+        sum(&acc[2]),
+        sum(&acc[3]),
+        sum(&acc[4]),
+    )
 }
