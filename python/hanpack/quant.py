@@ -9,8 +9,8 @@ weights, with numpy arrays in and out.
     >>> float(np.abs(q.dequantize() - w).max()) < 0.5
     True
 
-Methods: ``"rtn"`` (min–max), ``"mse"`` (clipping search, optionally weighted by a
-per-input-channel ``importance``), ``"hqq"`` (half-quadratic optimisation of the zero
+Methods: ``"rtn"`` (min–max), ``"mse"`` (clipping search and least-squares refit of
+scale and zero, optionally weighted by a per-input-channel ``importance``), ``"hqq"`` (half-quadratic optimisation of the zero
 point, no calibration data). The packed layouts, the code formula
 ``w ≈ (q - zero) * scale`` and the size rules are specified once, in the Rust module
 ``hanpack_core::quant::formats``; this module only checks arguments and wraps arrays.

@@ -21,8 +21,8 @@
 //! q = clamp(round_half_even(w / s + z), 0, 2^bits - 1)     (q = clamp(round(z)) if s == 0)
 //! ```
 //!
-//! * asymmetric (`rtn`, `mse`): `z` is an integer in `0 ..= 2^bits - 1`; `hqq`: `z` is
-//!   fractional (HQQ optimises it), hence zeros are stored as fp16 for every method;
+//! * asymmetric `rtn`: `z` is an integer in `0 ..= 2^bits - 1`; `mse` and `hqq`: `z` is
+//!   fractional (both optimise it), hence zeros are stored as fp16 for every method;
 //! * symmetric: `z = 2^(bits-1)` for every group (8 for int4), `s` may be negative (the
 //!   group's signed extremum maps exactly to code 0, as llama.cpp's Q4_0 does). The zeros
 //!   array is still stored so that one kernel serves both.

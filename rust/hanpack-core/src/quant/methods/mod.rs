@@ -5,8 +5,8 @@
 //!
 //! * [`rtn`] — min–max: the range `[min(w, 0), max(w, 0)]` (symmetric: the signed
 //!   extremum) mapped onto the codes, integer zero.
-//! * [`mse`] — grid search over shrunken ranges minimising the (importance-weighted)
-//!   squared error of the group.
+//! * [`mse`] — search over shrunken ranges, then least-squares refits of scale and zero,
+//!   minimising the (importance-weighted) squared error of the group.
 //! * [`hqq`] — half-quadratic optimisation of the zero (symmetric: of the scale), no
 //!   calibration data.
 //!
