@@ -28,7 +28,7 @@
 
 use half::f16;
 
-use super::{initial_range, round_even, Grid, Params, ScaleOverflow};
+use super::{clamp_code, initial_range, round_even, Grid, Params, ScaleOverflow};
 
 pub const LP_NORM: f32 = 0.7;
 pub const BETA: f32 = 10.0;
@@ -47,6 +47,7 @@ fn shrink(x: f32, beta: f32) -> f32 {
     }
 }
 
+#[inline(always)]
 pub fn params(w: &[f32], grid: &Grid) -> Result<Params, ScaleOverflow> {
     let (lo, hi) = initial_range(w, grid);
     let start = Params::from_range(lo, hi, grid)?;
@@ -111,6 +112,7 @@ fn lane_sums(w: &[f32], f: impl Fn(f32) -> (f32, f32, bool)) -> (f64, f64, bool)
     (sum(&sa), sum(&sb), big.iter().any(|&g| g))
 }
 
+#[inline(always)]
 fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
     let n = w.len() as f64;
     let qmax = grid.qmax;
@@ -119,14 +121,14 @@ fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
         let thr = shrink_threshold(beta);
         // Σ(q - (x - e)·inv) and Σ|x - r|, first with every e = 0.
         let (mut sum_z, mut sum_err, big) = lane_sums(w, |x| {
-            let q = round_even(x * inv + z).max(0.0).min(qmax);
+            let q = clamp_code(round_even(x * inv + z), qmax);
             let d = x - (q - z) / inv;
             (q - x * inv, d.abs(), d.abs() > thr)
         });
         if big {
             (sum_z, sum_err) = (0.0, 0.0);
             for &x in w {
-                let q = round_even(x * inv + z).max(0.0).min(qmax);
+                let q = clamp_code(round_even(x * inv + z), qmax);
                 let r = (q - z) / inv;
                 let e = shrink(x - r, beta);
                 sum_z += f64::from(q - (x - e) * inv);
@@ -144,17 +146,14 @@ fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
     best_z
 }
 
+#[inline(always)]
 fn optimise_scale(w: &[f32], mut s: f32, grid: &Grid) -> f32 {
     let (mut beta, mut best_err, mut best_s) = (BETA, f64::INFINITY, s);
     let (mid, qmax) = (grid.mid, grid.qmax);
     for _ in 0..ITERS {
         let thr = shrink_threshold(beta);
-        let c_of = |x: f32| {
-            round_even(if s == 0.0 { mid } else { x / s + mid })
-                .max(0.0)
-                .min(qmax)
-                - mid
-        };
+        let c_of =
+            |x: f32| clamp_code(round_even(if s == 0.0 { mid } else { x / s + mid }), qmax) - mid;
         // Σ(x - e)·c and Σc² first with every e = 0; Σ|x - r| alongside.
         let (mut num, mut den, big) = lane_sums(w, |x| {
             let c = c_of(x);

@@ -19,7 +19,7 @@
 
 use half::f16;
 
-use super::{fp16, initial_range, round_even, sq_error, Grid, Params, ScaleOverflow};
+use super::{clamp_code, fp16, initial_range, round_even, sq_error, Grid, Params, ScaleOverflow};
 
 /// Number of grid steps between the full range and an empty one.
 pub const GRID: u32 = 100;
@@ -30,6 +30,7 @@ pub const COARSE: u32 = 4;
 /// Rounds of least-squares refitting.
 pub const REFIT_ITERS: usize = 4;
 
+#[inline(always)]
 pub fn params(w: &[f32], imp: Option<&[f32]>, grid: &Grid) -> Result<Params, ScaleOverflow> {
     let (lo, hi) = initial_range(w, grid);
     // The full range is the widest candidate: if its scale fits fp16, all do.
@@ -37,36 +38,54 @@ pub fn params(w: &[f32], imp: Option<&[f32]>, grid: &Grid) -> Result<Params, Sca
     if lo == 0.0 && hi == 0.0 {
         return Ok(full);
     }
-    let candidate = |i: u32| -> Result<(Params, f64), ScaleOverflow> {
-        let p = 1.0 - i as f32 / GRID as f32;
-        let c = Params::from_range(p * lo, p * hi, grid)?;
-        Ok((c, sq_error(w, imp, c, grid)))
-    };
-    let (mut best, mut best_err, mut best_i) = (full, sq_error(w, imp, full, grid), 0);
-    let consider = |i: u32,
-                    best: &mut Params,
-                    best_err: &mut f64,
-                    best_i: &mut u32|
-     -> Result<(), ScaleOverflow> {
-        let (c, e) = candidate(i)?;
-        if e < *best_err {
-            (*best, *best_err, *best_i) = (c, e, i);
-        }
-        Ok(())
+    let mut best = Best {
+        p: full,
+        err: sq_error(w, imp, full, grid),
+        i: 0,
     };
     for i in (COARSE..MAX_SHRINK_STEPS).step_by(COARSE as usize) {
-        consider(i, &mut best, &mut best_err, &mut best_i)?;
+        best.consider(i, w, imp, lo, hi, grid)?;
     }
-    let centre = best_i;
+    let centre = best.i;
     for i in centre.saturating_sub(COARSE - 1)..(centre + COARSE).min(MAX_SHRINK_STEPS) {
         if i % COARSE != 0 {
-            consider(i, &mut best, &mut best_err, &mut best_i)?;
+            best.consider(i, w, imp, lo, hi, grid)?;
         }
     }
-    Ok(refit(w, imp, best, best_err, grid))
+    Ok(refit(w, imp, best.p, best.err, grid))
+}
+
+/// The best clipping candidate so far.
+struct Best {
+    p: Params,
+    err: f64,
+    i: u32,
+}
+
+impl Best {
+    /// Candidate `i`: the range shrunk by `1 - i/GRID`; kept if strictly better.
+    #[inline(always)]
+    fn consider(
+        &mut self,
+        i: u32,
+        w: &[f32],
+        imp: Option<&[f32]>,
+        lo: f32,
+        hi: f32,
+        grid: &Grid,
+    ) -> Result<(), ScaleOverflow> {
+        let p = 1.0 - i as f32 / GRID as f32;
+        let c = Params::from_range(p * lo, p * hi, grid)?;
+        let e = sq_error(w, imp, c, grid);
+        if e < self.err {
+            (self.p, self.err, self.i) = (c, e, i);
+        }
+        Ok(())
+    }
 }
 
 /// Stage 2: alternate codes and their least-squares parameters while the error falls.
+#[inline(always)]
 fn refit(w: &[f32], imp: Option<&[f32]>, mut p: Params, mut err: f64, grid: &Grid) -> Params {
     for _ in 0..REFIT_ITERS {
         let Some(cand) = least_squares(w, imp, p, grid) else {
@@ -84,6 +103,7 @@ fn refit(w: &[f32], imp: Option<&[f32]>, mut p: Params, mut err: f64, grid: &Gri
 /// The `(s, z)` minimising `Σ v (w - s (q - z))²` for the codes `q` that `p` gives
 /// (`v` the importance, 1 without one); `None` when the fit is degenerate (one code
 /// used, a non-positive slope) or does not fit fp16.
+#[inline(always)]
 fn least_squares(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> Option<Params> {
     let (sv, sq, sqq, sw, sqw) = moments(w, imp, p, grid);
     let (scale, zero) = if grid.sym {
@@ -113,13 +133,14 @@ fn least_squares(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> Opti
 /// `2^(bits-1)` on symmetric grids). f32 lanes for vectorisation, like `sq_error`; a
 /// fit spoilt by rounding is caught by the caller, which keeps it only if the error
 /// falls.
+#[inline(always)]
 fn moments(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> (f64, f64, f64, f64, f64) {
     const LANES: usize = 8;
     let (s, z, qmax) = (p.scale.to_f32(), p.zero.to_f32(), grid.qmax);
     let shift = if grid.sym { grid.mid } else { 0.0 };
     let mut acc = [[0f32; LANES]; 5];
     let mut add = |k: usize, x: f32, v: f32| {
-        let q = round_even(x / s + z).max(0.0).min(qmax) - shift;
+        let q = clamp_code(round_even(x / s + z), qmax) - shift;
         acc[0][k] += v;
         acc[1][k] += v * q;
         acc[2][k] += v * q * q;

@@ -4,6 +4,7 @@
 
 use super::{initial_range, Grid, Params, ScaleOverflow};
 
+#[inline(always)]
 pub fn params(w: &[f32], grid: &Grid) -> Result<Params, ScaleOverflow> {
     let (lo, hi) = initial_range(w, grid);
     Params::from_range(lo, hi, grid)
