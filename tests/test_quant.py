@@ -166,7 +166,7 @@ def test_mse_and_hqq_stay_finite_and_close(case, bits, method, sym):
     got = q.dequantize()
     assert np.isfinite(got).all() and np.isfinite(q.zeros).all()
     step = np.repeat(np.abs(q.scales.astype(np.float32)), 32, axis=1)[:, : w32.shape[1]]
-    # Within one step plus the clipping that mse may choose (at most 80% of the range).
+    # Within one step plus a clipped range (mse clips at most 11%; its refit and hqq move the grid).
     span = np.repeat(np.abs(q.scales.astype(np.float32)) * (2**bits), 32, axis=1)[:, : w32.shape[1]]
     assert (np.abs(got - w32) <= step + span + 1e-6).all()
 

@@ -7,7 +7,7 @@ an original and its quantized copy can be compared on the same tokens.
 
 Tokens come from ``hanpack.Tokenizer`` on the directory's ``tokenizer.model`` when it has
 one (sentencepiece's ids, which the model was trained on), else its ``tokenizer.json``;
-each document is BOS + its text. A document longer than ``window`` tokens is scored with
+each document is BOS (when the tokenizer has one) + its text. A document longer than ``window`` tokens is scored with
 a sliding window (transformers' recipe): windows of ``window`` tokens advanced by
 ``stride``, each scoring only the tokens the previous one did not, so every token after
 the first is predicted exactly once with up to ``window - stride`` tokens of context.
@@ -142,7 +142,7 @@ def perplexity(
     total_nll, total_n = 0.0, 0
     with torch.inference_mode():
         for doc in docs:
-            ids = tokenizer.encode(doc, add_bos=True)[:max_tokens]
+            ids = tokenizer.encode(doc, add_bos=tokenizer.bos_id >= 0)[:max_tokens]
             prev_end = 1  # the first token (BOS) is never predicted
             for begin in range(0, max(1, len(ids) - 1), stride):
                 end = min(begin + window, len(ids))
