@@ -253,10 +253,12 @@ def test_write_error_leaves_nothing(ckpt: Path, tmp_path: Path, limit: int) -> N
     _no_leftovers(tmp_path, tmp_path / "out")
 
 
-def test_cli_quantize(ckpt: Path, tmp_path: Path) -> None:
+def test_cli_quantize(ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from hanpack.cli import main
 
-    assert main(["quantize", str(ckpt), str(tmp_path / "out"), "--bits", "3", "--group-size", "32", "--method", "rtn", "--exclude", "q_proj", "--quiet"]) == 0
+    assert main(["quantize", str(ckpt), str(tmp_path / "out"), "--bits", "3", "--group-size", "32", "--method", "rtn", "--exclude", "q_proj", "--quiet", "--report"]) == 0
+    out = capsys.readouterr().out
+    assert "model.layers.0.mlp.down_proj.weight" in out and "SNR dB" in out and "quantized 2 of 7 tensors" in out
     assert json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]["bits"] == 3
     assert "model.layers.0.self_attn.q_proj" in json.loads((tmp_path / "out" / "config.json").read_text())["quantization_config"]["modules_to_not_convert"]
     assert main(["quantize", str(ckpt), str(tmp_path / "out"), "--quiet"]) == 1  # exists: an error message, no traceback
@@ -297,3 +299,17 @@ def test_eval_ppl_reproduces_the_provenance_figure(tmp_path: Path) -> None:
     # Sliding windows score every token once, also past the 512-token context.
     full = perplexity(src, text, separator="<|story|>", window=512, stride=256)
     assert full.n_tokens == 3322
+
+
+def test_cli_eval_ppl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    src = require_shared(STORIES / "model.safetensors").parent
+    from hanpack.cli import main
+
+    quantize_checkpoint(src, tmp_path / "q4", bits=4, group_size=32, method="mse", progress=False)
+    args = ["eval-ppl", str(src), str(tmp_path / "q4"), "--text", str(src / "eval_tinystories_val.txt"), "--separator", "<|story|>", "--max-tokens", "512"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "perplexity 3.3511 on 3211 tokens, 10 documents" in lines[0]
+    assert "% vs" in lines[1] and "q4" in lines[1]

@@ -95,6 +95,11 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         include=args.include or None, exclude=exclude, num_threads=args.threads, progress=not args.quiet,
     )
     q = r.quantized
+    if args.report:
+        print(f"{'tensor':<56} {'shape':>14} {'rel. error':>10} {'SNR dB':>7} {'max error':>10}")
+        for t in q:
+            snr = "exact" if t.snr_db is None else f"{t.snr_db:.1f}"
+            print(f"{t.name:<56} {str(t.shape):>14} {t.relative_error:>10.4f} {snr:>7} {t.max_abs_error:>10.3g}")
     n = sum(int(np.prod(t.shape)) for t in q)
     mean = sum(t.relative_error or 0.0 for t in q) / max(len(q), 1)
     worst = max(q, key=lambda t: t.relative_error or 0.0, default=None)
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-default-exclude", action="store_true", help="quantize embeddings, lm_head and norms too when 2-D")
     q.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
+    q.add_argument("--report", action="store_true", help="print each tensor's relative error, SNR and largest error")
     q.set_defaults(func=_cmd_quantize)
 
     v = sub.add_parser("eval-ppl", help="perplexity of checkpoints on a text (transformers, CPU)")
