@@ -28,7 +28,7 @@
 
 use half::f16;
 
-use super::{clamp_code, initial_range, round_even, Grid, Params, ScaleOverflow};
+use super::{clamp_code, initial_range, lane_sums, round_even, Grid, Params, ScaleOverflow};
 
 pub const LP_NORM: f32 = 0.7;
 pub const BETA: f32 = 10.0;
@@ -87,31 +87,6 @@ fn shrink_threshold(beta: f32) -> f32 {
     beta.powf(-1.0 / (2.0 - LP_NORM))
 }
 
-const LANES: usize = 8;
-
-/// Lane-wise sums `(Σa, Σb)` of `f(x) = (a, b, big)` over `w`, and whether any `big`.
-#[inline(always)]
-fn lane_sums(w: &[f32], f: impl Fn(f32) -> (f32, f32, bool)) -> (f64, f64, bool) {
-    let (mut sa, mut sb, mut big) = ([0f32; LANES], [0f32; LANES], [false; LANES]);
-    let split = w.len() / LANES * LANES;
-    for c in w[..split].chunks_exact(LANES) {
-        for k in 0..LANES {
-            let (a, b, g) = f(c[k]);
-            sa[k] += a;
-            sb[k] += b;
-            big[k] |= g;
-        }
-    }
-    for (k, &x) in w[split..].iter().enumerate() {
-        let (a, b, g) = f(x);
-        sa[k] += a;
-        sb[k] += b;
-        big[k] |= g;
-    }
-    let sum = |v: &[f32; LANES]| v.iter().map(|&x| f64::from(x)).sum::<f64>();
-    (sum(&sa), sum(&sb), big.iter().any(|&g| g))
-}
-
 #[inline(always)]
 fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
     let n = w.len() as f64;
@@ -120,12 +95,12 @@ fn optimise_zero(w: &[f32], inv: f32, mut z: f32, grid: &Grid) -> f32 {
     for _ in 0..ITERS {
         let thr = shrink_threshold(beta);
         // Σ(q - (x - e)·inv) and Σ|x - r|, first with every e = 0.
-        let (mut sum_z, mut sum_err, big) = lane_sums(w, |x| {
+        let [mut sum_z, mut sum_err, big] = lane_sums(w, None, |x, _| {
             let q = clamp_code(round_even(x * inv + z), qmax);
             let d = x - (q - z) / inv;
-            (q - x * inv, d.abs(), d.abs() > thr)
+            [q - x * inv, d.abs(), f32::from(u8::from(d.abs() > thr))]
         });
-        if big {
+        if big > 0.0 {
             (sum_z, sum_err) = (0.0, 0.0);
             for &x in w {
                 let q = clamp_code(round_even(x * inv + z), qmax);
@@ -155,12 +130,12 @@ fn optimise_scale(w: &[f32], mut s: f32, grid: &Grid) -> f32 {
         let c_of =
             |x: f32| clamp_code(round_even(if s == 0.0 { mid } else { x / s + mid }), qmax) - mid;
         // Σ(x - e)·c and Σc² first with every e = 0; Σ|x - r| alongside.
-        let (mut num, mut den, big) = lane_sums(w, |x| {
+        let [mut num, mut den, mut sum_err, big] = lane_sums(w, None, |x, _| {
             let c = c_of(x);
-            (x * c, c * c, (x - c * s).abs() > thr)
+            let d = (x - c * s).abs();
+            [x * c, c * c, d, f32::from(u8::from(d > thr))]
         });
-        let (_, mut sum_err, _) = lane_sums(w, |x| (0.0, (x - c_of(x) * s).abs(), false));
-        if big {
+        if big > 0.0 {
             (num, den, sum_err) = (0.0, 0.0, 0.0);
             for &x in w {
                 let c = c_of(x);

@@ -19,7 +19,9 @@
 
 use half::f16;
 
-use super::{clamp_code, fp16, initial_range, round_even, sq_error, Grid, Params, ScaleOverflow};
+use super::{
+    clamp_code, fp16, initial_range, lane_sums, round_even, sq_error, Grid, Params, ScaleOverflow,
+};
 
 /// Number of grid steps between the full range and an empty one.
 pub const GRID: u32 = 100;
@@ -109,7 +111,7 @@ fn refit(w: &[f32], imp: Option<&[f32]>, mut p: Params, mut err: f64, grid: &Gri
 /// used, a non-positive slope) or does not fit fp16.
 #[inline(always)]
 fn least_squares(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> Option<Params> {
-    let (sv, sq, sqq, sw, sqw) = moments(w, imp, p, grid);
+    let [sv, sq, sqq, sw, sqw] = moments(w, imp, p, grid);
     let (scale, zero) = if grid.sym {
         // w ≈ s c with c = q - mid: s = Σ v w c / Σ v c².
         if sqq <= 0.0 {
@@ -134,55 +136,14 @@ fn least_squares(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> Opti
 }
 
 /// `(Σv, Σvq, Σvq², Σvw, Σvqw)` over the group, with `q` the codes `p` gives (minus
-/// `2^(bits-1)` on symmetric grids). f32 lanes for vectorisation, like `sq_error`; a
-/// fit spoilt by rounding is caught by the caller, which keeps it only if the error
-/// falls.
+/// `2^(bits-1)` on symmetric grids). Summed in f32 lanes; a fit spoilt by rounding is
+/// caught by the caller, which keeps it only if the error falls.
 #[inline(always)]
-fn moments(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> (f64, f64, f64, f64, f64) {
-    const LANES: usize = 8;
+fn moments(w: &[f32], imp: Option<&[f32]>, p: Params, grid: &Grid) -> [f64; 5] {
     let (s, z, qmax) = (p.scale.to_f32(), p.zero.to_f32(), grid.qmax);
     let shift = if grid.sym { grid.mid } else { 0.0 };
-    let mut acc = [[0f32; LANES]; 5];
-    let mut add = |k: usize, x: f32, v: f32| {
+    lane_sums(w, imp, |x, v| {
         let q = clamp_code(round_even(x / s + z), qmax) - shift;
-        acc[0][k] += v;
-        acc[1][k] += v * q;
-        acc[2][k] += v * q * q;
-        acc[3][k] += v * x;
-        acc[4][k] += v * q * x;
-    };
-    let split = w.len() / LANES * LANES;
-    match imp {
-        Some(imp) => {
-            for (c, v) in w[..split]
-                .chunks_exact(LANES)
-                .zip(imp[..split].chunks_exact(LANES))
-            {
-                for k in 0..LANES {
-                    add(k, c[k], v[k]);
-                }
-            }
-            for (k, (&x, &v)) in w[split..].iter().zip(&imp[split..]).enumerate() {
-                add(k, x, v);
-            }
-        }
-        None => {
-            for c in w[..split].chunks_exact(LANES) {
-                for k in 0..LANES {
-                    add(k, c[k], 1.0);
-                }
-            }
-            for (k, &x) in w[split..].iter().enumerate() {
-                add(k, x, 1.0);
-            }
-        }
-    }
-    let sum = |a: &[f32; LANES]| a.iter().map(|&x| f64::from(x)).sum::<f64>();
-    (
-        sum(&acc[0]),
-        sum(&acc[1]),
-        sum(&acc[2]),
-        sum(&acc[3]),
-        sum(&acc[4]),
-    )
+        [v, v * q, v * q * q, v * x, v * q * x]
+    })
 }
