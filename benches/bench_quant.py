@@ -68,7 +68,8 @@ def torch_rtn(w, bits: int, gs: int):  # type: ignore[no-untyped-def]
 
 
 def torch_mse(w, bits: int, gs: int):  # type: ignore[no-untyped-def]
-    """hanpack's mse in torch: coarse-to-fine clipping search, then 4 least-squares refits."""
+    """hanpack's mse in torch: coarse-to-fine clipping search (range shrunk by i/100,
+    i < 12), then 4 least-squares refits."""
     import torch
 
     g = w.reshape(-1, gs)
@@ -80,17 +81,17 @@ def torch_mse(w, bits: int, gs: int):  # type: ignore[no-untyped-def]
         return s, z, _torch_err(g, s, z, qmax)
     s, z, e = cand(0)
     best_i = torch.zeros(g.shape[0], dtype=torch.long)
-    for i in range(4, 80, 4):
+    for i in range(4, 12, 4):
         cs, cz, ce = cand(i)
         better = ce < e
         s, z, e = torch.where(better[:, None], cs, s), torch.where(better[:, None], cz, z), torch.where(better, ce, e)
         best_i = torch.where(better, i, best_i)
     for off in (-3, -2, -1, 1, 2, 3):  # the fine pass, all groups at once
-        i = (best_i + off).clamp(0, 79)
+        i = (best_i + off).clamp(0, 11)
         p = (1 - i.float() / 100)[:, None]
         cs, cz = _torch_params(p * lo, p * hi, qmax)
         ce = _torch_err(g, cs, cz, qmax)
-        better = (ce < e) & (best_i + off >= 0)
+        better = (ce < e) & (best_i + off >= 0) & (best_i + off < 12)
         s, z, e = torch.where(better[:, None], cs, s), torch.where(better[:, None], cz, z), torch.where(better, ce, e)
     for _ in range(4):
         q = (g / s + z).round().clamp(0, qmax)
