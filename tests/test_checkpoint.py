@@ -313,3 +313,27 @@ def test_cli_eval_ppl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     lines = capsys.readouterr().out.strip().splitlines()
     assert "perplexity 3.3511 on 3211 tokens, 10 documents" in lines[0]
     assert "% vs" in lines[1] and "q4" in lines[1]
+
+
+def test_fp8_tensors_pass_through(tmp_path: Path) -> None:
+    """A dtype numpy lacks (FP8) is copied byte for byte and counted in the index."""
+    w = _weights()
+    w["model.fp8_scales"] = np.arange(16, dtype=np.uint8)
+    src = _write_checkpoint(tmp_path / "src", w)
+    shard = next(f for f, names in _shards_of(src).items() if "model.fp8_scales" in names)
+    _edit_header(src / shard, lambda h: h["model.fp8_scales"].update(dtype="F8_E4M3"))
+    quantize_checkpoint(src, tmp_path / "out", bits=4, group_size=32, progress=False)
+    r = hanpack._core.SafetensorsReader(tmp_path / "out" / shard)
+    assert r.read("model.fp8_scales") == ("F8_E4M3", [16], bytes(range(16)))
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    sizes = sum(len(hanpack._core.SafetensorsReader(tmp_path / "out" / f).read(n)[2]) for n, f in index["weight_map"].items())
+    assert index["metadata"]["total_size"] == sizes
+    with pytest.raises(CheckpointFormatError, match="F8_E4M3 has no numpy equivalent"):
+        load_checkpoint(tmp_path / "out")
+
+
+def _shards_of(root: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, f in json.loads((root / "model.safetensors.index.json").read_text())["weight_map"].items():
+        out.setdefault(f, []).append(name)
+    return out

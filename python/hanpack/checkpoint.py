@@ -288,7 +288,7 @@ def _write_index(tmp: Path, shards: List[Path]) -> None:
     for s in shards:
         for name, dtype, shape in _core.SafetensorsReader(s).tensors():
             weight_map[name] = s.name
-            total += int(np.prod(shape, dtype=np.int64)) * np.dtype(_NUMPY[dtype]).itemsize
+            total += int(np.prod(shape, dtype=np.int64)) * _BITS[dtype] // 8
     _write_json(tmp / INDEX, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
 
 
@@ -332,6 +332,12 @@ def _report_json(r: CheckpointReport, **spec: Any) -> Dict[str, Any]:
     }
 
 
+# Bits per element of every safetensors dtype (FP8/FP6/FP4 included, which numpy lacks).
+_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
+    "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
+}
 _NUMPY = {
     "F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
     "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?",
