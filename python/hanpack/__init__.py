@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
-from . import checkpoint, data, exceptions, quant
+from . import checkpoint, data, exceptions, quant, segment as _segment_module
 from ._core import __version__
 from .checkpoint import quantize_checkpoint
+from .segment import Segmenter, segment
 from .tokenizer import StreamDecoder, Tokenizer
 
-__all__ = ["Tokenizer", "StreamDecoder", "quantize_checkpoint", "checkpoint", "exceptions", "data", "quant", "__version__"]
+__all__ = ["Tokenizer", "StreamDecoder", "Segmenter", "segment", "quantize_checkpoint", "checkpoint", "exceptions", "data", "quant", "__version__"]

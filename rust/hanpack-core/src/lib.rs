@@ -3,6 +3,7 @@
 //! * [`tokenizer::spm`] — SentencePiece models (BPE and Unigram), encoding and decoding
 //!   id-for-id like sentencepiece 0.2.x.
 //! * [`io`] — file formats shared by both halves (GGUF, safetensors).
+//! * [`vocab`] — Chinese word segmentation (jieba's algorithm), for vocabulary building.
 //! * [`quant`] — group-wise 2/3/4/8-bit weight quantization (rtn, mse, hqq) and the packed
 //!   layouts that kernels read.
 //!
@@ -13,6 +14,7 @@ pub mod error;
 pub mod io;
 pub mod quant;
 pub mod tokenizer;
+pub mod vocab;
 
 #[cfg(test)]
 mod test_rng;

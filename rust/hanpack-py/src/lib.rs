@@ -13,6 +13,7 @@ mod gguf;
 mod pipeline;
 mod pool;
 mod quant;
+mod segment;
 mod spm;
 
 #[pymodule]
@@ -25,6 +26,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gguf::load_gguf, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
     m.add_class::<checkpoint::SafetensorsReader>()?;
+    m.add_class::<segment::JiebaSegmenter>()?;
     m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     Ok(())

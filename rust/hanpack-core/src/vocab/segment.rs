@@ -1,0 +1,425 @@
+//! Chinese word segmentation with jieba's algorithm (jieba 0.42, `jieba.cut` with
+//! `cut_all=False`), token for token:
+//!
+//! 1. The text is cut into blocks: runs of "han" characters (`U+4E00..=U+9FD5`, ASCII
+//!    letters and digits, `+ # & . _ % -`) and the rest. Outside han blocks every
+//!    character is its own token, except `"\r\n"`, which is one.
+//! 2. In a han block, the prefix dictionary gives for each position `k` the words that
+//!    start there (the DAG; a position with none gets the single character), and the
+//!    route maximises `Σ ln(freq or 1) - ln(total)` from right to left, ties going to
+//!    the longer word (Python's `max` over `(score, end)` tuples).
+//! 3. Without the HMM, consecutive single ASCII letters/digits on the route are joined.
+//!    With it, every run of single-character words that is not itself a dictionary word
+//!    goes to the HMM (`finalseg`): Viterbi over the states B, M, E, S on its han runs,
+//!    and `[a-zA-Z0-9]+(\.\d+)?%?` matches (and the text between them) as tokens.
+//!
+//! Tokens are slices of the input (every jieba token is a contiguous substring).
+//! Floating point follows jieba's order of operations, so routes and HMM paths agree on
+//! ties too.
+
+use std::collections::HashMap;
+
+use crate::error::{HanpackError, Result};
+
+/// jieba's `MIN_FLOAT`: the log-probability of anything its tables leave out.
+pub const MIN_FLOAT: f64 = -3.14e100;
+
+/// The prefix dictionary of a jieba `dict.txt` (`word freq [tag]` per line).
+pub struct JiebaDict {
+    /// Every word and every prefix of a word, to its index in `ln_freq`.
+    trie: crawdad::Trie,
+    /// `ln(freq)` per index; `None` for prefixes only and for words of frequency 0,
+    /// which jieba keeps in its table but never puts in the DAG.
+    ln_freq: Vec<Option<f64>>,
+    ln_total: f64,
+}
+
+impl JiebaDict {
+    /// Parses jieba's format: the first two space-separated fields of each line (after
+    /// stripping ASCII whitespace) are the word and an integer frequency; later lines
+    /// win for a repeated word, and the total counts every line (as jieba does).
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let mut freq: HashMap<&str, u64> = HashMap::new();
+        let mut total: u64 = 0;
+        for (lineno, raw) in text.split('\n').enumerate() {
+            let line = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+            if line.is_empty() {
+                continue;
+            }
+            let line = if lineno == 0 {
+                line.trim_start_matches('\u{feff}')
+            } else {
+                line
+            };
+            let mut fields = line.split(' ');
+            let (word, f) = (fields.next().unwrap_or(""), fields.next());
+            let f = f
+                .and_then(|f| f.parse::<u64>().ok())
+                .filter(|_| !word.is_empty())
+                .ok_or_else(|| HanpackError::TokenizerFormat {
+                    origin: origin.to_string(),
+                    reason: format!("line {}: not `word frequency [tag]`: {line:?}", lineno + 1),
+                })?;
+            freq.insert(word, f);
+            total = total.saturating_add(f);
+        }
+        if freq.is_empty() {
+            return Err(HanpackError::TokenizerFormat {
+                origin: origin.to_string(),
+                reason: "the dictionary has no words".into(),
+            });
+        }
+        let mut keys: Vec<(&str, Option<u64>)> = Vec::with_capacity(freq.len() * 2);
+        for (&w, &f) in &freq {
+            keys.push((w, Some(f)));
+            for (i, _) in w.char_indices().skip(1) {
+                if !freq.contains_key(&w[..i]) {
+                    keys.push((&w[..i], None));
+                }
+            }
+        }
+        keys.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+        keys.dedup_by(|a, b| a.0 == b.0);
+        let ln_freq: Vec<Option<f64>> = keys
+            .iter()
+            .map(|&(_, f)| f.filter(|&f| f > 0).map(|f| (f as f64).ln()))
+            .collect();
+        let trie =
+            crawdad::Trie::from_records(keys.iter().enumerate().map(|(i, &(w, _))| (w, i as u32)))
+                .map_err(|e| HanpackError::InvalidTokenizer {
+                    origin: origin.to_string(),
+                    reason: format!("cannot index the dictionary: {e}"),
+                })?;
+        Ok(Self {
+            trie,
+            ln_freq,
+            ln_total: (total as f64).ln(),
+        })
+    }
+
+    /// `ln(freq)` of `word` when it is a word of non-zero frequency.
+    fn ln_freq_of(&self, word: &str) -> Option<f64> {
+        self.trie
+            .exact_match(word.chars())
+            .and_then(|i| self.ln_freq[i as usize])
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.trie.heap_bytes() + self.ln_freq.len() * 16
+    }
+}
+
+/// jieba's `finalseg` HMM: log-probabilities for the states B, M, E, S (in that order).
+pub struct Hmm {
+    pub start: [f64; 4],
+    /// `trans[from][to]`; [`MIN_FLOAT`] where jieba's table has no entry.
+    pub trans: [[f64; 4]; 4],
+    pub emit: [HashMap<char, f64>; 4],
+}
+
+const B: usize = 0;
+const M: usize = 1;
+const E: usize = 2;
+const S: usize = 3;
+/// The state letters, for jieba's tie-breaking (`max` over `(prob, letter)` tuples).
+const LETTER: [u8; 4] = [b'B', b'M', b'E', b'S'];
+/// jieba's `PrevStatus`: the states each state can follow.
+const PREV: [[usize; 2]; 4] = [[E, S], [M, B], [B, M], [S, E]];
+
+impl Hmm {
+    /// The most likely state sequence of `obs` (jieba's `viterbi`).
+    fn viterbi(&self, obs: &[char]) -> Vec<usize> {
+        let emit = |y: usize, c: char| self.emit[y].get(&c).copied().unwrap_or(MIN_FLOAT);
+        let mut v: [f64; 4] = std::array::from_fn(|y| self.start[y] + emit(y, obs[0]));
+        let mut back: Vec<[u8; 4]> = Vec::with_capacity(obs.len());
+        back.push([0; 4]);
+        for &c in &obs[1..] {
+            let mut nv = [0f64; 4];
+            let mut bp = [0u8; 4];
+            for y in 0..4 {
+                let em = emit(y, c);
+                let (mut best, mut arg) = (f64::NEG_INFINITY, PREV[y][0]);
+                for (k, &y0) in PREV[y].iter().enumerate() {
+                    let p = v[y0] + self.trans[y0][y] + em;
+                    if k == 0 || p > best || (p == best && LETTER[y0] > LETTER[arg]) {
+                        (best, arg) = (p, y0);
+                    }
+                }
+                (nv[y], bp[y]) = (best, arg as u8);
+            }
+            v = nv;
+            back.push(bp);
+        }
+        let mut state = if v[S] > v[E] || (v[S] == v[E] && LETTER[S] > LETTER[E]) {
+            S
+        } else {
+            E
+        };
+        let mut states = vec![0usize; obs.len()];
+        for t in (0..obs.len()).rev() {
+            states[t] = state;
+            state = back[t][state] as usize;
+        }
+        states
+    }
+}
+
+/// A dictionary and, optionally, the HMM for unknown words.
+pub struct Segmenter {
+    dict: JiebaDict,
+    hmm: Option<Hmm>,
+}
+
+fn is_han_block_char(c: char) -> bool {
+    matches!(c, '\u{4E00}'..='\u{9FD5}' | 'a'..='z' | 'A'..='Z' | '0'..='9' | '+' | '#' | '&' | '.' | '_' | '%' | '-')
+}
+
+fn is_han(c: char) -> bool {
+    ('\u{4E00}'..='\u{9FD5}').contains(&c)
+}
+
+impl Segmenter {
+    pub fn new(dict: JiebaDict, hmm: Option<Hmm>) -> Self {
+        Self { dict, hmm }
+    }
+
+    pub fn has_hmm(&self) -> bool {
+        self.hmm.is_some()
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.dict.heap_bytes()
+            + self
+                .hmm
+                .as_ref()
+                .map_or(0, |h| h.emit.iter().map(|m| m.len() * 24).sum())
+    }
+
+    /// Appends the tokens of `text` to `out` (`jieba.cut(text, HMM=hmm)`).
+    pub fn cut<'t>(&self, text: &'t str, hmm: bool, out: &mut Vec<&'t str>) -> Result<()> {
+        if hmm && self.hmm.is_none() {
+            return Err(HanpackError::InvalidArgument(
+                "this segmenter has no HMM (load one, or pass hmm=False)".into(),
+            ));
+        }
+        let mut rest = text;
+        while let Some(c) = rest.chars().next() {
+            if is_han_block_char(c) {
+                let end = rest
+                    .find(|c: char| !is_han_block_char(c))
+                    .unwrap_or(rest.len());
+                self.cut_block(&rest[..end], hmm, out);
+                rest = &rest[end..];
+            } else {
+                let n = if rest.starts_with("\r\n") {
+                    2
+                } else {
+                    c.len_utf8()
+                };
+                out.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+        }
+        Ok(())
+    }
+
+    /// One han block: the route through the DAG, then the output rules of module step 3.
+    fn cut_block<'t>(&self, block: &'t str, hmm: bool, out: &mut Vec<&'t str>) {
+        let offs: Vec<usize> = block
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(block.len()))
+            .collect();
+        let chars: Vec<char> = block.chars().collect();
+        let n = chars.len();
+        // route[i] = (best score from i, end of the first word); route[n] = (0, 0).
+        let mut route: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
+        for idx in (0..n).rev() {
+            let mut best: Option<(f64, usize)> = None;
+            for (i, len) in self
+                .dict
+                .trie
+                .common_prefix_search(chars[idx..].iter().copied())
+            {
+                if let Some(lf) = self.dict.ln_freq[i as usize] {
+                    let x = idx + len - 1;
+                    let score = lf - self.dict.ln_total + route[x + 1].0;
+                    // Later (longer) candidates win ties, like max over (score, x).
+                    if best.map_or(true, |(b, _)| score >= b) {
+                        best = Some((score, x));
+                    }
+                }
+            }
+            route[idx] = best.unwrap_or((0.0 - self.dict.ln_total + route[idx + 1].0, idx));
+        }
+        let word = |x: usize, y: usize| &block[offs[x]..offs[y]];
+        let mut x = 0;
+        // A pending run of single-character words, as char positions [start, x).
+        let mut buf_start: Option<usize> = None;
+        while x < n {
+            let y = route[x].1 + 1;
+            let single = y - x == 1;
+            let joins = if hmm {
+                single
+            } else {
+                single && chars[x].is_ascii_alphanumeric()
+            };
+            if joins {
+                buf_start.get_or_insert(x);
+            } else {
+                if let Some(s) = buf_start.take() {
+                    self.flush(block, &offs, &chars, s, x, hmm, out);
+                }
+                out.push(word(x, y));
+            }
+            x = y;
+        }
+        if let Some(s) = buf_start {
+            self.flush(block, &offs, &chars, s, n, hmm, out);
+        }
+    }
+
+    /// Emits the run of single-character words `[s, e)`.
+    #[allow(clippy::too_many_arguments)]
+    fn flush<'t>(
+        &self,
+        block: &'t str,
+        offs: &[usize],
+        chars: &[char],
+        s: usize,
+        e: usize,
+        hmm: bool,
+        out: &mut Vec<&'t str>,
+    ) {
+        let text = &block[offs[s]..offs[e]];
+        match &self.hmm {
+            Some(h) if hmm && e - s > 1 => {
+                if self.dict.ln_freq_of(text).is_some() {
+                    out.extend((s..e).map(|i| &block[offs[i]..offs[i + 1]]));
+                } else {
+                    finalseg(h, text, &chars[s..e], out);
+                }
+            }
+            _ => out.push(text),
+        }
+    }
+}
+
+/// jieba's `finalseg.cut` on a run of characters (`chars` are `text`'s).
+fn finalseg<'t>(hmm: &Hmm, text: &'t str, chars: &[char], out: &mut Vec<&'t str>) {
+    let offs: Vec<usize> = text
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain(std::iter::once(text.len()))
+        .collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let j = (i..chars.len())
+            .find(|&j| is_han(chars[j]) != is_han(chars[i]))
+            .unwrap_or(chars.len());
+        if is_han(chars[i]) {
+            let states = hmm.viterbi(&chars[i..j]);
+            let (mut begin, mut next) = (i, i);
+            for (k, &st) in states.iter().enumerate() {
+                let p = i + k;
+                match st {
+                    B => begin = p,
+                    E => {
+                        out.push(&text[offs[begin]..offs[p + 1]]);
+                        next = p + 1;
+                    }
+                    S => {
+                        out.push(&text[offs[p]..offs[p + 1]]);
+                        next = p + 1;
+                    }
+                    _ => {}
+                }
+            }
+            if next < j {
+                out.push(&text[offs[next]..offs[j]]);
+            }
+        } else {
+            skip_split(&text[offs[i]..offs[j]], out);
+        }
+        i = j;
+    }
+}
+
+/// `re.split("([a-zA-Z0-9]+(?:\.\d+)?%?)", s)` without the empty parts. Inside a han
+/// block `\d` can only meet ASCII digits.
+fn skip_split<'t>(s: &'t str, out: &mut Vec<&'t str>) {
+    let b = s.as_bytes();
+    let (mut i, mut pending) = (0, 0);
+    while i < b.len() {
+        if !b[i].is_ascii_alphanumeric() {
+            i += if b[i] < 0x80 {
+                1
+            } else {
+                s[i..].chars().next().map_or(1, char::len_utf8)
+            };
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+        }
+        if i < b.len() && b[i] == b'%' {
+            i += 1;
+        }
+        if pending < start {
+            out.push(&s[pending..start]);
+        }
+        out.push(&s[start..i]);
+        pending = i;
+    }
+    if pending < b.len() {
+        out.push(&s[pending..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(dict: &str) -> Segmenter {
+        Segmenter::new(JiebaDict::parse(dict, "test").unwrap(), None)
+    }
+
+    fn cut(s: &Segmenter, text: &str) -> Vec<String> {
+        let mut out = vec![];
+        s.cut(text, false, &mut out).unwrap();
+        assert_eq!(out.concat(), text);
+        out.into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn route_prefers_frequent_words_and_joins_ascii() {
+        let s =
+            seg("我们 100 n\n喜欢 50 v\n喜 10 v\n欢 10 v\n北京 80 ns\n北京大学 20 nt\n大学 60 n\n");
+        assert_eq!(cut(&s, "我们喜欢北京大学"), ["我们", "喜欢", "北京大学"]);
+        assert_eq!(
+            cut(&s, "abc12 我们\r\n!"),
+            ["abc12", " ", "我们", "\r\n", "!"]
+        );
+    }
+
+    #[test]
+    fn bad_dictionaries_are_errors() {
+        for bad in ["word\n", "word x\n", "", " 3\n"] {
+            assert!(JiebaDict::parse(bad, "d").is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn skip_split_matches_the_regex() {
+        let mut out = vec![];
+        skip_split("+#3.5%ab.c7.x", &mut out);
+        assert_eq!(out, ["+#", "3.5%", "ab", ".", "c7", ".", "x"]); // as Python's re.split gives
+    }
+}
