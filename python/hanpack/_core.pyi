@@ -11,7 +11,7 @@ from typing import final
 from typing_extensions import disjoint_base
 
 __all__ = [
-    "BpeTokenizer", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
+    "BpeTokenizer", "JiebaSegmenter", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
     "dequantize", "load_gguf", "quantize",
 ]
 __version__: str
@@ -201,3 +201,17 @@ class ShardQuantizer:
     def __len__(self) -> int: ...
     def step(self) -> dict[str, object] | None: ...
     def finish(self) -> None: ...
+
+@final
+class JiebaSegmenter:
+    """A jieba dictionary (and HMM tables) for jieba-exact segmentation."""
+    def __new__(
+        cls,
+        dict_text: str,
+        origin: str,
+        hmm: tuple[dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, float]]] | None = None,
+    ) -> JiebaSegmenter: ...
+    def has_hmm(self) -> bool: ...
+    def heap_bytes(self) -> int: ...
+    def cut(self, text: str, hmm: bool) -> list[str]: ...
+    def cut_batch(self, texts: list[str], hmm: bool, num_threads: int | None = None) -> list[list[str]]: ...

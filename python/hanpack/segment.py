@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
 from . import _core
 from .exceptions import InvalidArgumentError
 
-__all__ = ["Segmenter", "segment", "HmmTables"]
+__all__ = ["Segmenter", "segment", "jieba_hmm", "HmmTables"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 #: jieba's ``finalseg`` model: ``start_P``, ``trans_P`` and ``emit_P`` keyed by state.
@@ -31,7 +31,7 @@ HmmTables = Tuple[Dict[str, float], Dict[str, Dict[str, float]], Dict[str, Dict[
 def jieba_hmm() -> HmmTables:
     """The HMM tables of the installed ``jieba`` package."""
     try:
-        from jieba.finalseg import prob_emit, prob_start, prob_trans
+        from jieba.finalseg import prob_emit, prob_start, prob_trans  # type: ignore[import-untyped]
     except ImportError as e:
         raise ImportError(f"the HMM tables come from the jieba package, which cannot be imported ({e}); pip install jieba") from e
     return prob_start.P, prob_trans.P, prob_emit.P
@@ -79,7 +79,7 @@ class Segmenter:
         """The installed jieba package's ``dict.txt`` (or ``dictionary``) and its HMM."""
         if dictionary is None:
             try:
-                import jieba
+                import jieba  # type: ignore[import-untyped]
             except ImportError as e:
                 raise ImportError(f"Segmenter.from_jieba needs the jieba package ({e}); pip install jieba, or use Segmenter.from_file") from e
             dictionary = os.path.join(os.path.dirname(jieba.__file__), "dict.txt")

@@ -1,0 +1,129 @@
+"""hanpack.Segmenter against jieba 0.42 (the reference): a dictionary written here
+(fresh clone), hypothesis-generated text, and the shared corpora with jieba's own
+dictionary, HMM on and off."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hanpack.exceptions import InvalidArgumentError, ModelFormatError
+from hanpack.segment import Segmenter, jieba_hmm
+
+from conftest import SHARED, corpus_files, require_shared
+
+jieba = pytest.importorskip("jieba")
+
+JIEBA_DICT = SHARED / "data" / "dict" / "jieba_dict.txt"
+
+# A small dictionary with overlapping words, a zero-frequency word, ASCII words and a
+# repeated entry (later lines win, every line counts towards the total, as in jieba).
+OWN_DICT = """我们 1000 r
+我 800 r
+们 10 k
+喜欢 500 v
+喜 20 v
+欢 20 v
+北京 900 ns
+北京大学 300 nt
+大学 700 n
+大学生 200 n
+学生 600 n
+生活 400 vn
+活 5 v
+中华人民共和国 50 ns
+中华 80 nz
+人民 700 n
+共和国 90 n
+零频词 0 n
+C++ 30 nz
+AT&T 3 nz
+大学 650 n
+"""
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory: pytest.TempPathFactory) -> tuple[Segmenter, object]:
+    path = tmp_path_factory.mktemp("dict") / "dict.txt"
+    path.write_text(OWN_DICT, encoding="utf-8")
+    ref = jieba.Tokenizer(dictionary=str(path))
+    ref.initialize()
+    return Segmenter.from_file(path, hmm=jieba_hmm()), ref
+
+
+SAMPLES = [
+    "我们喜欢北京大学的大学生活",
+    "中华人民共和国成立了，人民很高兴！",
+    "我们用C++和AT&T的3.5%股份, 零频词  \r\n 不在词典里的词语由隐马尔可夫模型识别",
+    "abc 123 x1.5y 天气不错ok吗？\t\u3000全角　空格",
+    "",
+    "  ",
+    "我",
+    "\u0085\x1c\xa0标点。。。",
+]
+
+
+@pytest.mark.parametrize("hmm", [False, True])
+@pytest.mark.parametrize("text", SAMPLES)
+def test_own_dictionary_matches_jieba(own, text: str, hmm: bool) -> None:
+    seg, ref = own
+    assert seg.cut(text, hmm=hmm) == list(ref.cut(text, HMM=hmm))
+
+
+_alphabet = st.sampled_from(list("我们喜欢北京大学生活中华人民共和国零频词的了吗") + list("abcXYZ019+#&._%-") + list(" \t\r\n\u3000，。！?") + ["C++", "AT&T", "\r\n", "😀", "é", "\u0301", "龥", "\u9fd6"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(_alphabet, max_size=40), hmm=st.booleans())
+def test_generated_text_matches_jieba(own, parts: list[str], hmm: bool) -> None:
+    seg, ref = own
+    text = "".join(parts)
+    assert seg.cut(text, hmm=hmm) == list(ref.cut(text, HMM=hmm))
+
+
+def test_batch_pickle_and_errors(own) -> None:
+    seg, _ = own
+    assert seg.cut_batch(SAMPLES, num_threads=2) == [seg.cut(t) for t in SAMPLES]
+    assert seg.cut_batch(SAMPLES, hmm=False, num_threads=1) == [seg.cut(t, hmm=False) for t in SAMPLES]
+    again = pickle.loads(pickle.dumps(seg))
+    assert again.cut(SAMPLES[2]) == seg.cut(SAMPLES[2]) and again.has_hmm
+    no_hmm = Segmenter.from_text(OWN_DICT)
+    assert not no_hmm.has_hmm and no_hmm.cut(SAMPLES[0], hmm=False) == seg.cut(SAMPLES[0], hmm=False)
+    with pytest.raises(InvalidArgumentError, match="no HMM"):
+        no_hmm.cut("我们")
+    with pytest.raises(TypeError):
+        seg.cut(b"bytes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"texts\[1\] must be str"):
+        seg.cut_batch(["我们", 3])  # type: ignore[list-item]
+    with pytest.raises(ModelFormatError, match="line 2"):
+        Segmenter.from_text("我们 10 r\n喜欢 many v\n")
+    with pytest.raises(InvalidArgumentError, match="emission key"):
+        start, trans, emit = jieba_hmm()
+        Segmenter.from_text(OWN_DICT, hmm=(start, trans, {**emit, "B": {"ab": -1.0}}))
+    with pytest.raises(AttributeError):
+        seg._text = ""  # type: ignore[misc]
+
+
+@pytest.fixture(scope="module")
+def shared_pair() -> tuple[Segmenter, object]:
+    require_shared(JIEBA_DICT)
+    ref = jieba.Tokenizer(dictionary=str(JIEBA_DICT))
+    ref.initialize()
+    return Segmenter.from_file(JIEBA_DICT, hmm=jieba_hmm()), ref
+
+
+LINES_PER_FILE = 1500  # the full corpora run in benches/bench_segment.py
+
+
+@pytest.mark.parametrize("path", corpus_files(), ids=lambda p: p.name)
+def test_corpus_matches_jieba(shared_pair, path: Path) -> None:
+    seg, ref = shared_pair
+    lines = path.read_text(encoding="utf-8").split("\n")[:LINES_PER_FILE]
+    for hmm in (False, True):
+        got = seg.cut_batch(lines, hmm=hmm)
+        bad = [(line, g) for line, g in zip(lines, got) if g != list(ref.cut(line, HMM=hmm))]
+        assert not bad, f"{len(bad)} lines differ (HMM={hmm}), first: {bad[0][0][:80]!r}"
