@@ -51,9 +51,7 @@ fn hmm_from_tables((start, trans, emit): HmmTables) -> Result<Hmm, Failure> {
         for (k, &p) in em {
             let mut cs = k.chars();
             match (cs.next(), cs.next()) {
-                (Some(c), None) => {
-                    h.emit[i].insert(c, p);
-                }
+                (Some(c), None) => h.emit.entry(c).or_insert([MIN_FLOAT; 4])[i] = p,
                 _ => return Err(bad(format!("HMM emission key {k:?} is not one character"))),
             }
         }

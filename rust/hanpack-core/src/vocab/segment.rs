@@ -26,13 +26,21 @@ pub const MIN_FLOAT: f64 = -3.14e100;
 
 /// The prefix dictionary of a jieba `dict.txt` (`word freq [tag]` per line).
 pub struct JiebaDict {
-    /// Every word and every prefix of a word, to its index in `ln_freq`.
+    /// Every word and every prefix of a word, to its frequency (0 for prefixes only and
+    /// for words of frequency 0, which jieba keeps in its table but never puts in the
+    /// DAG). The value sits in the trie's leaf, so a lookup touches no other table: a
+    /// separate `ln(freq)` array indexed by word was a cache miss per candidate, 1/3 of
+    /// the segmenter's time. Frequencies of `BIG` or more are kept in `big`.
     trie: crawdad::Trie,
-    /// `ln(freq)` per index; `None` for prefixes only and for words of frequency 0,
-    /// which jieba keeps in its table but never puts in the DAG.
-    ln_freq: Vec<Option<f64>>,
+    big: HashMap<String, u64>,
+    /// `ln(f)` for small `f` (most words), computed once; larger ones call `ln`.
+    ln_small: Vec<f64>,
     ln_total: f64,
 }
+
+/// Trie values are 31-bit; this value means "look the frequency up in `big`".
+const BIG: u32 = (1 << 31) - 1;
+const LN_TABLE: usize = 4096;
 
 impl JiebaDict {
     /// Parses jieba's format: the first two space-separated fields of each line (after
@@ -69,43 +77,63 @@ impl JiebaDict {
                 reason: "the dictionary has no words".into(),
             });
         }
-        let mut keys: Vec<(&str, Option<u64>)> = Vec::with_capacity(freq.len() * 2);
+        let mut keys: Vec<(&str, u64)> = Vec::with_capacity(freq.len() * 2);
         for (&w, &f) in &freq {
-            keys.push((w, Some(f)));
+            keys.push((w, f));
             for (i, _) in w.char_indices().skip(1) {
                 if !freq.contains_key(&w[..i]) {
-                    keys.push((&w[..i], None));
+                    keys.push((&w[..i], 0));
                 }
             }
         }
-        keys.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+        keys.sort_unstable();
         keys.dedup_by(|a, b| a.0 == b.0);
-        let ln_freq: Vec<Option<f64>> = keys
-            .iter()
-            .map(|&(_, f)| f.filter(|&f| f > 0).map(|f| (f as f64).ln()))
-            .collect();
+        let mut big = HashMap::new();
+        let mut records: Vec<(&str, u32)> = Vec::with_capacity(keys.len());
+        for &(w, f) in &keys {
+            let v = match u32::try_from(f) {
+                Ok(v) if v < BIG => v,
+                _ => {
+                    big.insert(w.to_string(), f);
+                    BIG
+                }
+            };
+            records.push((w, v));
+        }
         let trie =
-            crawdad::Trie::from_records(keys.iter().enumerate().map(|(i, &(w, _))| (w, i as u32)))
-                .map_err(|e| HanpackError::InvalidTokenizer {
-                    origin: origin.to_string(),
-                    reason: format!("cannot index the dictionary: {e}"),
-                })?;
+            crawdad::Trie::from_records(records).map_err(|e| HanpackError::InvalidTokenizer {
+                origin: origin.to_string(),
+                reason: format!("cannot index the dictionary: {e}"),
+            })?;
+        let ln_small = (0..LN_TABLE).map(|f| (f as f64).ln()).collect();
         Ok(Self {
             trie,
-            ln_freq,
+            big,
+            ln_small,
             ln_total: (total as f64).ln(),
         })
+    }
+
+    /// `ln(freq)` of the word `word` whose trie value is `v`; `None` for frequency 0.
+    #[inline]
+    fn ln_of_value(&self, v: u32, word: impl FnOnce() -> String) -> Option<f64> {
+        match v {
+            0 => None,
+            v if (v as usize) < LN_TABLE => Some(self.ln_small[v as usize]),
+            BIG => self.big.get(&word()).map(|&f| (f as f64).ln()),
+            v => Some(f64::from(v).ln()),
+        }
     }
 
     /// `ln(freq)` of `word` when it is a word of non-zero frequency.
     fn ln_freq_of(&self, word: &str) -> Option<f64> {
         self.trie
             .exact_match(word.chars())
-            .and_then(|i| self.ln_freq[i as usize])
+            .and_then(|v| self.ln_of_value(v, || word.to_string()))
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.trie.heap_bytes() + self.ln_freq.len() * 16
+        self.trie.heap_bytes() + self.ln_small.len() * 8 + self.big.len() * 48
     }
 }
 
@@ -114,7 +142,9 @@ pub struct Hmm {
     pub start: [f64; 4],
     /// `trans[from][to]`; [`MIN_FLOAT`] where jieba's table has no entry.
     pub trans: [[f64; 4]; 4],
-    pub emit: [HashMap<char, f64>; 4],
+    /// Per character, its emission log-probability in each state ([`MIN_FLOAT`] where
+    /// jieba's table has none): one hash lookup per character instead of four.
+    pub emit: rustc_hash::FxHashMap<char, [f64; 4]>,
 }
 
 const B: usize = 0;
@@ -129,15 +159,17 @@ const PREV: [[usize; 2]; 4] = [[E, S], [M, B], [B, M], [S, E]];
 impl Hmm {
     /// The most likely state sequence of `obs` (jieba's `viterbi`).
     fn viterbi(&self, obs: &[char]) -> Vec<usize> {
-        let emit = |y: usize, c: char| self.emit[y].get(&c).copied().unwrap_or(MIN_FLOAT);
-        let mut v: [f64; 4] = std::array::from_fn(|y| self.start[y] + emit(y, obs[0]));
+        let emit = |c: char| self.emit.get(&c).copied().unwrap_or([MIN_FLOAT; 4]);
+        let e0 = emit(obs[0]);
+        let mut v: [f64; 4] = std::array::from_fn(|y| self.start[y] + e0[y]);
         let mut back: Vec<[u8; 4]> = Vec::with_capacity(obs.len());
         back.push([0; 4]);
         for &c in &obs[1..] {
             let mut nv = [0f64; 4];
             let mut bp = [0u8; 4];
+            let ec = emit(c);
             for y in 0..4 {
-                let em = emit(y, c);
+                let em = ec[y];
                 let (mut best, mut arg) = (f64::NEG_INFINITY, PREV[y][0]);
                 for (k, &y0) in PREV[y].iter().enumerate() {
                     let p = v[y0] + self.trans[y0][y] + em;
@@ -170,6 +202,20 @@ pub struct Segmenter {
     hmm: Option<Hmm>,
 }
 
+/// Per-thread buffers of [`Segmenter::cut_block`], reused across calls (allocating them
+/// per block was visible in profiles of short lines). They grow to the longest block
+/// seen, 24 bytes per character.
+#[derive(Default)]
+struct Scratch {
+    offs: Vec<usize>,
+    chars: Vec<char>,
+    route: Vec<(f64, usize)>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
 fn is_han_block_char(c: char) -> bool {
     matches!(c, '\u{4E00}'..='\u{9FD5}' | 'a'..='z' | 'A'..='Z' | '0'..='9' | '+' | '#' | '&' | '.' | '_' | '%' | '-')
 }
@@ -188,11 +234,7 @@ impl Segmenter {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.dict.heap_bytes()
-            + self
-                .hmm
-                .as_ref()
-                .map_or(0, |h| h.emit.iter().map(|m| m.len() * 24).sum())
+        self.dict.heap_bytes() + self.hmm.as_ref().map_or(0, |h| h.emit.len() * 40)
     }
 
     /// Appends the tokens of `text` to `out` (`jieba.cut(text, HMM=hmm)`).
@@ -225,24 +267,46 @@ impl Segmenter {
 
     /// One han block: the route through the DAG, then the output rules of module step 3.
     fn cut_block<'t>(&self, block: &'t str, hmm: bool, out: &mut Vec<&'t str>) {
-        let offs: Vec<usize> = block
-            .char_indices()
-            .map(|(i, _)| i)
-            .chain(std::iter::once(block.len()))
-            .collect();
-        let chars: Vec<char> = block.chars().collect();
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            let Scratch { offs, chars, route } = &mut *scratch;
+            self.cut_block_with(block, hmm, out, offs, chars, route);
+        });
+    }
+
+    fn cut_block_with<'t>(
+        &self,
+        block: &'t str,
+        hmm: bool,
+        out: &mut Vec<&'t str>,
+        offs: &mut Vec<usize>,
+        chars: &mut Vec<char>,
+        route: &mut Vec<(f64, usize)>,
+    ) {
+        offs.clear();
+        chars.clear();
+        for (i, c) in block.char_indices() {
+            offs.push(i);
+            chars.push(c);
+        }
+        offs.push(block.len());
+        let (offs, chars) = (&offs[..], &chars[..]);
         let n = chars.len();
         // route[i] = (best score from i, end of the first word); route[n] = (0, 0).
-        let mut route: Vec<(f64, usize)> = vec![(0.0, 0); n + 1];
+        route.clear();
+        route.resize(n + 1, (0.0, 0));
         for idx in (0..n).rev() {
             let mut best: Option<(f64, usize)> = None;
-            for (i, len) in self
+            for (v, len) in self
                 .dict
                 .trie
                 .common_prefix_search(chars[idx..].iter().copied())
             {
-                if let Some(lf) = self.dict.ln_freq[i as usize] {
-                    let x = idx + len - 1;
+                let x = idx + len - 1;
+                if let Some(lf) = self
+                    .dict
+                    .ln_of_value(v, || block[offs[idx]..offs[x + 1]].to_string())
+                {
                     let score = lf - self.dict.ln_total + route[x + 1].0;
                     // Later (longer) candidates win ties, like max over (score, x).
                     if best.map_or(true, |(b, _)| score >= b) {
@@ -268,14 +332,14 @@ impl Segmenter {
                 buf_start.get_or_insert(x);
             } else {
                 if let Some(s) = buf_start.take() {
-                    self.flush(block, &offs, &chars, s, x, hmm, out);
+                    self.flush(block, offs, chars, s, x, hmm, out);
                 }
                 out.push(word(x, y));
             }
             x = y;
         }
         if let Some(s) = buf_start {
-            self.flush(block, &offs, &chars, s, n, hmm, out);
+            self.flush(block, offs, chars, s, n, hmm, out);
         }
     }
 
