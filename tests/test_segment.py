@@ -127,3 +127,65 @@ def test_corpus_matches_jieba(shared_pair, path: Path) -> None:
         got = seg.cut_batch(lines, hmm=hmm)
         bad = [(line, g) for line, g in zip(lines, got) if g != list(ref.cut(line, HMM=hmm))]
         assert not bad, f"{len(bad)} lines differ (HMM={hmm}), first: {bad[0][0][:80]!r}"
+
+
+USER_DICT = """云计算 5
+韩玉鉴赏
+蓝翔 nz
+创新办 3 i
+台中
+凱特琳 nz
+Edu Trust认证 2000
+好吃的 0
+八一双鹿 x
+北京大 0
+大学生活 12 n
+"""
+
+USER_SAMPLES = [
+    "李小福是创新办主任也是云计算方面的专家; 什么是八一双鹿",
+    "例如我输入一个带“韩玉赏鉴”的标题，在自定义词库中也增加了此词为N类",
+    "「台中」正確應該不會被切開。mac上可分出「石墨烯」；此時又可以分出來凱特琳了。",
+    "蓝翔技校好吃的饭菜在北京大学生活区",
+    "我们喜欢北京大学的大学生活",
+]
+
+
+@pytest.fixture
+def own_user(tmp_path: Path):
+    main = tmp_path / "dict.txt"
+    main.write_text(OWN_DICT, encoding="utf-8")
+    user = tmp_path / "user.txt"
+    user.write_text(USER_DICT, encoding="utf-8")
+    ref = jieba.Tokenizer(dictionary=str(main))
+    ref.initialize()
+    before = set(jieba.finalseg.Force_Split_Words)
+    ref.load_userdict(str(user))
+    yield Segmenter.from_file(main, hmm=jieba_hmm(), user_dicts=[user]), ref
+    # jieba keeps force-split words in a module-wide set; leave it as it was.
+    jieba.finalseg.Force_Split_Words.intersection_update(before)
+
+
+@pytest.mark.parametrize("hmm", [False, True])
+@pytest.mark.parametrize("text", USER_SAMPLES + SAMPLES)
+def test_user_dictionary_matches_jieba(own_user, text: str, hmm: bool) -> None:
+    seg, ref = own_user
+    assert seg.cut(text, hmm=hmm) == list(ref.cut(text, HMM=hmm))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.sampled_from(["云计算", "创新办", "好吃的", "北京大", "大学生活", "韩玉", "鉴赏", "台中", "Edu", " ", "Trust", "认证"]) | _alphabet, max_size=30), hmm=st.booleans())
+def test_generated_text_with_user_words_matches_jieba(own_user, parts: list[str], hmm: bool) -> None:
+    seg, ref = own_user
+    text = "".join(parts)
+    assert seg.cut(text, hmm=hmm) == list(ref.cut(text, HMM=hmm))
+
+
+def test_user_dictionary_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("云计算 99999999999999999999999\n", encoding="utf-8")
+    with pytest.raises(ModelFormatError, match="line 1"):
+        Segmenter.from_text(OWN_DICT, user_dicts=[bad.read_text(encoding="utf-8")])
+    bad.write_bytes(b"\xff\xfe bad")
+    with pytest.raises(InvalidArgumentError, match="not UTF-8"):
+        Segmenter.from_file(tmp_path / "bad.txt")

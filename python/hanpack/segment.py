@@ -46,36 +46,40 @@ class Segmenter:
     ['我们', '喜欢', 'abc']
     """
 
-    __slots__ = ("_core", "_text", "_origin", "_hmm")
+    __slots__ = ("_core", "_text", "_origin", "_hmm", "_user")
     _core: Any
     _text: str
     _origin: str
     _hmm: Optional[HmmTables]
+    _user: List[Tuple[str, str]]
 
-    def __init__(self, text: str, *, origin: str = "<text>", hmm: Optional[HmmTables] = None) -> None:
+    def __init__(
+        self, text: str, *, origin: str = "<text>", hmm: Optional[HmmTables] = None, user_dicts: Sequence[Tuple[str, str]] = ()
+    ) -> None:
+        user = [(str(t), str(o)) for t, o in user_dicts]
         set_ = object.__setattr__
-        set_(self, "_core", _core.JiebaSegmenter(text, origin, hmm))
+        set_(self, "_core", _core.JiebaSegmenter(text, origin, hmm, user))
         set_(self, "_text", text)
         set_(self, "_origin", origin)
         set_(self, "_hmm", hmm)
+        set_(self, "_user", user)
 
     @classmethod
-    def from_text(cls, text: str, *, hmm: Optional[HmmTables] = None) -> "Segmenter":
-        return cls(text, hmm=hmm)
+    def from_text(cls, text: str, *, hmm: Optional[HmmTables] = None, user_dicts: Sequence[str] = ()) -> "Segmenter":
+        """A dictionary given as text; ``user_dicts`` are texts of user dictionaries."""
+        return cls(text, hmm=hmm, user_dicts=[(u, f"<user dict {i}>") for i, u in enumerate(user_dicts)])
 
     @classmethod
-    def from_file(cls, path: PathLike, *, hmm: Optional[HmmTables] = None) -> "Segmenter":
-        """A dictionary file in jieba's format (UTF-8), with ``hmm`` tables or none."""
-        with open(path, "rb") as f:
-            raw = f.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise InvalidArgumentError(f"{os.fspath(path)}: not UTF-8 ({e})") from None
-        return cls(text, origin=os.fspath(path), hmm=hmm)
+    def from_file(cls, path: PathLike, *, hmm: Optional[HmmTables] = None, user_dicts: Sequence[PathLike] = ()) -> "Segmenter":
+        """A dictionary file in jieba's format (UTF-8), with ``hmm`` tables or none, and
+        user dictionaries (``word [freq] [tag]`` per line, jieba's ``load_userdict``:
+        applied in order; a word without a frequency gets jieba's ``suggest_freq``, a
+        word of frequency 0 is never produced whole)."""
+        user = [(_read_utf8(u), os.fspath(u)) for u in user_dicts]
+        return cls(_read_utf8(path), origin=os.fspath(path), hmm=hmm, user_dicts=user)
 
     @classmethod
-    def from_jieba(cls, dictionary: Optional[PathLike] = None) -> "Segmenter":
+    def from_jieba(cls, dictionary: Optional[PathLike] = None, *, user_dicts: Sequence[PathLike] = ()) -> "Segmenter":
         """The installed jieba package's ``dict.txt`` (or ``dictionary``) and its HMM."""
         if dictionary is None:
             try:
@@ -83,7 +87,7 @@ class Segmenter:
             except ImportError as e:
                 raise ImportError(f"Segmenter.from_jieba needs the jieba package ({e}); pip install jieba, or use Segmenter.from_file") from e
             dictionary = os.path.join(os.path.dirname(jieba.__file__), "dict.txt")
-        return cls.from_file(dictionary, hmm=jieba_hmm())
+        return cls.from_file(dictionary, hmm=jieba_hmm(), user_dicts=user_dicts)
 
     @property
     def has_hmm(self) -> bool:
@@ -103,14 +107,23 @@ class Segmenter:
         raise AttributeError(f"Segmenter is immutable (cannot set {name!r})")
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (_rebuild, (self._text, self._origin, self._hmm))
+        return (_rebuild, (self._text, self._origin, self._hmm, self._user))
 
     def __repr__(self) -> str:
         return f"Segmenter({self._origin!r}, hmm={self.has_hmm})"
 
 
-def _rebuild(text: str, origin: str, hmm: Optional[HmmTables]) -> Segmenter:
-    return Segmenter(text, origin=origin, hmm=hmm)
+def _rebuild(text: str, origin: str, hmm: Optional[HmmTables], user: List[Tuple[str, str]]) -> Segmenter:
+    return Segmenter(text, origin=origin, hmm=hmm, user_dicts=user)
+
+
+def _read_utf8(path: PathLike) -> str:
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidArgumentError(f"{os.fspath(path)}: not UTF-8 ({e})") from None
 
 
 _DEFAULT: Optional[Segmenter] = None

@@ -66,20 +66,26 @@ pub struct JiebaSegmenter {
 
 #[pymethods]
 impl JiebaSegmenter {
-    /// `dict_text`: a jieba `dict.txt`; `hmm`: `(start_P, trans_P, emit_P)` or None.
+    /// `dict_text`: a jieba `dict.txt`; `hmm`: `(start_P, trans_P, emit_P)` or None;
+    /// `user_dicts`: `(text, origin)` of user dictionaries, applied in order.
     #[new]
-    #[pyo3(signature = (dict_text, origin, hmm=None))]
+    #[pyo3(signature = (dict_text, origin, hmm=None, user_dicts=Vec::new()))]
     fn new(
         py: Python<'_>,
         dict_text: &str,
         origin: &str,
         hmm: Option<HmmTables>,
+        user_dicts: Vec<(String, String)>,
     ) -> PyResult<Self> {
         run_detached(py, move || {
-            let dict = JiebaDict::parse(dict_text, origin)?;
+            let user: Vec<(&str, &str)> = user_dicts
+                .iter()
+                .map(|(t, o)| (t.as_str(), o.as_str()))
+                .collect();
+            let (dict, force_split) = JiebaDict::parse_with_user(dict_text, origin, &user)?;
             let hmm = hmm.map(hmm_from_tables).transpose()?;
             Ok(Self {
-                seg: Segmenter::new(dict, hmm),
+                seg: Segmenter::new(dict, hmm, force_split),
             })
         })
     }

@@ -2,3 +2,4 @@
 //! Training and extension of SentencePiece vocabularies come here next.
 
 pub mod segment;
+pub mod userdict;

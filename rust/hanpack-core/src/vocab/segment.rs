@@ -17,7 +17,9 @@
 //! Floating point follows jieba's order of operations, so routes and HMM paths agree on
 //! ties too.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+use super::userdict::{parse_userdict, FreqTable};
 
 use crate::error::{HanpackError, Result};
 
@@ -43,40 +45,47 @@ const BIG: u32 = (1 << 31) - 1;
 const LN_TABLE: usize = 4096;
 
 impl JiebaDict {
-    /// Parses jieba's format: the first two space-separated fields of each line (after
-    /// stripping ASCII whitespace) are the word and an integer frequency; later lines
-    /// win for a repeated word, and the total counts every line (as jieba does).
+    /// Parses a main dictionary in jieba's format (see `read_main`).
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let mut freq: HashMap<&str, u64> = HashMap::new();
-        let mut total: u64 = 0;
-        for (lineno, raw) in text.split('\n').enumerate() {
-            let line = raw.trim_matches(|c: char| c.is_ascii_whitespace());
-            if line.is_empty() {
-                continue;
+        Ok(Self::parse_with_user(text, origin, &[])?.0)
+    }
+
+    /// [`parse`](Self::parse), then jieba's `load_userdict` of each `(text, origin)` in
+    /// order (see [`super::userdict`]); also returns the words to force-split.
+    pub fn parse_with_user(
+        text: &str,
+        origin: &str,
+        user: &[(&str, &str)],
+    ) -> Result<(Self, HashSet<String>)> {
+        let (freq, total) = read_main(text, origin)?;
+        if user.is_empty() {
+            return Ok((
+                Self::build(freq.iter().map(|(w, f)| (*w, *f)), total, origin)?,
+                HashSet::new(),
+            ));
+        }
+        let mut table = FreqTable::new(&freq, total);
+        drop(freq);
+        for (utext, uorigin) in user {
+            for (word, f) in parse_userdict(utext, uorigin)? {
+                table.add_word(&word, f);
             }
-            let line = if lineno == 0 {
-                line.trim_start_matches('\u{feff}')
-            } else {
-                line
-            };
-            let mut fields = line.split(' ');
-            let (word, f) = (fields.next().unwrap_or(""), fields.next());
-            let f = f
-                .and_then(|f| f.parse::<u64>().ok())
-                .filter(|_| !word.is_empty())
-                .ok_or_else(|| HanpackError::TokenizerFormat {
-                    origin: origin.to_string(),
-                    reason: format!("line {}: not `word frequency [tag]`: {line:?}", lineno + 1),
-                })?;
-            freq.insert(word, f);
-            total = total.saturating_add(f);
         }
-        if freq.is_empty() {
-            return Err(HanpackError::TokenizerFormat {
-                origin: origin.to_string(),
-                reason: "the dictionary has no words".into(),
-            });
-        }
+        let dict = Self::build(
+            table.freq.iter().map(|(w, f)| (w.as_str(), *f)),
+            table.total,
+            origin,
+        )?;
+        Ok((dict, table.force_split))
+    }
+
+    /// The trie of `words` (and their prefixes, as 0) with jieba's `total`.
+    fn build<'w>(
+        words: impl Iterator<Item = (&'w str, u64)>,
+        total: u64,
+        origin: &str,
+    ) -> Result<Self> {
+        let freq: HashMap<&str, u64> = words.collect();
         let mut keys: Vec<(&str, u64)> = Vec::with_capacity(freq.len() * 2);
         for (&w, &f) in &freq {
             keys.push((w, f));
@@ -135,6 +144,44 @@ impl JiebaDict {
     pub fn heap_bytes(&self) -> usize {
         self.trie.heap_bytes() + self.ln_small.len() * 8 + self.big.len() * 48
     }
+}
+
+/// A main dictionary's words and total (jieba's `gen_pfdict` without the prefixes):
+/// the first two space-separated fields of each line (after stripping ASCII
+/// whitespace) are the word and an integer frequency; later lines win for a repeated
+/// word, and the total counts every line.
+fn read_main<'t>(text: &'t str, origin: &str) -> Result<(HashMap<&'t str, u64>, u64)> {
+    let mut freq: HashMap<&'t str, u64> = HashMap::new();
+    let mut total: u64 = 0;
+    for (lineno, raw) in text.split('\n').enumerate() {
+        let line = raw.trim_matches(|c: char| c.is_ascii_whitespace());
+        if line.is_empty() {
+            continue;
+        }
+        let line = if lineno == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
+        let mut fields = line.split(' ');
+        let (word, f) = (fields.next().unwrap_or(""), fields.next());
+        let f = f
+            .and_then(|f| f.parse::<u64>().ok())
+            .filter(|_| !word.is_empty())
+            .ok_or_else(|| HanpackError::TokenizerFormat {
+                origin: origin.to_string(),
+                reason: format!("line {}: not `word frequency [tag]`: {line:?}", lineno + 1),
+            })?;
+        freq.insert(word, f);
+        total = total.saturating_add(f);
+    }
+    if freq.is_empty() {
+        return Err(HanpackError::TokenizerFormat {
+            origin: origin.to_string(),
+            reason: "the dictionary has no words".into(),
+        });
+    }
+    Ok((freq, total))
 }
 
 /// jieba's `finalseg` HMM: log-probabilities for the states B, M, E, S (in that order).
@@ -200,6 +247,8 @@ impl Hmm {
 pub struct Segmenter {
     dict: JiebaDict,
     hmm: Option<Hmm>,
+    /// Words the HMM may not produce whole (user words of frequency 0).
+    force_split: HashSet<String>,
 }
 
 /// Per-thread buffers of [`Segmenter::cut_block`], reused across calls (allocating them
@@ -224,9 +273,86 @@ fn is_han(c: char) -> bool {
     ('\u{4E00}'..='\u{9FD5}').contains(&c)
 }
 
+/// Module step 1: han blocks go to `block`, every other character (or `"\r\n"`) is a
+/// token.
+pub(crate) fn for_blocks<'t>(
+    text: &'t str,
+    out: &mut Vec<&'t str>,
+    mut block: impl FnMut(&'t str, &mut Vec<&'t str>),
+) {
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if is_han_block_char(c) {
+            let end = rest
+                .find(|c: char| !is_han_block_char(c))
+                .unwrap_or(rest.len());
+            block(&rest[..end], out);
+            rest = &rest[end..];
+        } else {
+            let n = if rest.starts_with("\r\n") {
+                2
+            } else {
+                c.len_utf8()
+            };
+            out.push(&rest[..n]);
+            rest = &rest[n..];
+        }
+    }
+}
+
+/// Module step 3 over a route: runs of single-character words (without the HMM, only
+/// of ASCII letters and digits) go to `flush(start, end, out)` as char positions, the
+/// other words out as they are.
+pub(crate) fn emit_route<'t>(
+    block: &'t str,
+    offs: &[usize],
+    chars: &[char],
+    route: &[(f64, usize)],
+    hmm: bool,
+    out: &mut Vec<&'t str>,
+    mut flush: impl FnMut(usize, usize, &mut Vec<&'t str>),
+) {
+    let n = chars.len();
+    let mut x = 0;
+    let mut buf_start: Option<usize> = None;
+    while x < n {
+        let y = route[x].1 + 1;
+        let single = y - x == 1;
+        if single && (hmm || chars[x].is_ascii_alphanumeric()) {
+            buf_start.get_or_insert(x);
+        } else {
+            if let Some(s) = buf_start.take() {
+                flush(s, x, out);
+            }
+            out.push(&block[offs[x]..offs[y]]);
+        }
+        x = y;
+    }
+    if let Some(s) = buf_start {
+        flush(s, n, out);
+    }
+}
+
+/// `emit_route` without the HMM: a run is one token.
+pub(crate) fn emit_no_hmm<'t>(
+    block: &'t str,
+    offs: &[usize],
+    chars: &[char],
+    route: &[(f64, usize)],
+    out: &mut Vec<&'t str>,
+) {
+    emit_route(block, offs, chars, route, false, out, |s, e, out| {
+        out.push(&block[offs[s]..offs[e]])
+    });
+}
+
 impl Segmenter {
-    pub fn new(dict: JiebaDict, hmm: Option<Hmm>) -> Self {
-        Self { dict, hmm }
+    pub fn new(dict: JiebaDict, hmm: Option<Hmm>, force_split: HashSet<String>) -> Self {
+        Self {
+            dict,
+            hmm,
+            force_split,
+        }
     }
 
     pub fn has_hmm(&self) -> bool {
@@ -244,24 +370,7 @@ impl Segmenter {
                 "this segmenter has no HMM (load one, or pass hmm=False)".into(),
             ));
         }
-        let mut rest = text;
-        while let Some(c) = rest.chars().next() {
-            if is_han_block_char(c) {
-                let end = rest
-                    .find(|c: char| !is_han_block_char(c))
-                    .unwrap_or(rest.len());
-                self.cut_block(&rest[..end], hmm, out);
-                rest = &rest[end..];
-            } else {
-                let n = if rest.starts_with("\r\n") {
-                    2
-                } else {
-                    c.len_utf8()
-                };
-                out.push(&rest[..n]);
-                rest = &rest[n..];
-            }
-        }
+        for_blocks(text, out, |block, out| self.cut_block(block, hmm, out));
         Ok(())
     }
 
@@ -316,31 +425,9 @@ impl Segmenter {
             }
             route[idx] = best.unwrap_or((0.0 - self.dict.ln_total + route[idx + 1].0, idx));
         }
-        let word = |x: usize, y: usize| &block[offs[x]..offs[y]];
-        let mut x = 0;
-        // A pending run of single-character words, as char positions [start, x).
-        let mut buf_start: Option<usize> = None;
-        while x < n {
-            let y = route[x].1 + 1;
-            let single = y - x == 1;
-            let joins = if hmm {
-                single
-            } else {
-                single && chars[x].is_ascii_alphanumeric()
-            };
-            if joins {
-                buf_start.get_or_insert(x);
-            } else {
-                if let Some(s) = buf_start.take() {
-                    self.flush(block, offs, chars, s, x, hmm, out);
-                }
-                out.push(word(x, y));
-            }
-            x = y;
-        }
-        if let Some(s) = buf_start {
-            self.flush(block, offs, chars, s, n, hmm, out);
-        }
+        emit_route(block, offs, chars, route, hmm, out, |s, e, out| {
+            self.flush(block, offs, chars, s, e, hmm, out)
+        });
     }
 
     /// Emits the run of single-character words `[s, e)`.
@@ -361,7 +448,7 @@ impl Segmenter {
                 if self.dict.ln_freq_of(text).is_some() {
                     out.extend((s..e).map(|i| &block[offs[i]..offs[i + 1]]));
                 } else {
-                    finalseg(h, text, &chars[s..e], out);
+                    finalseg(h, &self.force_split, text, &chars[s..e], out);
                 }
             }
             _ => out.push(text),
@@ -370,7 +457,13 @@ impl Segmenter {
 }
 
 /// jieba's `finalseg.cut` on a run of characters (`chars` are `text`'s).
-fn finalseg<'t>(hmm: &Hmm, text: &'t str, chars: &[char], out: &mut Vec<&'t str>) {
+fn finalseg<'t>(
+    hmm: &Hmm,
+    force_split: &HashSet<String>,
+    text: &'t str,
+    chars: &[char],
+    out: &mut Vec<&'t str>,
+) {
     let offs: Vec<usize> = text
         .char_indices()
         .map(|(i, _)| i)
@@ -382,6 +475,15 @@ fn finalseg<'t>(hmm: &Hmm, text: &'t str, chars: &[char], out: &mut Vec<&'t str>
             .find(|&j| is_han(chars[j]) != is_han(chars[i]))
             .unwrap_or(chars.len());
         if is_han(chars[i]) {
+            // A force-split word (a user word of frequency 0) comes out char by char.
+            let mut push = |a: usize, b: usize| {
+                let w = &text[offs[a]..offs[b]];
+                if b - a > 1 && force_split.contains(w) {
+                    out.extend((a..b).map(|k| &text[offs[k]..offs[k + 1]]));
+                } else {
+                    out.push(w);
+                }
+            };
             let states = hmm.viterbi(&chars[i..j]);
             let (mut begin, mut next) = (i, i);
             for (k, &st) in states.iter().enumerate() {
@@ -389,18 +491,18 @@ fn finalseg<'t>(hmm: &Hmm, text: &'t str, chars: &[char], out: &mut Vec<&'t str>
                 match st {
                     B => begin = p,
                     E => {
-                        out.push(&text[offs[begin]..offs[p + 1]]);
+                        push(begin, p + 1);
                         next = p + 1;
                     }
                     S => {
-                        out.push(&text[offs[p]..offs[p + 1]]);
+                        push(p, p + 1);
                         next = p + 1;
                     }
                     _ => {}
                 }
             }
             if next < j {
-                out.push(&text[offs[next]..offs[j]]);
+                push(next, j);
             }
         } else {
             skip_split(&text[offs[i]..offs[j]], out);
@@ -452,7 +554,11 @@ mod tests {
     use super::*;
 
     fn seg(dict: &str) -> Segmenter {
-        Segmenter::new(JiebaDict::parse(dict, "test").unwrap(), None)
+        Segmenter::new(
+            JiebaDict::parse(dict, "test").unwrap(),
+            None,
+            HashSet::new(),
+        )
     }
 
     fn cut(s: &Segmenter, text: &str) -> Vec<String> {
