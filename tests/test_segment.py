@@ -189,3 +189,17 @@ def test_user_dictionary_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"\xff\xfe bad")
     with pytest.raises(InvalidArgumentError, match="not UTF-8"):
         Segmenter.from_file(tmp_path / "bad.txt")
+
+
+def test_cli_segment(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hanpack.cli import main
+
+    d = tmp_path / "dict.txt"
+    d.write_text(OWN_DICT, encoding="utf-8")
+    lines = tmp_path / "in.txt"
+    lines.write_text("\n".join(USER_SAMPLES), encoding="utf-8")
+    assert main(["segment", "--dict", str(d), "--file", str(lines), "--sep", "|"]) == 0
+    ref = jieba.Tokenizer(dictionary=str(d))
+    assert capsys.readouterr().out.splitlines() == ["|".join(ref.cut(t)) for t in USER_SAMPLES]
+    assert main(["segment", "--dict", str(d), "--no-hmm", "我们喜欢abc"]) == 0
+    assert capsys.readouterr().out.strip() == "我们 / 喜欢 / abc"

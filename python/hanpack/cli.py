@@ -3,6 +3,7 @@
     hanpack demo                          # bundled tokenizer on the bundled Chinese sample
     hanpack encode --model M.model "你好"  # ids (or --pieces) of text, or of --file lines
     hanpack decode --model M.model 1 2 3
+    hanpack segment "我来到北京清华大学"          # words, jieba-exact (--file, --no-hmm, --dict, --user-dict)
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
 """
@@ -85,6 +86,25 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from .segment import Segmenter, jieba_hmm
+
+    hmm = None if args.no_hmm else jieba_hmm()
+    if args.dict:
+        seg = Segmenter.from_file(args.dict, hmm=hmm, user_dicts=args.user_dict)
+    else:
+        seg = Segmenter.from_jieba(user_dicts=args.user_dict)
+    if args.file:
+        texts = Path(args.file).read_text(encoding="utf-8").splitlines()
+    elif args.text is not None:
+        texts = [args.text]
+    else:
+        texts = sys.stdin.read().splitlines()
+    for words in seg.cut_batch(texts, hmm=not args.no_hmm):
+        print(args.sep.join(words))
+    return 0
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .checkpoint import DEFAULT_EXCLUDE, quantize_checkpoint
 
@@ -150,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ids", nargs="+", help="token ids")
     c.add_argument("--model", help="a SentencePiece .model (default: the bundled demo tokenizer)")
     c.set_defaults(func=_cmd_decode)
+
+    g = sub.add_parser("segment", help="cut Chinese text into words, exactly like jieba")
+    g.add_argument("text", nargs="?", help="text to cut (default: --file, else stdin lines)")
+    g.add_argument("--file", help="cut each line of this file")
+    g.add_argument("--dict", help="a dictionary in jieba's dict.txt format (default: the installed jieba's)")
+    g.add_argument("--user-dict", action="append", default=[], metavar="FILE", help="a jieba user dictionary (repeatable)")
+    g.add_argument("--no-hmm", action="store_true", help="no HMM for unknown words (jieba's HMM=False)")
+    g.add_argument("--sep", default=" / ", help="separator printed between words")
+    g.set_defaults(func=_cmd_segment)
 
     q = sub.add_parser("quantize", help="quantize a safetensors checkpoint into a new directory")
     q.add_argument("src", help="checkpoint directory (sharded or not) or one .safetensors file")
