@@ -63,14 +63,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_lines(args: argparse.Namespace) -> list[str]:
+    """The lines of --file, else the one positional text, else stdin's lines."""
+    if args.file:
+        return Path(args.file).read_text(encoding="utf-8").splitlines()
+    if args.text is not None:
+        return [args.text]
+    return sys.stdin.read().splitlines()
+
+
 def _cmd_encode(args: argparse.Namespace) -> int:
     tok = _load(args.model)
-    if args.file:
-        texts = Path(args.file).read_text(encoding="utf-8").splitlines()
-    elif args.text is not None:
-        texts = [args.text]
-    else:
-        texts = sys.stdin.read().splitlines()
+    texts = _input_lines(args)
     if args.pieces:
         for t in texts:
             print(" ".join(tok.encode_as_pieces(t)))
@@ -94,12 +98,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         seg = Segmenter.from_file(args.dict, hmm=hmm, user_dicts=args.user_dict)
     else:
         seg = Segmenter.from_jieba(user_dicts=args.user_dict)
-    if args.file:
-        texts = Path(args.file).read_text(encoding="utf-8").splitlines()
-    elif args.text is not None:
-        texts = [args.text]
-    else:
-        texts = sys.stdin.read().splitlines()
+    texts = _input_lines(args)
     for words in seg.cut_batch(texts, hmm=not args.no_hmm):
         print(args.sep.join(words))
     return 0
