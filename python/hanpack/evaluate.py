@@ -156,5 +156,7 @@ def perplexity(
                 prev_end = end
                 if end == len(ids):
                     break
+    if total_n == 0:
+        raise InvalidArgumentError("the documents have no tokens to predict (each needs at least two)")
     mean = total_nll / total_n
     return Perplexity(ppl=math.exp(mean), nll=mean, n_tokens=total_n, n_documents=len(docs))
