@@ -63,6 +63,22 @@ static NON_FINITE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static CHECKPOINT_FORMAT: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INTERNAL: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
+/// The `OSError` subclass for an I/O error's kind, with errno, message and file name.
+fn os_error(path: &std::path::Path, source: &std::io::Error, message: String) -> PyErr {
+    let args = (
+        source.raw_os_error().unwrap_or(0),
+        message,
+        path.display().to_string(),
+    );
+    match source.kind() {
+        std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
+        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
+        std::io::ErrorKind::IsADirectory => PyIsADirectoryError::new_err(args),
+        std::io::ErrorKind::AlreadyExists => pyo3::exceptions::PyFileExistsError::new_err(args),
+        _ => PyOSError::new_err(args),
+    }
+}
+
 pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
     match failure {
         Failure::Panic(msg) => raise(
@@ -74,32 +90,9 @@ pub fn to_pyerr(py: Python<'_>, failure: Failure) -> PyErr {
         Failure::Core(e) => {
             let msg = e.to_string();
             match e {
-                HanpackError::Io { path, source } => {
-                    let args = (
-                        source.raw_os_error().unwrap_or(0),
-                        source.to_string(),
-                        path.display().to_string(),
-                    );
-                    match source.kind() {
-                        std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(args),
-                        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
-                        std::io::ErrorKind::IsADirectory => PyIsADirectoryError::new_err(args),
-                        _ => PyOSError::new_err(args),
-                    }
-                }
+                HanpackError::Io { path, source } => os_error(&path, &source, source.to_string()),
                 HanpackError::IoWrite { path, source } => {
-                    let args = (
-                        source.raw_os_error().unwrap_or(0),
-                        format!("cannot write: {source}"),
-                        path.display().to_string(),
-                    );
-                    match source.kind() {
-                        std::io::ErrorKind::AlreadyExists => {
-                            pyo3::exceptions::PyFileExistsError::new_err(args)
-                        }
-                        std::io::ErrorKind::PermissionDenied => PyPermissionError::new_err(args),
-                        _ => PyOSError::new_err(args),
-                    }
+                    os_error(&path, &source, format!("cannot write: {source}"))
                 }
                 HanpackError::CheckpointFormat { .. } => {
                     raise(py, &CHECKPOINT_FORMAT, "CheckpointFormatError", msg)

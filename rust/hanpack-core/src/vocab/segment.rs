@@ -300,6 +300,50 @@ pub(crate) fn for_blocks<'t>(
     }
 }
 
+/// One position of jieba's `calc`: the best `(score, end)` among the words offered.
+pub(crate) struct RouteStep<'r> {
+    route: &'r [(f64, usize)],
+    ln_total: f64,
+    best: Option<(f64, usize)>,
+}
+
+impl RouteStep<'_> {
+    /// A word of `ln(freq)` = `lf` ending at char `x` (inclusive). Offer words in order
+    /// of increasing `x`: later ones win ties, like Python's max over `(score, x)`.
+    #[inline]
+    pub(crate) fn offer(&mut self, x: usize, lf: f64) {
+        let score = lf - self.ln_total + self.route[x + 1].0;
+        if self.best.map_or(true, |(b, _)| score >= b) {
+            self.best = Some((score, x));
+        }
+    }
+}
+
+/// jieba's `calc` over `n` characters, right to left: `route[i]` = (best score from `i`,
+/// end of the first word), `route[n] = (0, 0)`. `words_at(i, step)` offers the words of
+/// non-zero frequency starting at `i`; with none, the single character scores `ln 1`.
+pub(crate) fn fill_route(
+    n: usize,
+    ln_total: f64,
+    route: &mut Vec<(f64, usize)>,
+    mut words_at: impl FnMut(usize, &mut RouteStep<'_>),
+) {
+    route.clear();
+    route.resize(n + 1, (0.0, 0));
+    for idx in (0..n).rev() {
+        let mut step = RouteStep {
+            route,
+            ln_total,
+            best: None,
+        };
+        words_at(idx, &mut step);
+        let best = step
+            .best
+            .unwrap_or((0.0 - ln_total + route[idx + 1].0, idx));
+        route[idx] = best;
+    }
+}
+
 /// Module step 3 over a route: runs of single-character words (without the HMM, only
 /// of ASCII letters and digits) go to `flush(start, end, out)` as char positions, the
 /// other words out as they are.
@@ -402,29 +446,16 @@ impl Segmenter {
         let (offs, chars) = (&offs[..], &chars[..]);
         let n = chars.len();
         // route[i] = (best score from i, end of the first word); route[n] = (0, 0).
-        route.clear();
-        route.resize(n + 1, (0.0, 0));
-        for idx in (0..n).rev() {
-            let mut best: Option<(f64, usize)> = None;
-            for (v, len) in self
-                .dict
-                .trie
-                .common_prefix_search(chars[idx..].iter().copied())
-            {
+        let dict = &self.dict;
+        fill_route(n, dict.ln_total, route, |idx, step| {
+            for (v, len) in dict.trie.common_prefix_search(chars[idx..].iter().copied()) {
                 let x = idx + len - 1;
-                if let Some(lf) = self
-                    .dict
-                    .ln_of_value(v, || block[offs[idx]..offs[x + 1]].to_string())
+                if let Some(lf) = dict.ln_of_value(v, || block[offs[idx]..offs[x + 1]].to_string())
                 {
-                    let score = lf - self.dict.ln_total + route[x + 1].0;
-                    // Later (longer) candidates win ties, like max over (score, x).
-                    if best.map_or(true, |(b, _)| score >= b) {
-                        best = Some((score, x));
-                    }
+                    step.offer(x, lf);
                 }
             }
-            route[idx] = best.unwrap_or((0.0 - self.dict.ln_total + route[idx + 1].0, idx));
-        }
+        });
         emit_route(block, offs, chars, route, hmm, out, |s, e, out| {
             self.flush(block, offs, chars, s, e, hmm, out)
         });

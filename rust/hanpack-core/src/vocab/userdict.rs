@@ -6,8 +6,8 @@
 //! word without a frequency gets `suggest_freq(word)`, the smallest frequency that makes
 //! the route keep it whole given everything added before it, and a word of frequency 0
 //! is force-split when the HMM proposes it. This needs segmenting with a table that
-//! changes word by word, which the trie (built once) cannot do, so this file carries
-//! its own small copy of the route over a hash map; only user words go through it.
+//! changes word by word, which the trie (built once) cannot do, so the shared route
+//! (`segment::fill_route`) runs here over a hash map; only user words go through it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -110,25 +110,17 @@ impl FreqTable {
                 .chain([block.len()])
                 .collect();
             let n = offs.len() - 1;
-            let ln_total = (self.total as f64).ln();
-            let mut route = vec![(0.0f64, 0usize); n + 1];
-            for idx in (0..n).rev() {
-                let mut best: Option<(f64, usize)> = None;
-                let mut x = idx;
-                while x < n {
-                    let Some(&f) = self.freq.get(&block[offs[idx]..offs[x + 1]]) else {
-                        break;
-                    };
-                    if f > 0 {
-                        let score = (f as f64).ln() - ln_total + route[x + 1].0;
-                        if best.map_or(true, |(b, _)| score >= b) {
-                            best = Some((score, x));
-                        }
+            let mut route = Vec::new();
+            super::segment::fill_route(n, (self.total as f64).ln(), &mut route, |idx, step| {
+                // jieba's get_DAG: extend while the fragment is in the table at all.
+                for x in idx..n {
+                    match self.freq.get(&block[offs[idx]..offs[x + 1]]) {
+                        None => break,
+                        Some(&f) if f > 0 => step.offer(x, (f as f64).ln()),
+                        Some(_) => {}
                     }
-                    x += 1;
                 }
-                route[idx] = best.unwrap_or((0.0 - ln_total + route[idx + 1].0, idx));
-            }
+            });
             let chars: Vec<char> = block.chars().collect();
             super::segment::emit_no_hmm(block, &offs, &chars, &route, out);
         });
