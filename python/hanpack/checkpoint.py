@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _core
+from ._atomic import new_directory
 from .exceptions import CheckpointFormatError, InvalidArgumentError
 from .quant import BITS, METHODS, QuantizedTensor
 
@@ -217,44 +217,34 @@ def quantize_checkpoint(
     total = sum(int(np.prod(shape)) for r in readers for _, _, shape in r.tensors())
     src_dir = src if src.is_dir() else None
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.hanpack-tmp-", dir=dst.parent))
     t0 = time.perf_counter()
     reports: List[TensorReport] = []
     bar = _progress(total, progress)
     try:
-        extra = {"hanpack.version": _core.__version__}
-        for shard, names in zip(shards, plans):
-            if bar is not None:
-                bar.set_postfix_str(shard.name)
-            job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads)
-            while (d := job.step()) is not None:
-                reports.append(_tensor_report(d))
+        with new_directory(dst) as tmp:
+            extra = {"hanpack.version": _core.__version__}
+            for shard, names in zip(shards, plans):
                 if bar is not None:
-                    bar.update(d["n_elements"])
-            job.finish()
-        seconds = time.perf_counter() - t0
-        if indexed:
-            _write_index(tmp, [tmp / s.name for s in shards])
-        if src_dir is not None:
-            _write_side_files(src_dir, tmp, reports, bits=bits, group_size=group_size, sym=sym, method=method)
-        report = CheckpointReport(
-            dst=dst,
-            tensors=tuple(reports),
-            seconds=seconds,
-            src_bytes=sum(s.stat().st_size for s in shards),
-            dst_bytes=sum((tmp / s.name).stat().st_size for s in shards),
-        )
-        _write_json(tmp / REPORT, _report_json(report, bits=bits, group_size=group_size, sym=sym, method=method))
-        if os.path.lexists(dst):
-            raise FileExistsError(17, "the destination appeared while quantizing", str(dst))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 is for while it is incomplete
-        os.rename(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                    bar.set_postfix_str(shard.name)
+                job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads)
+                while (d := job.step()) is not None:
+                    reports.append(_tensor_report(d))
+                    if bar is not None:
+                        bar.update(d["n_elements"])
+                job.finish()
+            seconds = time.perf_counter() - t0
+            if indexed:
+                _write_index(tmp, [tmp / s.name for s in shards])
+            if src_dir is not None:
+                _write_side_files(src_dir, tmp, reports, bits=bits, group_size=group_size, sym=sym, method=method)
+            report = CheckpointReport(
+                dst=dst,
+                tensors=tuple(reports),
+                seconds=seconds,
+                src_bytes=sum(s.stat().st_size for s in shards),
+                dst_bytes=sum((tmp / s.name).stat().st_size for s in shards),
+            )
+            _write_json(tmp / REPORT, _report_json(report, bits=bits, group_size=group_size, sym=sym, method=method))
     finally:
         if bar is not None:
             bar.close()

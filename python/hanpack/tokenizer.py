@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union, cast
 
 from . import _core
+from ._atomic import write_bytes
 from .exceptions import InvalidArgumentError, ModelFormatError, TokenIdError
 
 
@@ -298,20 +299,7 @@ class Tokenizer(_core.TokenizerBase):
         The file is written to a temporary name in the same folder and renamed, so a
         failure never leaves a partial file behind.
         """
-        path = os.fspath(path)
-        data = self.to_bytes()
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_bytes(path, self.to_bytes())
 
     def __reduce__(self) -> tuple[Any, tuple[bytes, str]]:  # pickling ships the model bytes, never a pickle of Rust state
         return (_from_serialized, (self.to_bytes(), self._origin))

@@ -15,6 +15,7 @@ mod pool;
 mod quant;
 mod segment;
 mod spm;
+mod vocab;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -29,5 +30,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::JiebaSegmenter>()?;
     m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::extend_spm, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::spm_unreachable, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::spm_to_hf_json, m)?)?;
     Ok(())
 }

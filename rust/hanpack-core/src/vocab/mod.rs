@@ -1,5 +1,8 @@
-//! Building vocabularies for Chinese: word segmentation ([`segment`], jieba's algorithm).
-//! Training and extension of SentencePiece vocabularies come here next.
+//! Building vocabularies for Chinese: word segmentation ([`segment`], jieba's algorithm),
+//! extension of SentencePiece BPE models with reachable pieces ([`extend`]) and their
+//! export for HF tokenizers ([`hf_export`]).
 
+pub mod extend;
+pub mod hf_export;
 pub mod segment;
 pub mod userdict;
