@@ -15,12 +15,13 @@
 //! Appending `越来越` with score 0 (Chinese-LLaMA's merge script) does nothing when
 //! neither `越来` nor `来越` is a piece: encoding stops at `越 来 越`. When the encoding
 //! of piece `P` stops at `X1 … Xk` (k ≥ 2, no adjacent pair forms a piece), we add the
-//! prefixes `X1X2`, `X1X2X3`, … `X1…X(k-1)` with scores *below every score in the
-//! model*. A piece whose score is below all others is only ever merged when no other pair
+//! pieces of a merge chain from `X1 … Xk` to `P` (grown from a segment with a CJK
+//! character, so each contains one; see [`chain`]) with scores *below every score in the
+//! model*, each below the one before. A piece whose score is below all others is only ever merged when no other pair
 //! can be, so the merge sequence of *any* text is unchanged up to the point where the old
 //! model stopped (already reachable pieces stay reachable); from `X1 … Xk` the chain then
-//! merges left to right into `P`. Each added prefix is shorter than `P` and goes through
-//! the same check, so the repair terminates.
+//! merges into `P`. Each added piece is a proper substring of `P` and goes through the
+//! same check, so the repair terminates.
 
 use std::collections::VecDeque;
 
@@ -67,7 +68,7 @@ pub struct ExtendOptions {
     pub placement: Placement,
     /// Longest piece accepted, in characters (sentencepiece's `max_sentencepiece_length`).
     pub max_piece_chars: usize,
-    /// Add the characters of new pieces that are not pieces yet, so nothing in them falls
+    /// Add the CJK characters of new pieces that are not pieces yet, so nothing in them falls
     /// back to bytes (and HF tokenizers, which cannot merge byte-fallback characters,
     /// agrees with sentencepiece).
     pub add_missing_chars: bool,
@@ -117,6 +118,9 @@ pub enum SkipReason {
     Empty,
     /// The base model's normalizer rewrites the piece's text, so no input can produce it.
     ChangedByNormalizer,
+    /// A character without CJK that is not a base piece: adding it would change how text
+    /// without Chinese encodes (it falls back to bytes today).
+    ForeignCharacter,
     /// `repair` was off and encoding the piece's text does not give the piece.
     Unreachable,
 }
@@ -130,6 +134,7 @@ impl SkipReason {
             SkipReason::TooLong => "too long",
             SkipReason::Empty => "empty",
             SkipReason::ChangedByNormalizer => "changed by the normalizer",
+            SkipReason::ForeignCharacter => "non-CJK character outside the base vocabulary",
             SkipReason::Unreachable => "unreachable",
         }
     }
@@ -207,6 +212,30 @@ fn segment(text: &str, scores: &HashMap<String, f32>) -> Vec<(usize, usize)> {
         syms[i].1 = syms[i + 1].1;
         syms.remove(i + 1);
     }
+}
+
+/// The intermediate pieces (byte ranges of `piece`) that merge the stuck segmentation
+/// `segs` back into `piece`, in merge order: start at the first segment with a CJK
+/// character, grow right to the end, then left to the start. Every intermediate thus
+/// contains a CJK character, so text without one still sees no new piece. The last
+/// merge forms `piece` itself, which is not listed.
+fn chain(piece: &str, segs: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let anchor = segs
+        .iter()
+        .position(|&(a, b)| piece[a..b].chars().any(is_cjk))
+        .unwrap_or(0);
+    let (mut lo, mut hi) = segs[anchor];
+    let mut out = Vec::with_capacity(segs.len());
+    for &(_, b) in &segs[anchor + 1..] {
+        hi = b;
+        out.push((lo, hi));
+    }
+    for &(a, _) in segs[..anchor].iter().rev() {
+        lo = a;
+        out.push((lo, hi));
+    }
+    out.pop(); // the whole piece
+    out
 }
 
 fn spm_text(piece: &str) -> String {
@@ -287,6 +316,11 @@ pub fn extend(
             Some(SkipReason::NoCjk)
         } else if piece.chars().count() > opts.max_piece_chars {
             Some(SkipReason::TooLong)
+        } else if piece
+            .chars()
+            .any(|c| !is_cjk(c) && !base_pieces.contains(c.encode_utf8(&mut [0; 4]) as &str))
+        {
+            Some(SkipReason::ForeignCharacter)
         } else if checker.normalize(&spm_text(piece)) != *piece {
             Some(SkipReason::ChangedByNormalizer)
         } else {
@@ -359,17 +393,17 @@ pub fn extend(
         if *tries > 4 {
             continue; // left for the final check to report
         }
-        for &(_, end) in &segs[1..segs.len() - 1] {
-            let prefix = &piece[..end];
-            if !scores.map.contains_key(prefix) {
-                let s = scores.insert_below_all(prefix.to_owned());
+        for (start, end) in chain(&piece, &segs) {
+            let inner = &piece[start..end];
+            if !scores.map.contains_key(inner) {
+                let s = scores.insert_below_all(inner.to_owned());
                 added.push(AddedPiece {
-                    piece: prefix.to_owned(),
+                    piece: inner.to_owned(),
                     id: 0,
                     score: s,
                     origin: Origin::Intermediate,
                 });
-                queue.push_back(prefix.to_owned());
+                queue.push_back(inner.to_owned());
             }
         }
         queue.push_back(piece);
