@@ -61,7 +61,7 @@ fn hmm_from_tables((start, trans, emit): HmmTables) -> Result<Hmm, Failure> {
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct JiebaSegmenter {
-    seg: Segmenter,
+    pub(crate) seg: Segmenter,
 }
 
 #[pymethods]
