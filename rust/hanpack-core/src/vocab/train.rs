@@ -71,9 +71,26 @@ type Pair = (u32, u32);
 /// A symbol of a unit that is not in the alphabet: never merged.
 const BARRIER: u32 = u32::MAX;
 
-struct Unit {
+/// The distinct units as symbol sequences, in one flat array.
+struct Units {
     syms: Vec<u32>,
+    meta: Vec<UnitMeta>,
+}
+
+/// Where a unit's symbols are and how often it occurs: one 16-byte record, so a merge
+/// touching a unit takes one cache miss for it (three separate arrays were slower).
+#[derive(Clone, Copy)]
+struct UnitMeta {
+    start: u32,
+    len: u32,
     count: u64,
+}
+
+impl Units {
+    fn get(&self, i: usize) -> &[u32] {
+        let m = self.meta[i];
+        &self.syms[m.start as usize..(m.start + m.len) as usize]
+    }
 }
 
 pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedBpe> {
@@ -89,17 +106,44 @@ pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedB
     }
     let reserved = 3 + if opts.byte_fallback { 256 } else { 0 };
 
-    // The alphabet: most frequent characters up to the coverage.
-    let mut char_freq: FxHashMap<char, u64> = FxHashMap::default();
-    for (u, &n) in &counts.map {
-        for c in u.chars() {
-            *char_freq.entry(c).or_insert(0) += n;
-        }
-    }
+    // Every unit, once (including one-character units, which count for the alphabet).
+    let entries: Vec<(&str, u64)> = counts.map.iter().map(|(u, &n)| (u.as_str(), n)).collect();
+
+    // The alphabet: most frequent characters up to the coverage. Counted per code point
+    // in a flat table per thread: hashing each character was most of this step.
+    const CODE_POINTS: usize = 0x11_0000;
+    let per_thread = entries.len().div_ceil(rayon::current_num_threads()).max(1);
+    let table = entries
+        .par_chunks(per_thread)
+        .fold(
+            || vec![0u64; CODE_POINTS],
+            |mut t, part| {
+                for &(u, n) in part {
+                    for c in u.chars() {
+                        t[c as usize] += n;
+                    }
+                }
+                t
+            },
+        )
+        .reduce(
+            || vec![0u64; CODE_POINTS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let char_freq: Vec<(char, u64)> = table
+        .iter()
+        .enumerate()
+        .filter(|&(_, &n)| n > 0)
+        .filter_map(|(c, &n)| char::from_u32(c as u32).map(|c| (c, n)))
+        .collect();
+    drop(table);
     if char_freq.is_empty() {
         return Err(bad("the training text is empty".into()));
     }
-    let mut chars: Vec<(char, u64)> = char_freq.into_iter().collect();
+    let mut chars = char_freq;
     chars.sort_unstable_by_key(|&(c, n)| (Reverse(n), c));
     let total: u64 = chars.iter().map(|&(_, n)| n).sum();
     let mut covered = 0u64;
@@ -127,69 +171,118 @@ pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedB
     // Symbols: the alphabet first, merges appended.
     let mut text: Vec<String> = chars.iter().map(|&(c, _)| c.to_string()).collect();
     let mut len: Vec<u32> = vec![1; alphabet];
-    let char_id: FxHashMap<char, u32> = chars
-        .iter()
-        .enumerate()
-        .map(|(i, &(c, _))| (c, i as u32))
-        .collect();
+    let mut char_id: Vec<u32> = vec![BARRIER; CODE_POINTS];
+    for (i, &(c, _)) in chars.iter().enumerate() {
+        char_id[c as usize] = i as u32;
+    }
     let max_len = opts.max_piece_chars as u32;
-
-    let mut units: Vec<Unit> = counts
-        .map
-        .iter()
+    let min_frequency = opts.min_frequency.max(1);
+    let entries: Vec<(&str, u64)> = entries
+        .into_iter()
         .filter(|(u, _)| u.chars().nth(1).is_some()) // one-character units hold no pair
-        .map(|(u, &n)| Unit {
-            syms: u
-                .chars()
-                .map(|c| *char_id.get(&c).unwrap_or(&BARRIER))
-                .collect(),
-            count: n,
+        .collect();
+    // Unit order does not matter: counts are sums, and ties are broken by symbol ids.
+    // All units' symbols live in one flat array (no allocation per unit); a merge shifts
+    // the rest of its unit left and shortens it.
+    let per_part = entries
+        .len()
+        .div_ceil(rayon::current_num_threads() * 4)
+        .max(1);
+    let parts: Vec<(Vec<u32>, Vec<u32>)> = entries
+        .par_chunks(per_part)
+        .map(|part| {
+            let mut syms = Vec::new();
+            let mut lens = Vec::with_capacity(part.len());
+            for &(u, _) in part {
+                let before = syms.len();
+                syms.extend(u.chars().map(|c| char_id[c as usize]));
+                lens.push((syms.len() - before) as u32);
+            }
+            (syms, lens)
         })
         .collect();
-    // Deterministic unit order, so `where_` lists and hence results do not depend on
-    // hash order.
-    units.par_sort_unstable_by(|a, b| a.syms.cmp(&b.syms));
-
+    let mut units = Units {
+        syms: Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum()),
+        meta: Vec::with_capacity(entries.len()),
+    };
+    let mut counts_in_order = entries.iter().map(|&(_, n)| n);
+    for (syms, lens) in parts {
+        let mut at = units.syms.len() as u32;
+        for l in lens {
+            units.meta.push(UnitMeta {
+                start: at,
+                len: l,
+                count: counts_in_order.next().unwrap_or(0),
+            });
+            at += l;
+        }
+        units.syms.extend(syms);
+    }
+    drop(entries);
     let countable = |a: u32, b: u32, len: &[u32]| {
         a != BARRIER && b != BARRIER && len[a as usize] + len[b as usize] <= max_len
     };
 
-    // Initial pair counts and where each pair occurs, in parallel over unit chunks.
-    let chunk = (units.len() / (rayon::current_num_threads() * 4)).max(1024);
-    let parts: Vec<FxHashMap<Pair, (u64, Vec<u32>)>> = units
-        .par_chunks(chunk)
-        .enumerate()
-        .map(|(ci, part)| {
-            let mut m: FxHashMap<Pair, (u64, Vec<u32>)> = FxHashMap::default();
-            for (j, u) in part.iter().enumerate() {
-                let idx = (ci * chunk + j) as u32;
-                for w in u.syms.windows(2) {
+    // Initial pairs: every (pair, unit) occurrence, sorted, then grouped into counts and
+    // a flat list of units per pair. One big sort instead of a vector per pair and
+    // chunk: allocation was most of the time.
+    let key = |a: u32, b: u32| (a as u64) << 32 | b as u64;
+    let n_units = units.meta.len();
+    let per = n_units.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let chunks: Vec<Vec<(u64, u32)>> = (0..n_units.div_ceil(per))
+        .into_par_iter()
+        .map(|ci| {
+            let mut v = Vec::new();
+            for ui in ci * per..((ci + 1) * per).min(n_units) {
+                for w in units.get(ui).windows(2) {
                     if countable(w[0], w[1], &len) {
-                        let e = m.entry((w[0], w[1])).or_default();
-                        e.0 += u.count;
-                        if e.1.last() != Some(&idx) {
-                            e.1.push(idx);
-                        }
+                        v.push((key(w[0], w[1]), ui as u32));
                     }
                 }
             }
-            m
+            v
         })
         .collect();
-    let mut pair_count: FxHashMap<Pair, u64> = FxHashMap::default();
-    let mut where_: FxHashMap<Pair, Vec<u32>> = FxHashMap::default();
-    for part in parts {
-        for (p, (n, list)) in part {
-            *pair_count.entry(p).or_insert(0) += n;
-            where_.entry(p).or_default().extend(list);
-        }
+    let mut occ: Vec<(u64, u32)> = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for c in chunks {
+        occ.extend(c);
     }
+    occ.par_sort_unstable();
+    let mut pair_count: FxHashMap<Pair, u64> =
+        FxHashMap::with_capacity_and_hasher(occ.len() / 4, Default::default());
+    // Initial pair -> range of `first_units`.
+    let mut first_where: FxHashMap<Pair, (u32, u32)> = FxHashMap::default();
+    let mut first_units: Vec<u32> = Vec::with_capacity(occ.len() / 2);
+    let mut i = 0;
+    while i < occ.len() {
+        let k = occ[i].0;
+        let start = first_units.len() as u32;
+        let mut n = 0u64;
+        while i < occ.len() && occ[i].0 == k {
+            let u = occ[i].1;
+            n += units.meta[u as usize].count;
+            if first_units.len() as u32 == start || *first_units.last().unwrap_or(&u32::MAX) != u {
+                first_units.push(u);
+            }
+            i += 1;
+        }
+        // A pair of two characters never grows, so one below the threshold never
+        // becomes a merge: not tracking it halves these tables.
+        if n < min_frequency {
+            first_units.truncate(start as usize);
+            continue;
+        }
+        let pair = ((k >> 32) as u32, k as u32);
+        pair_count.insert(pair, n);
+        first_where.insert(pair, (start, first_units.len() as u32));
+    }
+    drop(occ);
     let mut heap: BinaryHeap<(u64, Reverse<Pair>)> =
         pair_count.iter().map(|(&p, &n)| (n, Reverse(p))).collect();
-
     let mut merges = 0;
-    let mut stamp: Vec<u32> = vec![u32::MAX; units.len()];
-    let mut touched: FxHashMap<Pair, ()> = FxHashMap::default();
+    // Units each merged symbol was created in: a superset of the units that hold any
+    // pair with it, so these lists replace per-pair lists for all later pairs.
+    let mut made_in: Vec<Vec<u32>> = Vec::new();
     while merges < budget {
         let Some((n, Reverse(pair))) = heap.pop() else {
             break;
@@ -201,7 +294,7 @@ pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedB
             }
             continue;
         }
-        if n < opts.min_frequency.max(1) {
+        if n < min_frequency {
             break;
         }
         let (a, b) = pair;
@@ -210,52 +303,59 @@ pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedB
         len.push(len[a as usize] + len[b as usize]);
         merges += 1;
         pair_count.remove(&pair);
-        touched.clear();
-        let occurrences = where_.remove(&pair).unwrap_or_default();
-        for &ui in &occurrences {
-            if stamp[ui as usize] == c {
-                continue;
+        let merged = |s: u32| (s as usize).checked_sub(alphabet);
+        // Scan the shorter list; a merged side's list is taken out and put back holding
+        // only the units that still contain that symbol, so lists shrink as their
+        // symbols are merged away.
+        let side = match (merged(a), merged(b)) {
+            (None, None) => None,
+            (Some(x), None) => Some(x),
+            (None, Some(y)) => Some(y),
+            (Some(x), Some(y)) => Some(if made_in[x].len() <= made_in[y].len() {
+                x
+            } else {
+                y
+            }),
+        };
+        let side_list = side.map(|x| std::mem::take(&mut made_in[x]));
+        let candidates: &[u32] = match &side_list {
+            None => {
+                let (lo, hi) = first_where.get(&pair).copied().unwrap_or((0, 0));
+                &first_units[lo as usize..hi as usize]
             }
-            stamp[ui as usize] = c;
-            let unit = &mut units[ui as usize];
-            let k = unit.count;
-            let s = &mut unit.syms;
-            let mut i = 0;
-            while i + 1 < s.len() {
-                if s[i] != a || s[i + 1] != b {
-                    i += 1;
-                    continue;
-                }
-                if i > 0 {
-                    let l = s[i - 1];
-                    if countable(l, a, &len) {
-                        dec(&mut pair_count, (l, a), k);
-                    }
-                    if countable(l, c, &len) {
-                        inc(&mut pair_count, &mut where_, &mut touched, (l, c), k, ui);
-                    }
-                }
-                if i + 2 < s.len() {
-                    let r = s[i + 2];
-                    if countable(b, r, &len) {
-                        dec(&mut pair_count, (b, r), k);
-                    }
-                    if countable(c, r, &len) {
-                        inc(&mut pair_count, &mut where_, &mut touched, (c, r), k, ui);
-                    }
-                }
-                s[i] = c;
-                s.remove(i + 1);
-                i += 1;
-            }
+            Some(list) => list,
+        };
+        let side_sym = side.map(|x| (x + alphabet) as u32);
+        let merge = Merge {
+            a,
+            b,
+            c,
+            side: side_sym,
+            len: &len,
+            max_len,
+        };
+        let found = scan(&mut units.syms, 0, &mut units.meta, 0, candidates, &merge);
+        if let Some(x) = side {
+            made_in[x] = found.still;
         }
-        for (&p, _) in &touched {
-            if let Some(&n) = pair_count.get(&p) {
-                heap.push((n, Reverse(p)));
+        made_in.push(found.here);
+        let delta = found.delta;
+        // Apply this merge's count changes: one global lookup per distinct pair (the
+        // per-merge table stays in cache; updating the big table per occurrence did
+        // not). Pairs with `c` grew now and never grow again: queue them, or drop them
+        // if they can never reach the threshold. Other pairs only shrank.
+        for (&p, &d) in &delta {
+            let grew = p.0 == c || p.1 == c;
+            let entry = pair_count.entry(p).or_insert(0);
+            let now = (*entry as i64 + d).max(0) as u64;
+            *entry = now;
+            if now == 0 || grew && now < min_frequency {
+                pair_count.remove(&p);
+            } else if grew {
+                heap.push((now, Reverse(p)));
             }
         }
     }
-
     let uncovered = total - covered;
     let model = build_model(&text, alphabet, merges, opts);
     Ok(TrainedBpe {
@@ -266,29 +366,125 @@ pub fn train_bpe(counts: &UnitCounts, opts: &BpeTrainOptions) -> Result<TrainedB
     })
 }
 
-fn dec(pair_count: &mut FxHashMap<Pair, u64>, p: Pair, k: u64) {
-    if let Some(n) = pair_count.get_mut(&p) {
-        *n = n.saturating_sub(k);
-        if *n == 0 {
-            pair_count.remove(&p);
-        }
+/// One merge `a b → c` being applied.
+struct Merge<'l> {
+    a: u32,
+    b: u32,
+    c: u32,
+    /// The merged side whose unit list is being rebuilt (`Found::still`).
+    side: Option<u32>,
+    len: &'l [u32],
+    max_len: u32,
+}
+
+impl Merge<'_> {
+    fn countable(&self, x: u32, y: u32) -> bool {
+        x != BARRIER && y != BARRIER && self.len[x as usize] + self.len[y as usize] <= self.max_len
     }
 }
 
-fn inc(
-    pair_count: &mut FxHashMap<Pair, u64>,
-    where_: &mut FxHashMap<Pair, Vec<u32>>,
-    touched: &mut FxHashMap<Pair, ()>,
-    p: Pair,
-    k: u64,
-    unit: u32,
-) {
-    *pair_count.entry(p).or_insert(0) += k;
-    let list = where_.entry(p).or_default();
-    if list.last() != Some(&unit) {
-        list.push(unit);
+/// What applying a merge to some units found.
+#[derive(Default)]
+struct Found {
+    /// Pair count changes.
+    delta: FxHashMap<Pair, i64>,
+    /// Units where the merge happened (they now hold `c`).
+    here: Vec<u32>,
+    /// Units that still hold `Merge::side`.
+    still: Vec<u32>,
+}
+
+/// Below this many candidate units a merge is applied on one thread.
+const PARALLEL_UNITS: usize = 1024;
+
+/// Applies `m` to the `candidates` (ascending unit ids, duplicates adjacent). `syms`
+/// starts at symbol `sym_base` and `meta` at unit `unit_base`. Large lists are split in
+/// two at a unit boundary and done in parallel: units are laid out in id order, so the
+/// halves own disjoint parts of both arrays.
+fn scan(
+    syms: &mut [u32],
+    sym_base: usize,
+    meta: &mut [UnitMeta],
+    unit_base: usize,
+    candidates: &[u32],
+    m: &Merge<'_>,
+) -> Found {
+    if candidates.len() >= PARALLEL_UNITS {
+        let mut mid = candidates.len() / 2;
+        while mid < candidates.len() && candidates[mid] == candidates[mid - 1] {
+            mid += 1;
+        }
+        if mid < candidates.len() {
+            let split_unit = candidates[mid] as usize;
+            let split_sym = meta[split_unit - unit_base].start as usize;
+            let (ls, rs) = syms.split_at_mut(split_sym - sym_base);
+            let (lm, rm) = meta.split_at_mut(split_unit - unit_base);
+            let (lc, rc) = candidates.split_at(mid);
+            let (mut left, right) = rayon::join(
+                || scan(ls, sym_base, lm, unit_base, lc, m),
+                || scan(rs, split_sym, rm, split_unit, rc, m),
+            );
+            for (p, d) in right.delta {
+                *left.delta.entry(p).or_insert(0) += d;
+            }
+            left.here.extend(right.here);
+            left.still.extend(right.still);
+            return left;
+        }
     }
-    touched.insert(p, ());
+    let (a, b, c) = (m.a, m.b, m.c);
+    let mut found = Found::default();
+    let mut last = u32::MAX;
+    for &ui in candidates {
+        if ui == last {
+            continue; // listed twice; its pairs were merged already
+        }
+        last = ui;
+        let meta = &mut meta[ui as usize - unit_base];
+        let k = meta.count as i64;
+        let st = meta.start as usize - sym_base;
+        let mut n = meta.len as usize;
+        let s = &mut syms[st..st + n];
+        let mut i = 0;
+        let mut hit = false;
+        while i + 1 < n {
+            if s[i] != a || s[i + 1] != b {
+                i += 1;
+                continue;
+            }
+            hit = true;
+            if i > 0 {
+                let l = s[i - 1];
+                if m.countable(l, a) {
+                    *found.delta.entry((l, a)).or_insert(0) -= k;
+                }
+                if m.countable(l, c) {
+                    *found.delta.entry((l, c)).or_insert(0) += k;
+                }
+            }
+            if i + 2 < n {
+                let r = s[i + 2];
+                if m.countable(b, r) {
+                    *found.delta.entry((b, r)).or_insert(0) -= k;
+                }
+                if m.countable(c, r) {
+                    *found.delta.entry((c, r)).or_insert(0) += k;
+                }
+            }
+            s[i] = c;
+            s.copy_within(i + 2..n, i + 1);
+            n -= 1;
+            i += 1;
+        }
+        meta.len = n as u32;
+        if hit {
+            found.here.push(ui);
+        }
+        if m.side.is_some_and(|x| s[..n].contains(&x)) {
+            found.still.push(ui);
+        }
+    }
+    found
 }
 
 fn build_model(text: &[String], alphabet: usize, merges: usize, opts: &BpeTrainOptions) -> Vec<u8> {
