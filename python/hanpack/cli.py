@@ -6,6 +6,9 @@
     hanpack segment "我来到北京清华大学"          # words, jieba-exact (--file, --no-hmm, --dict, --user-dict)
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
+    hanpack vocab train FILES... --vocab-size N --out DIR     # SentencePiece-compatible BPE
+    hanpack vocab extend BASE.model OUT --from-model M --add 20000 [--variants s2twp]
+    hanpack vocab report TOKENIZERS... --corpus FILES... [--png chart.png]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from . import __version__, data
 from .exceptions import HanpackError
 from .tokenizer import Tokenizer
+from .vocab.cli import add_vocab_parser
 
 
 def _load(model: str | None) -> Tokenizer:
@@ -202,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stride", type=int, help="window step (default: half the window)")
     v.add_argument("--max-tokens", type=int, help="score only the first N tokens of each document")
     v.set_defaults(func=_cmd_eval_ppl)
+
+    add_vocab_parser(sub)
     return p
 
 
@@ -209,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (HanpackError, OSError) as e:
+    except (HanpackError, OSError, ImportError) as e:
         print(f"hanpack: error: {e}", file=sys.stderr)
         return 1
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, 
 
 from . import _core
 from ._atomic import write_bytes
-from .exceptions import InvalidArgumentError, ModelFormatError, TokenIdError
+from .exceptions import InvalidArgumentError, ModelFormatError, TokenIdError, UnsupportedTokenizerError
 
 
 if TYPE_CHECKING:  # numpy is only needed by encode_batch_numpy
@@ -195,7 +195,8 @@ class Tokenizer(_core.TokenizerBase):
         ``tokenizer.ggml.pre`` names; or SentencePiece-style, ``"llama"``), or a folder
         holding one of them (looked
         for in that order: ``tokenizer.json``, ``tokenizer.model``, ``vocab.json`` +
-        ``merges.txt`` with GPT-2's pattern).
+        ``merges.txt`` with GPT-2's pattern; a SentencePiece-style ``tokenizer.json``
+        next to a ``tokenizer.model``, as LLaMA folders have, defers to the model).
 
         Raises ``FileNotFoundError`` (or another ``OSError``) when the file cannot be
         read, :class:`~hanpack.exceptions.ModelFormatError` when it is not a tokenizer
@@ -207,9 +208,17 @@ class Tokenizer(_core.TokenizerBase):
         """
         path = _check_path(path)
         if os.path.isdir(path):
-            for name in ("tokenizer.json", "tokenizer.model"):
-                if os.path.isfile(os.path.join(path, name)):
-                    return cls.from_file(os.path.join(path, name))
+            json_path, model_path = os.path.join(path, "tokenizer.json"), os.path.join(path, "tokenizer.model")
+            if os.path.isfile(json_path):
+                try:
+                    return cls.from_file(json_path)
+                except UnsupportedTokenizerError:
+                    # A LLaMA-style folder: its tokenizer.json describes the SentencePiece
+                    # model next to it, which is the reference.
+                    if not os.path.isfile(model_path):
+                        raise
+            if os.path.isfile(model_path):
+                return cls.from_file(model_path)
             vocab, merges = os.path.join(path, "vocab.json"), os.path.join(path, "merges.txt")
             if os.path.isfile(vocab) and os.path.isfile(merges):
                 return cls.from_vocab_merges(vocab, merges)

@@ -4,7 +4,11 @@ of a base model with reachable pieces (:func:`extend`) and the checks that go wi
 
 from __future__ import annotations
 
-from .extend import AddedPiece, Extension, extend, unreachable_pieces, write_hf_files
-from .train import TrainedVocab, read_texts, train
+from .extend import AddedPiece, Extension, extend, extend_to_size, unreachable_pieces, write_hf_files
+from .scripts import opencc_converter, with_script_variants
+from .train import TrainedVocab, model_pieces, read_texts, train
 
-__all__ = ["AddedPiece", "Extension", "TrainedVocab", "extend", "read_texts", "train", "unreachable_pieces", "write_hf_files"]
+__all__ = [
+    "AddedPiece", "Extension", "TrainedVocab", "extend", "extend_to_size", "model_pieces", "opencc_converter",
+    "read_texts", "train", "unreachable_pieces", "with_script_variants", "write_hf_files",
+]

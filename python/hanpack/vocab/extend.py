@@ -29,7 +29,7 @@ from .._atomic import new_directory
 from ..exceptions import InvalidArgumentError
 from ..tokenizer import Tokenizer
 
-__all__ = ["AddedPiece", "Extension", "extend", "unreachable_pieces", "write_hf_files"]
+__all__ = ["AddedPiece", "Extension", "extend", "extend_to_size", "unreachable_pieces", "write_hf_files"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Placement = Literal["above", "below"]
@@ -143,6 +143,27 @@ def extend(
         skipped=tuple(skipped),
         unreachable=tuple(unreachable),
     )
+
+
+def extend_to_size(
+    base: Union[PathLike, bytes, Tokenizer], pieces: Sequence[str], added: int, **options: object
+) -> Extension:
+    """:func:`extend` with the longest prefix of ``pieces`` that adds at most ``added``
+    pieces in all (requested, characters and intermediates), found by bisection."""
+    if not isinstance(added, int) or added < 1:
+        raise InvalidArgumentError(f"added must be a positive int, not {added!r}")
+    data, _ = _model_bytes(base, "base")
+    pieces = list(pieces)
+    best = extend(data, [], **options)  # type: ignore[arg-type]
+    lo, hi = 0, len(pieces)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        ext = extend(data, pieces[:mid], **options)  # type: ignore[arg-type]
+        if len(ext.added) <= added:
+            lo, best = mid, ext
+        else:
+            hi = mid - 1
+    return best
 
 
 def unreachable_pieces(model: Union[PathLike, bytes, Tokenizer]) -> List[Tuple[int, str]]:

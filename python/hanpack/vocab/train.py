@@ -31,7 +31,7 @@ from ..segment import Segmenter
 from ..tokenizer import Tokenizer
 from .extend import extend, write_hf_files
 
-__all__ = ["TrainedVocab", "train", "read_texts"]
+__all__ = ["TrainedVocab", "model_pieces", "train", "read_texts"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Input = Union[PathLike, Tuple[PathLike, float]]
@@ -57,12 +57,27 @@ class TrainedVocab:
     def tokenizer(self) -> Tokenizer:
         return Tokenizer.from_bytes(self.model, origin="<trained model>")
 
+    def pieces(self, *, cjk_only: bool = False) -> List[str]:
+        """The learned pieces, most important first (merges in order, then characters,
+        then whole words); with ``cjk_only``, only those with a CJK character (what
+        :func:`hanpack.vocab.extend` accepts)."""
+        return model_pieces(self.model, cjk_only=cjk_only)
+
     def save(self, directory: PathLike) -> Path:
         """Writes ``tokenizer.model`` plus the transformers files into a new folder."""
         with new_directory(directory) as tmp:
             (tmp / "tokenizer.model").write_bytes(self.model)
             write_hf_files(self.model, tmp)
         return Path(directory)
+
+
+def model_pieces(model: Union[bytes, Tokenizer], *, cjk_only: bool = False) -> List[str]:
+    """NORMAL pieces of a SentencePiece model in score order (highest first)."""
+    tok = model if isinstance(model, Tokenizer) else Tokenizer.from_bytes(model)
+    rows = [(tok.piece_score(i), i) for i in range(tok.vocab_size) if tok.piece_type(i) == "NORMAL"]
+    rows.sort(key=lambda r: (-r[0], r[1]))
+    out = [tok.id_to_piece(i) for _, i in rows]
+    return [p for p in out if _core.has_cjk(p)] if cjk_only else out
 
 
 def read_texts(path: PathLike, *, jsonl_fields: Optional[Sequence[str]] = None) -> Iterator[str]:

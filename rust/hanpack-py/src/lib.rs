@@ -34,5 +34,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<vocab::UnitCounter>()?;
     m.add_function(wrap_pyfunction!(vocab::spm_unreachable, m)?)?;
     m.add_function(wrap_pyfunction!(vocab::spm_to_hf_json, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::has_cjk, m)?)?;
     Ok(())
 }

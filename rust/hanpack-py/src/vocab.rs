@@ -80,6 +80,12 @@ pub fn spm_unreachable(
     run_detached(py, || Ok(unreachable_pieces(&model, &origin)?))
 }
 
+/// Whether `text` has a CJK character (the rule `extend_spm` applies to new pieces).
+#[pyfunction]
+pub fn has_cjk(text: &str) -> bool {
+    text.chars().any(hanpack_core::vocab::extend::is_cjk)
+}
+
 /// `tokenizer.json` text for a BPE model.
 #[pyfunction]
 pub fn spm_to_hf_json(py: Python<'_>, model: Vec<u8>, origin: String) -> PyResult<String> {
