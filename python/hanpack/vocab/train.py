@@ -145,6 +145,7 @@ def train(
     min_frequency: int = 2,
     split_digits: bool = True,
     add_dummy_prefix: bool = True,
+    hard_vocab_limit: bool = True,
     segmenter: Optional[Segmenter] = None,
     hmm: bool = False,
     whole_words: int = 0,
@@ -160,7 +161,9 @@ def train(
     keeps merges inside its words (``hmm`` for its HMM); ``whole_words`` adds that many of
     the most frequent multi-character words as whole pieces on top of the BPE pieces,
     within ``vocab_size`` (intermediates the words need for reachability come on top
-    and are counted in :attr:`TrainedVocab.intermediates`).
+    and are counted in :attr:`TrainedVocab.intermediates`). As in sentencepiece, a text
+    too small for ``vocab_size`` is an error unless ``hard_vocab_limit=False``, which
+    returns the smaller vocabulary.
     """
     files = _inputs(inputs)
     for name, value, low in (("vocab_size", vocab_size, 1), ("max_piece_chars", max_piece_chars, 1),
@@ -197,6 +200,12 @@ def train(
         min_frequency=min_frequency * WEIGHT_SCALE,
         num_threads=num_threads,
     )
+    size = Tokenizer.from_bytes(model).vocab_size
+    if hard_vocab_limit and size < vocab_size - whole_words:
+        raise InvalidArgumentError(
+            f"vocab_size {vocab_size} is too high for this text: no pair occurs {min_frequency} times after "
+            f"{size - whole_words if whole_words else size} pieces; set vocab_size <= {size + whole_words} "
+            "or hard_vocab_limit=False")
     words_added = intermediates = 0
     if whole_words:
         have = Tokenizer.from_bytes(model)

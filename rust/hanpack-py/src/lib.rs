@@ -35,5 +35,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vocab::spm_unreachable, m)?)?;
     m.add_function(wrap_pyfunction!(vocab::spm_to_hf_json, m)?)?;
     m.add_function(wrap_pyfunction!(vocab::has_cjk, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab::spm_without_dummy_prefix, m)?)?;
     Ok(())
 }

@@ -80,6 +80,21 @@ pub fn spm_unreachable(
     run_detached(py, || Ok(unreachable_pieces(&model, &origin)?))
 }
 
+/// The model with `add_dummy_prefix` off.
+#[pyfunction]
+pub fn spm_without_dummy_prefix<'py>(
+    py: Python<'py>,
+    model: Vec<u8>,
+    origin: String,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let out = run_detached(py, || {
+        Ok(hanpack_core::vocab::extend::model_without_dummy_prefix(
+            &model, &origin,
+        )?)
+    })?;
+    Ok(PyBytes::new(py, &out))
+}
+
 /// Whether `text` has a CJK character (the rule `extend_spm` applies to new pieces).
 #[pyfunction]
 pub fn has_cjk(text: &str) -> bool {

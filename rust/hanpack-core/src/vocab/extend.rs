@@ -251,6 +251,19 @@ fn without_dummy_prefix(mut proto: ModelProto, origin: &str) -> Result<SpmModel>
     SpmModel::from_bytes(&proto.encode_to_vec(), origin)
 }
 
+/// `model` (a serialized `ModelProto`) with the dummy prefix turned off: what encodes a
+/// piece's own text, and nothing more, into base tokens.
+pub fn model_without_dummy_prefix(model: &[u8], origin: &str) -> Result<Vec<u8>> {
+    let mut proto = ModelProto::decode(model).map_err(|e| HanpackError::ModelFormat {
+        origin: origin.to_owned(),
+        reason: e.to_string(),
+    })?;
+    if let Some(n) = proto.normalizer_spec.as_mut() {
+        n.add_dummy_prefix = Some(false);
+    }
+    Ok(proto.encode_to_vec())
+}
+
 /// Extends the BPE model `base` (serialized `ModelProto`) with `requested` pieces, most
 /// important first. See the module documentation for the guarantees.
 pub fn extend(
