@@ -13,6 +13,7 @@ from typing_extensions import disjoint_base
 __all__ = [
     "BpeTokenizer", "JiebaSegmenter", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
     "dequantize", "load_gguf", "quantize",
+    "UnitCounter", "extend_spm", "has_cjk", "spm_to_hf_json", "spm_unreachable", "spm_without_dummy_prefix",
 ]
 __version__: str
 
@@ -216,3 +217,48 @@ class JiebaSegmenter:
     def heap_bytes(self) -> int: ...
     def cut(self, text: str, hmm: bool) -> list[str]: ...
     def cut_batch(self, texts: list[str], hmm: bool, num_threads: int | None = None) -> list[list[str]]: ...
+
+def extend_spm(
+    base: bytes,
+    origin: str,
+    pieces: list[str],
+    *,
+    above: bool,
+    max_piece_chars: int,
+    add_missing_chars: bool,
+    repair: bool,
+) -> tuple[bytes, int, list[tuple[str, int, float, str]], list[tuple[str, str]], list[str]]:
+    """Extends a BPE model: (model, base size, added (piece, id, score, origin), skipped (piece, reason), unreachable)."""
+
+def spm_unreachable(model: bytes, origin: str) -> list[tuple[int, str]]:
+    """NORMAL pieces that their own text does not produce."""
+
+def spm_to_hf_json(model: bytes, origin: str) -> str:
+    """tokenizer.json text for a SentencePiece BPE model."""
+
+def spm_without_dummy_prefix(model: bytes, origin: str) -> bytes:
+    """The model with add_dummy_prefix off."""
+
+def has_cjk(text: str) -> bool:
+    """Whether the text has a CJK character (the rule extend_spm applies)."""
+
+@final
+class UnitCounter:
+    """Unit counts of a training corpus, filled batch by batch."""
+    def __new__(cls, *, add_dummy_prefix: bool, split_digits: bool, hmm: bool) -> UnitCounter: ...
+    def add_lines(
+        self, lines: list[str], weight: int, segmenter: JiebaSegmenter | None = None, num_threads: int | None = None
+    ) -> None: ...
+    def prune(self, max_units: int) -> None: ...
+    def stats(self) -> tuple[int, int, int, int]: ...
+    def top_words(self, n: int, min_chars: int, max_chars: int) -> list[tuple[str, int]]: ...
+    def train_bpe(
+        self,
+        *,
+        vocab_size: int,
+        character_coverage: float,
+        byte_fallback: bool,
+        max_piece_chars: int,
+        min_frequency: int,
+        num_threads: int | None = None,
+    ) -> tuple[bytes, int, int, int]: ...
