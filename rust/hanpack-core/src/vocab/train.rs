@@ -7,12 +7,19 @@
 //! merges and HF tokenizers' rank order agrees with it. The normalizer is LLaMA's
 //! (identity, whitespace kept, dummy prefix as configured).
 //!
-//! The algorithm is the usual incremental one: pair counts over distinct units, a lazy
-//! max-heap of (count, pair), and per pair the units it occurs in. Only pairs that
-//! contain the newest symbol ever grow, and they are pushed after each merge; every other
-//! count only shrinks, so a popped entry whose count is stale is re-pushed with the
-//! current count (the standard lazy-deletion argument). Ties go to the pair with the
-//! smaller symbol ids (older symbols), which makes training deterministic.
+//! The algorithm is the usual incremental one: pair counts over distinct units and a lazy
+//! max-heap of (count, pair). Only pairs that contain the newest symbol ever grow, and
+//! they are pushed after each merge; every other count only shrinks, so a popped entry
+//! whose count is stale is re-pushed with the current count (the standard lazy-deletion
+//! argument). Ties go to the pair with the smaller symbol ids (older symbols), which makes
+//! training deterministic and independent of unit order and thread count.
+//!
+//! Where a pair occurs: for a pair of two characters, a flat list built once from one
+//! sorted array of (pair, unit) occurrences; for a pair with a merged symbol, the list of
+//! units that symbol was created in (a superset, pruned as it is scanned). Per-pair
+//! vectors for every new pair were most of the time in an earlier version. Measured on
+//! 72 MB of the shared corpora (2.0 M distinct units, 20,000 pieces): about 11 s before,
+//! 5 s after, on 2 cores.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
