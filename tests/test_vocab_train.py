@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import hanpack
 from hanpack.exceptions import InvalidArgumentError
@@ -167,3 +169,13 @@ def test_trains_on_the_shared_corpus_like_sentencepiece_loads_it(tmp_path):
     assert want == got, describe_mismatches(lines, want, got)
     assert unreachable_pieces(v.model) == []
     assert sum(map(len, lines)) / sum(map(len, want)) > 1.2  # it learned Traditional words (LLaMA: ~0.6)
+
+
+_ALPHABET = sorted(set("".join(training_lines(50))) | set(" ▁\t12"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=_ALPHABET, max_size=60))
+def test_hypothesis_trained_model_parity(trained, text):
+    sp = spm.SentencePieceProcessor(model_proto=trained.model)
+    assert list(trained.tokenizer().encode(text)) == sp.encode(text)
