@@ -139,7 +139,9 @@ def report(
         genres = {}
         for genre, lines in texts.items():
             lines = [s for s in lines if s]
-            counts = tok.encode_batch(lines, num_threads=num_threads)
+            # Text is text here: special-token strings in a corpus are encoded as plain
+            # text (sentencepiece's behaviour), not rejected (tiktoken's default).
+            counts = tok.encode_batch(lines, disallowed_special=(), num_threads=num_threads)
             genres[genre] = GenreFigures(
                 chars=sum(len(s) for s in lines),
                 bytes=sum(len(s.encode("utf-8")) for s in lines),
