@@ -60,6 +60,25 @@ def test_units_follow_sentencepiece_rules(trained):
     assert not any(any("\u4e00" <= c <= "\u9fff" for c in p) and any(c.isascii() and c.isalpha() for c in p) for p in pieces)
 
 
+def test_text_blocks_split_at_newlines_only(tmp_path):
+    from hanpack.vocab.train import _text_blocks
+
+    p = tmp_path / "t.txt"
+    p.write_bytes("第一行\r\n第二行\n没有换行".encode("utf-8"))
+    blocks = list(_text_blocks(p, 5))
+    assert b"".join(b for _, b in blocks) == p.read_bytes()
+    assert all(b.endswith(b"\n") for _, b in blocks[:-1])
+    assert [o for o, _ in blocks] == [0, len("第一行\r\n".encode()), len("第一行\r\n第二行\n".encode())]
+
+
+def test_text_and_jsonl_inputs_count_the_same(tmp_path):
+    lines = training_lines(300)
+    t, j = tmp_path / "a.txt", tmp_path / "a.jsonl"
+    t.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    j.write_text("".join(json.dumps({"text": s}, ensure_ascii=False) + "\n" for s in lines), encoding="utf-8")
+    assert train([t], vocab_size=600, progress=False).model == train([j], vocab_size=600, progress=False).model
+
+
 def test_deterministic(corpus, trained):
     again = train([corpus], vocab_size=800, progress=False, num_threads=1)
     assert again.model == trained.model
@@ -134,7 +153,7 @@ def test_missing_input_and_bad_weight(tmp_path, corpus):
 def test_invalid_utf8_is_a_clear_error(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_bytes(b"ok\n\xff\xfe bad\n")
-    with pytest.raises(UnicodeDecodeError):
+    with pytest.raises(InvalidArgumentError, match=r"bad.txt: not UTF-8 text \(invalid byte at offset 3\)"):
         train([p], vocab_size=300, progress=False)
 
 

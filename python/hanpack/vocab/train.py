@@ -1,7 +1,8 @@
 """Training SentencePiece-compatible BPE vocabularies on text and jsonl files.
 
-Files are streamed in batches; each batch is split into units and counted in parallel in
-Rust without the GIL; the count table is bounded (``max_units``). The BPE merges then run
+Files are streamed in blocks (text files as raw bytes, split into lines in Rust; jsonl
+parsed in Python); each block is split into units and counted in parallel in Rust without
+the GIL; the count table is bounded (``max_units``). The BPE merges then run
 on the distinct units. The model file loads in stock sentencepiece (and, via
 :meth:`TrainedVocab.save`, in transformers).
 
@@ -120,6 +121,28 @@ def _inputs(inputs: Sequence[Input]) -> List[Tuple[Path, int]]:
     return out
 
 
+def _text_blocks(path: Path, size: int) -> Iterator[Tuple[int, bytes]]:
+    """(offset, bytes) blocks of a text file, each ending after a newline (or at the end):
+    Rust splits and checks them, with no Python string per line."""
+    offset = 0
+    carry = b""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                if carry:
+                    yield offset, carry
+                return
+            block = carry + chunk
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                carry = block
+                continue
+            yield offset, block[:cut]
+            offset += cut
+            carry = block[cut:]
+
+
 def _batches(path: Path, jsonl_fields: Optional[Sequence[str]], batch_bytes: int) -> Iterator[List[str]]:
     batch: List[str] = []
     size = 0
@@ -183,11 +206,18 @@ def train(
     bar = _progress(sum(p.stat().st_size for p, _ in files), progress)
     try:
         for path, weight in files:
-            for batch in _batches(path, jsonl_fields, 4 << 20):
-                counter.add_lines(batch, weight, seg_core, num_threads)
+            if path.suffix == ".jsonl":
+                for batch in _batches(path, jsonl_fields, 4 << 20):
+                    counter.add_lines(batch, weight, seg_core, num_threads)
+                    counter.prune(max_units)
+                    if bar is not None:
+                        bar.update(sum(len(t.encode("utf-8")) + 1 for t in batch))
+                continue
+            for offset, block in _text_blocks(path, 16 << 20):
+                counter.add_text(block, str(path), offset, weight, seg_core, num_threads)
                 counter.prune(max_units)
                 if bar is not None:
-                    bar.update(sum(len(t.encode("utf-8")) + 1 for t in batch))
+                    bar.update(len(block))
     finally:
         if bar is not None:
             bar.close()

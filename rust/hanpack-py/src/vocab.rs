@@ -150,6 +150,32 @@ impl UnitCounter {
         })
     }
 
+    /// Counts the lines of a block of a text file (whole lines, UTF-8 checked here).
+    #[pyo3(signature = (block, origin, offset, weight, segmenter=None, num_threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_text(
+        &self,
+        py: Python<'_>,
+        block: Vec<u8>,
+        origin: String,
+        offset: u64,
+        weight: u64,
+        segmenter: Option<PyRef<'_, JiebaSegmenter>>,
+        num_threads: Option<usize>,
+    ) -> PyResult<()> {
+        let seg = segmenter.as_ref().map(|s| &s.seg);
+        let counts = &self.counts;
+        let opts = &self.opts;
+        run_detached(py, || {
+            let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
+            let c: &mut UnitCounts = &mut guard;
+            pool::install(num_threads, || {
+                c.add_text(&block, &origin, offset, weight, opts, seg)
+            })?;
+            Ok(())
+        })
+    }
+
     /// Drops the rarest units when more than `max_units` are held.
     fn prune(&self, py: Python<'_>, max_units: usize) -> PyResult<()> {
         run_detached(py, || {

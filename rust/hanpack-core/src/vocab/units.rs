@@ -190,6 +190,33 @@ impl UnitCounts {
         Ok(())
     }
 
+    /// Counts the lines of a block of UTF-8 text (split at `\n`, a trailing `\r`
+    /// dropped, empty lines skipped): the whole-file path, without one string object per
+    /// line on the way in. `origin` and `offset` (of the block in its file) name the
+    /// place of invalid UTF-8.
+    pub fn add_text(
+        &mut self,
+        block: &[u8],
+        origin: &str,
+        offset: u64,
+        weight: u64,
+        opts: &UnitOptions,
+        seg: Option<&Segmenter>,
+    ) -> Result<()> {
+        let text = std::str::from_utf8(block).map_err(|e| {
+            crate::error::HanpackError::InvalidArgument(format!(
+                "{origin}: not UTF-8 text (invalid byte at offset {})",
+                offset + e.valid_up_to() as u64
+            ))
+        })?;
+        let lines: Vec<&str> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .filter(|l| !l.is_empty())
+            .collect();
+        self.add_lines(&lines, weight, opts, seg)
+    }
+
     fn merge_map(&mut self, part: FxHashMap<String, u64>) {
         if self.map.is_empty() {
             self.map = part;
