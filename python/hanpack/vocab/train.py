@@ -233,9 +233,8 @@ def train(
     size = Tokenizer.from_bytes(model).vocab_size
     if hard_vocab_limit and size < vocab_size - whole_words:
         raise InvalidArgumentError(
-            f"vocab_size {vocab_size} is too high for this text: no pair occurs {min_frequency} times after "
-            f"{size - whole_words if whole_words else size} pieces; set vocab_size <= {size + whole_words} "
-            "or hard_vocab_limit=False")
+            f"vocab_size {vocab_size} is too high for this text: no pair occurs {min_frequency} times once the "
+            f"model has {size} pieces; set vocab_size <= {size + whole_words} or hard_vocab_limit=False")
     words_added = intermediates = 0
     if whole_words:
         have = Tokenizer.from_bytes(model)
