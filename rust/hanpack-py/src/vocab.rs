@@ -115,6 +115,23 @@ pub struct UnitCounter {
     opts: UnitOptions,
 }
 
+impl UnitCounter {
+    /// Runs `f` on the counts without the GIL, on the thread pool of `num_threads`.
+    fn count(
+        &self,
+        py: Python<'_>,
+        num_threads: Option<usize>,
+        f: impl FnOnce(&mut UnitCounts, &UnitOptions) -> hanpack_core::Result<()> + Send,
+    ) -> PyResult<()> {
+        run_detached(py, || {
+            let mut guard = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+            let c: &mut UnitCounts = &mut guard;
+            pool::install(num_threads, || f(c, &self.opts))?;
+            Ok(())
+        })
+    }
+}
+
 #[pymethods]
 impl UnitCounter {
     #[new]
@@ -140,13 +157,8 @@ impl UnitCounter {
         num_threads: Option<usize>,
     ) -> PyResult<()> {
         let seg = segmenter.as_ref().map(|s| &s.seg);
-        let counts = &self.counts;
-        let opts = &self.opts;
-        run_detached(py, || {
-            let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
-            let c: &mut UnitCounts = &mut guard;
-            pool::install(num_threads, || c.add_lines(&lines, weight, opts, seg))?;
-            Ok(())
+        self.count(py, num_threads, |c, opts| {
+            c.add_lines(&lines, weight, opts, seg)
         })
     }
 
@@ -164,15 +176,8 @@ impl UnitCounter {
         num_threads: Option<usize>,
     ) -> PyResult<()> {
         let seg = segmenter.as_ref().map(|s| &s.seg);
-        let counts = &self.counts;
-        let opts = &self.opts;
-        run_detached(py, || {
-            let mut guard = counts.lock().unwrap_or_else(|e| e.into_inner());
-            let c: &mut UnitCounts = &mut guard;
-            pool::install(num_threads, || {
-                c.add_text(&block, &origin, offset, weight, opts, seg)
-            })?;
-            Ok(())
+        self.count(py, num_threads, |c, opts| {
+            c.add_text(&block, &origin, offset, weight, opts, seg)
         })
     }
 

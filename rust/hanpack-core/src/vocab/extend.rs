@@ -242,25 +242,34 @@ fn spm_text(piece: &str) -> String {
     piece.replace(SPACE_MARK, " ")
 }
 
+/// Decodes a serialized `ModelProto`; `origin` names it in the error.
+pub(crate) fn decode_model(model: &[u8], origin: &str) -> Result<ModelProto> {
+    ModelProto::decode(model).map_err(|e| HanpackError::ModelFormat {
+        origin: origin.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Turns the dummy prefix off (a missing normalizer spec means the default, which is on).
+fn no_dummy_prefix(proto: &mut ModelProto) {
+    proto
+        .normalizer_spec
+        .get_or_insert_with(Default::default)
+        .add_dummy_prefix = Some(false);
+}
+
 /// Loads `model` with the dummy prefix off: the encoder for "does this text give this
 /// piece" questions.
 fn without_dummy_prefix(mut proto: ModelProto, origin: &str) -> Result<SpmModel> {
-    if let Some(n) = proto.normalizer_spec.as_mut() {
-        n.add_dummy_prefix = Some(false);
-    }
+    no_dummy_prefix(&mut proto);
     SpmModel::from_bytes(&proto.encode_to_vec(), origin)
 }
 
 /// `model` (a serialized `ModelProto`) with the dummy prefix turned off: what encodes a
 /// piece's own text, and nothing more, into base tokens.
 pub fn model_without_dummy_prefix(model: &[u8], origin: &str) -> Result<Vec<u8>> {
-    let mut proto = ModelProto::decode(model).map_err(|e| HanpackError::ModelFormat {
-        origin: origin.to_owned(),
-        reason: e.to_string(),
-    })?;
-    if let Some(n) = proto.normalizer_spec.as_mut() {
-        n.add_dummy_prefix = Some(false);
-    }
+    let mut proto = decode_model(model, origin)?;
+    no_dummy_prefix(&mut proto);
     Ok(proto.encode_to_vec())
 }
 
@@ -284,10 +293,7 @@ pub fn extend(
             "max_piece_chars must be at least 1".into(),
         ));
     }
-    let proto = ModelProto::decode(base).map_err(|e| HanpackError::ModelFormat {
-        origin: origin.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let proto = decode_model(base, origin)?;
     let checker = without_dummy_prefix(proto.clone(), origin)?;
     let base_size = proto.pieces.len();
 
@@ -488,10 +494,7 @@ pub fn extend(
 
 /// Pieces (NORMAL) of `model` that its own text does not produce: the dead pieces.
 pub fn unreachable_pieces(model: &[u8], origin: &str) -> Result<Vec<(u32, String)>> {
-    let proto = ModelProto::decode(model).map_err(|e| HanpackError::ModelFormat {
-        origin: origin.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let proto = decode_model(model, origin)?;
     let check = without_dummy_prefix(proto.clone(), origin)?;
     Ok(proto
         .pieces

@@ -14,18 +14,15 @@
 
 use base64::Engine;
 use hashbrown::HashMap;
-use prost::Message;
 use serde_json::{json, Map, Value};
 
+use super::extend::decode_model;
 use crate::error::{HanpackError, Result};
-use crate::tokenizer::spm::proto::{ModelProto, ModelType, PieceType};
+use crate::tokenizer::spm::proto::{ModelType, PieceType};
 
 /// Serializes `model` (a BPE `ModelProto`) as a `tokenizer.json` document.
 pub fn spm_bpe_to_hf_json(model: &[u8], origin: &str) -> Result<String> {
-    let proto = ModelProto::decode(model).map_err(|e| HanpackError::ModelFormat {
-        origin: origin.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let proto = decode_model(model, origin)?;
     let unsupported = |reason: &str| HanpackError::UnsupportedTokenizer {
         origin: origin.to_owned(),
         reason: reason.to_owned(),
