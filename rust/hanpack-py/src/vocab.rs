@@ -195,7 +195,7 @@ impl UnitCounter {
     /// (lines, bytes, distinct units, pruned units).
     fn stats(&self) -> (u64, u64, usize, u64) {
         let c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        (c.lines, c.bytes, c.map.len(), c.pruned)
+        (c.lines, c.bytes, c.len(), c.pruned)
     }
 
     /// The `n` most frequent units that satisfy: at least `min_chars` characters after

@@ -74,47 +74,42 @@ fn class(c: char) -> Class {
     Class::Common
 }
 
-/// Calls `emit(unit)` for each unit of `normalized` (spaces already `▁`).
+/// Calls `emit(mark, body)` for each unit of `line` as sentencepiece's trainer sees it
+/// (the identity normalizer with `escape_whitespaces`): the unit is `▁` + `body` when
+/// `mark` is set, else `body`. Spaces (and `▁` itself) are the marks, so units borrow
+/// from the raw line and counting allocates nothing for a unit seen before.
 pub fn split_units<'t>(
-    normalized: &'t str,
+    line: &'t str,
     opts: &UnitOptions,
     seg: Option<&Segmenter>,
-    mut emit: impl FnMut(&'t str),
+    mut emit: impl FnMut(bool, &'t str),
 ) -> Result<()> {
     let mut words: Vec<&'t str> = Vec::new();
-    let mut start = 0; // start of the current unit
-    let mut body = 0; // where its non-▁ part starts
-    let mut cur: Option<Class> = None;
-    let mut flush = |start: usize,
-                     body: usize,
-                     end: usize,
-                     cur: Option<Class>,
-                     words: &mut Vec<&'t str>|
-     -> Result<()> {
-        if start == end {
-            return Ok(());
-        }
-        match (cur, seg) {
-            (Some(Class::Han), Some(seg)) => {
-                words.clear();
-                seg.cut(&normalized[body..end], opts.hmm, words)?;
-                let mut from = start;
-                for w in words.iter() {
-                    let to = w.as_ptr() as usize - normalized.as_ptr() as usize + w.len();
-                    emit(&normalized[from..to]);
-                    from = to;
+    let mut flush =
+        |mark: bool, body: &'t str, cur: Option<Class>, words: &mut Vec<&'t str>| -> Result<()> {
+            match (cur, seg) {
+                (Some(Class::Han), Some(seg)) => {
+                    words.clear();
+                    seg.cut(body, opts.hmm, words)?;
+                    for (i, w) in words.iter().enumerate() {
+                        emit(mark && i == 0, w);
+                    }
                 }
+                _ => emit(mark, body),
             }
-            _ => emit(&normalized[start..end]),
-        }
-        Ok(())
-    };
-    for (i, c) in normalized.char_indices() {
-        if c == SPACE_MARK {
-            flush(start, body, i, cur, &mut words)?;
-            start = i;
-            body = i + c.len_utf8();
-            cur = None;
+            Ok(())
+        };
+    // The unit in progress: whether one is open, its mark, where its body starts.
+    let mut open = opts.add_dummy_prefix && !line.is_empty();
+    let mut mark = open;
+    let mut body = 0;
+    let mut cur: Option<Class> = None;
+    for (i, c) in line.char_indices() {
+        if c == ' ' || c == SPACE_MARK {
+            if open {
+                flush(mark, &line[body..i], cur, &mut words)?;
+            }
+            (open, mark, body, cur) = (true, true, i + c.len_utf8(), None);
             continue;
         }
         let k = class(c);
@@ -123,30 +118,36 @@ pub fn split_units<'t>(
             Some(prev) => prev != k || (k == Class::Digit && opts.split_digits),
         };
         if split {
-            flush(start, body, i, cur, &mut words)?;
-            start = i;
-            body = i;
+            flush(mark, &line[body..i], cur, &mut words)?;
+            (mark, body) = (false, i);
+        } else if !open {
+            (open, mark, body) = (true, false, i);
         }
         cur = Some(k);
     }
-    flush(start, body, normalized.len(), cur, &mut words)
+    if open {
+        flush(mark, &line[body..], cur, &mut words)?;
+    }
+    Ok(())
 }
 
-/// `line` as the identity normalizer with `escape_whitespaces` sees it.
-pub fn normalize_line(line: &str, add_dummy_prefix: bool, out: &mut String) {
-    out.clear();
-    if add_dummy_prefix && !line.is_empty() {
-        out.push(SPACE_MARK);
-    }
-    for c in line.chars() {
-        out.push(if c == ' ' { SPACE_MARK } else { c });
-    }
+/// Shards of the unit table: a unit's shard is a function of its text, so shards merge
+/// in parallel without locks.
+const SHARDS: usize = 64;
+
+/// The shard of unit `▁body` (`mark`) or `body`.
+fn shard_of(mark: bool, body: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    mark.hash(&mut h);
+    body.hash(&mut h);
+    (h.finish() >> 58) as usize % SHARDS
 }
 
 /// Unit → weighted count.
-#[derive(Default, Clone, Debug)]
+#[derive(Clone, Debug)]
 pub struct UnitCounts {
-    pub map: FxHashMap<String, u64>,
+    shards: Vec<FxHashMap<String, u64>>,
     /// Lines and UTF-8 bytes seen (unweighted).
     pub lines: u64,
     pub bytes: u64,
@@ -154,8 +155,51 @@ pub struct UnitCounts {
     pub pruned: u64,
 }
 
+impl Default for UnitCounts {
+    fn default() -> Self {
+        Self {
+            shards: vec![FxHashMap::default(); SHARDS],
+            lines: 0,
+            bytes: 0,
+            pruned: 0,
+        }
+    }
+}
+
 impl UnitCounts {
+    /// Distinct units.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|m| m.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every unit with its count, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.shards
+            .iter()
+            .flat_map(|m| m.iter().map(|(u, &n)| (u.as_str(), n)))
+    }
+
+    /// Adds `n` to the count of `unit`.
+    pub fn add(&mut self, unit: &str, n: u64) {
+        let (mark, body) = match unit.strip_prefix(SPACE_MARK) {
+            Some(body) => (true, body),
+            None => (false, unit),
+        };
+        *self.shards[shard_of(mark, body)]
+            .entry(unit.to_owned())
+            .or_insert(0) += n;
+    }
+
     /// Counts the units of `lines`, each occurrence weighing `weight`, in parallel.
+    /// Each chunk of lines counts into a small map of units borrowed from the input (no
+    /// allocation per unit, and the map stays in cache), split by shard; then the shards
+    /// are merged in parallel, allocating only for units not seen before. Owned keys per
+    /// chunk merged into one table on one thread spent most of the time in malloc, free
+    /// and the merge.
     pub fn add_lines<S: AsRef<str> + Sync>(
         &mut self,
         lines: &[S],
@@ -164,27 +208,42 @@ impl UnitCounts {
         seg: Option<&Segmenter>,
     ) -> Result<()> {
         let chunk = (lines.len() / (rayon::current_num_threads() * 4)).clamp(64, 8192);
-        let parts: Vec<FxHashMap<String, u64>> = lines
+        let parts: Vec<Vec<Vec<(bool, &str, u64)>>> = lines
             .par_chunks(chunk)
             .map(|part| {
-                let mut map: FxHashMap<String, u64> = FxHashMap::default();
-                let mut norm = String::new();
+                let mut map: FxHashMap<(bool, &str), u64> = FxHashMap::default();
                 for line in part {
-                    normalize_line(line.as_ref(), opts.add_dummy_prefix, &mut norm);
-                    split_units(&norm, opts, seg, |u| {
-                        if let Some(n) = map.get_mut(u) {
-                            *n += weight;
-                        } else {
-                            map.insert(u.to_owned(), weight);
-                        }
+                    split_units(line.as_ref(), opts, seg, |mark, body| {
+                        *map.entry((mark, body)).or_insert(0) += weight;
                     })?;
                 }
-                Ok(map)
+                let mut by_shard: Vec<Vec<(bool, &str, u64)>> = vec![Vec::new(); SHARDS];
+                for ((mark, body), n) in map {
+                    by_shard[shard_of(mark, body)].push((mark, body, n));
+                }
+                Ok(by_shard)
             })
             .collect::<Result<_>>()?;
-        for part in parts {
-            self.merge_map(part);
-        }
+        self.shards
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(s, table)| {
+                let mut key = String::new();
+                for part in &parts {
+                    for &(mark, body, n) in &part[s] {
+                        key.clear();
+                        if mark {
+                            key.push(SPACE_MARK);
+                        }
+                        key.push_str(body);
+                        if let Some(k) = table.get_mut(key.as_str()) {
+                            *k += n;
+                        } else {
+                            table.insert(key.clone(), n);
+                        }
+                    }
+                }
+            });
         self.lines += lines.len() as u64;
         self.bytes += lines.iter().map(|l| l.as_ref().len() as u64).sum::<u64>();
         Ok(())
@@ -217,16 +276,6 @@ impl UnitCounts {
         self.add_lines(&lines, weight, opts, seg)
     }
 
-    fn merge_map(&mut self, part: FxHashMap<String, u64>) {
-        if self.map.is_empty() {
-            self.map = part;
-            return;
-        }
-        for (k, v) in part {
-            *self.map.entry(k).or_insert(0) += v;
-        }
-    }
-
     /// The `n` most frequent units made only of CJK characters, `min_chars..=max_chars`
     /// long once a leading `▁` is dropped (the counts of `▁w` and `w` are added), most
     /// frequent first, ties by text. The whole words of a word-augmented vocabulary.
@@ -237,7 +286,7 @@ impl UnitCounts {
         max_chars: usize,
     ) -> Vec<(String, u64)> {
         let mut words: FxHashMap<&str, u64> = FxHashMap::default();
-        for (u, &k) in &self.map {
+        for (u, k) in self.iter() {
             let w = u.strip_prefix(SPACE_MARK).unwrap_or(u);
             let chars = w.chars().count();
             if chars >= min_chars && chars <= max_chars && w.chars().all(is_cjk) {
@@ -254,17 +303,19 @@ impl UnitCounts {
     /// Keeps memory bounded: when more than `max_units` distinct units are held, drops
     /// the rarest until at most `max_units / 2` remain (ties at the cut all go).
     pub fn prune(&mut self, max_units: usize) {
-        if self.map.len() <= max_units {
+        let before = self.len();
+        if before <= max_units {
             return;
         }
         let keep = max_units / 2; // < len
-        let mut counts: Vec<u64> = self.map.values().copied().collect();
+        let mut counts: Vec<u64> = self.iter().map(|(_, n)| n).collect();
         // The largest count that goes: everything above it stays.
         let nth = counts.len() - keep - 1;
         let (_, &mut cut, _) = counts.select_nth_unstable(nth);
-        let before = self.map.len();
-        self.map.retain(|_, v| *v > cut);
-        self.pruned += (before - self.map.len()) as u64;
+        for table in &mut self.shards {
+            table.retain(|_, v| *v > cut);
+        }
+        self.pruned += (before - self.len()) as u64;
     }
 }
 
@@ -277,10 +328,11 @@ mod tests {
             split_digits,
             ..Default::default()
         };
-        let mut norm = String::new();
-        normalize_line(line, true, &mut norm);
         let mut out = Vec::new();
-        split_units(&norm, &opts, None, |u| out.push(u.to_owned())).unwrap();
+        split_units(line, &opts, None, |mark, body| {
+            out.push(format!("{}{body}", if mark { "▁" } else { "" }))
+        })
+        .unwrap();
         out
     }
 
@@ -302,6 +354,8 @@ mod tests {
             ]
         );
         assert_eq!(units("x12 ab", false), ["▁x", "12", "▁ab"]);
+        // A leading space leaves the dummy prefix alone; a literal `▁` is a space.
+        assert_eq!(units(" a▁b", true), ["▁", "▁a", "▁b"]);
         assert_eq!(units("", true), Vec::<String>::new());
     }
 
@@ -309,10 +363,10 @@ mod tests {
     fn prune_drops_the_rarest() {
         let mut c = UnitCounts::default();
         for (i, w) in ["a", "b", "c", "d"].iter().enumerate() {
-            c.map.insert((*w).into(), i as u64 + 1);
+            c.add(w, i as u64 + 1);
         }
         c.prune(3);
-        let mut kept: Vec<_> = c.map.keys().cloned().collect();
+        let mut kept: Vec<_> = c.iter().map(|(u, _)| u.to_owned()).collect();
         kept.sort();
         assert_eq!(kept, ["d"]);
         assert_eq!(c.pruned, 3);
