@@ -97,7 +97,7 @@ class Segmenter:
         """The words of ``text``, like ``list(jieba.cut(text, HMM=hmm))``."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
-        return list(self._core.cut(text, hmm))
+        return self._core.cut(text, hmm)  # a new list already: no copy
 
     def cut_batch(self, texts: Sequence[str], *, hmm: bool = True, num_threads: Optional[int] = None) -> List[List[str]]:
         """:meth:`cut` of each text, on ``num_threads`` threads (default: all cores)."""

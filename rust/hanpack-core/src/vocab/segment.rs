@@ -203,18 +203,62 @@ const LETTER: [u8; 4] = [b'B', b'M', b'E', b'S'];
 /// jieba's `PrevStatus`: the states each state can follow.
 const PREV: [[usize; 2]; 4] = [[E, S], [M, B], [B, M], [S, E]];
 
-impl Hmm {
-    /// The most likely state sequence of `obs` (jieba's `viterbi`).
-    fn viterbi(&self, obs: &[char]) -> Vec<usize> {
-        let emit = |c: char| self.emit.get(&c).copied().unwrap_or([MIN_FLOAT; 4]);
-        let e0 = emit(obs[0]);
+/// An [`Hmm`] ready for decoding: emissions of the han block (U+4E00..U+9FD5, the only
+/// characters `finalseg` decodes) in a flat table indexed by code point; a hash lookup
+/// per character was a third of the HMM's time.
+struct Viterbi {
+    start: [f64; 4],
+    trans: [[f64; 4]; 4],
+    han: Vec<[f64; 4]>,
+    other: rustc_hash::FxHashMap<char, [f64; 4]>,
+}
+
+const HAN_FIRST: u32 = 0x4E00;
+const HAN_LAST: u32 = 0x9FD5;
+
+impl Viterbi {
+    fn new(h: Hmm) -> Self {
+        let mut han = vec![[MIN_FLOAT; 4]; (HAN_LAST - HAN_FIRST + 1) as usize];
+        let mut other = rustc_hash::FxHashMap::default();
+        for (c, e) in h.emit {
+            match (c as u32).checked_sub(HAN_FIRST) {
+                Some(i) if c as u32 <= HAN_LAST => han[i as usize] = e,
+                _ => {
+                    other.insert(c, e);
+                }
+            }
+        }
+        Self {
+            start: h.start,
+            trans: h.trans,
+            han,
+            other,
+        }
+    }
+
+    #[inline]
+    fn emit(&self, c: char) -> [f64; 4] {
+        match (c as u32).checked_sub(HAN_FIRST) {
+            Some(i) if c as u32 <= HAN_LAST => self.han[i as usize],
+            _ => self.other.get(&c).copied().unwrap_or([MIN_FLOAT; 4]),
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.han.len() * 32 + self.other.len() * 40
+    }
+
+    /// The most likely state sequence of `obs` (jieba's `viterbi`) into `states`;
+    /// `back` is scratch.
+    fn decode(&self, obs: &[char], back: &mut Vec<[u8; 4]>, states: &mut Vec<u8>) {
+        let e0 = self.emit(obs[0]);
         let mut v: [f64; 4] = std::array::from_fn(|y| self.start[y] + e0[y]);
-        let mut back: Vec<[u8; 4]> = Vec::with_capacity(obs.len());
+        back.clear();
         back.push([0; 4]);
         for &c in &obs[1..] {
             let mut nv = [0f64; 4];
             let mut bp = [0u8; 4];
-            let ec = emit(c);
+            let ec = self.emit(c);
             for y in 0..4 {
                 let em = ec[y];
                 let (mut best, mut arg) = (f64::NEG_INFINITY, PREV[y][0]);
@@ -234,19 +278,19 @@ impl Hmm {
         } else {
             E
         };
-        let mut states = vec![0usize; obs.len()];
+        states.clear();
+        states.resize(obs.len(), 0);
         for t in (0..obs.len()).rev() {
-            states[t] = state;
+            states[t] = state as u8;
             state = back[t][state] as usize;
         }
-        states
     }
 }
 
 /// A dictionary and, optionally, the HMM for unknown words.
 pub struct Segmenter {
     dict: JiebaDict,
-    hmm: Option<Hmm>,
+    hmm: Option<Viterbi>,
     /// Words the HMM may not produce whole (user words of frequency 0).
     force_split: HashSet<String>,
 }
@@ -258,6 +302,9 @@ pub struct Segmenter {
 struct Scratch {
     offs: Vec<usize>,
     chars: Vec<char>,
+    /// The HMM's back pointers and states.
+    back: Vec<[u8; 4]>,
+    states: Vec<u8>,
     route: Vec<(f64, usize)>,
 }
 
@@ -394,7 +441,7 @@ impl Segmenter {
     pub fn new(dict: JiebaDict, hmm: Option<Hmm>, force_split: HashSet<String>) -> Self {
         Self {
             dict,
-            hmm,
+            hmm: hmm.map(Viterbi::new),
             force_split,
         }
     }
@@ -404,7 +451,7 @@ impl Segmenter {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.dict.heap_bytes() + self.hmm.as_ref().map_or(0, |h| h.emit.len() * 40)
+        self.dict.heap_bytes() + self.hmm.as_ref().map_or(0, Viterbi::heap_bytes)
     }
 
     /// Appends the tokens of `text` to `out` (`jieba.cut(text, HMM=hmm)`).
@@ -420,11 +467,7 @@ impl Segmenter {
 
     /// One han block: the route through the DAG, then the output rules of module step 3.
     fn cut_block<'t>(&self, block: &'t str, hmm: bool, out: &mut Vec<&'t str>) {
-        SCRATCH.with(|cell| {
-            let mut scratch = cell.borrow_mut();
-            let Scratch { offs, chars, route } = &mut *scratch;
-            self.cut_block_with(block, hmm, out, offs, chars, route);
-        });
+        SCRATCH.with(|cell| self.cut_block_with(block, hmm, out, &mut cell.borrow_mut()));
     }
 
     fn cut_block_with<'t>(
@@ -432,10 +475,15 @@ impl Segmenter {
         block: &'t str,
         hmm: bool,
         out: &mut Vec<&'t str>,
-        offs: &mut Vec<usize>,
-        chars: &mut Vec<char>,
-        route: &mut Vec<(f64, usize)>,
+        scratch: &mut Scratch,
     ) {
+        let Scratch {
+            offs,
+            chars,
+            back,
+            states,
+            route,
+        } = scratch;
         offs.clear();
         chars.clear();
         for (i, c) in block.char_indices() {
@@ -457,49 +505,44 @@ impl Segmenter {
             }
         });
         emit_route(block, offs, chars, route, hmm, out, |s, e, out| {
-            self.flush(block, offs, chars, s, e, hmm, out)
-        });
-    }
-
-    /// Emits the run of single-character words `[s, e)`.
-    #[allow(clippy::too_many_arguments)]
-    fn flush<'t>(
-        &self,
-        block: &'t str,
-        offs: &[usize],
-        chars: &[char],
-        s: usize,
-        e: usize,
-        hmm: bool,
-        out: &mut Vec<&'t str>,
-    ) {
-        let text = &block[offs[s]..offs[e]];
-        match &self.hmm {
-            Some(h) if hmm && e - s > 1 => {
-                if self.dict.ln_freq_of(text).is_some() {
-                    out.extend((s..e).map(|i| &block[offs[i]..offs[i + 1]]));
-                } else {
-                    finalseg(h, &self.force_split, text, &chars[s..e], out);
+            // The run of single-character words `[s, e)`.
+            let text = &block[offs[s]..offs[e]];
+            match &self.hmm {
+                Some(h) if hmm && e - s > 1 => {
+                    if dict.ln_freq_of(text).is_some() {
+                        out.extend((s..e).map(|i| &block[offs[i]..offs[i + 1]]));
+                    } else {
+                        let run = Run {
+                            block,
+                            offs: &offs[s..=e],
+                            chars: &chars[s..e],
+                        };
+                        finalseg(h, &self.force_split, &run, back, states, out);
+                    }
                 }
+                _ => out.push(text),
             }
-            _ => out.push(text),
-        }
+        });
     }
 }
 
-/// jieba's `finalseg.cut` on a run of characters (`chars` are `text`'s).
+/// A run of characters of a block: `chars[k]` is `block[offs[k]..offs[k + 1]]`.
+struct Run<'t, 'r> {
+    block: &'t str,
+    offs: &'r [usize],
+    chars: &'r [char],
+}
+
+/// jieba's `finalseg.cut` on a run of characters; `back` and `states` are scratch.
 fn finalseg<'t>(
-    hmm: &Hmm,
+    hmm: &Viterbi,
     force_split: &HashSet<String>,
-    text: &'t str,
-    chars: &[char],
+    run: &Run<'t, '_>,
+    back: &mut Vec<[u8; 4]>,
+    states: &mut Vec<u8>,
     out: &mut Vec<&'t str>,
 ) {
-    let offs: Vec<usize> = text
-        .char_indices()
-        .map(|(i, _)| i)
-        .chain(std::iter::once(text.len()))
-        .collect();
+    let Run { block, offs, chars } = *run;
     let mut i = 0;
     while i < chars.len() {
         let j = (i..chars.len())
@@ -508,18 +551,18 @@ fn finalseg<'t>(
         if is_han(chars[i]) {
             // A force-split word (a user word of frequency 0) comes out char by char.
             let mut push = |a: usize, b: usize| {
-                let w = &text[offs[a]..offs[b]];
-                if b - a > 1 && force_split.contains(w) {
-                    out.extend((a..b).map(|k| &text[offs[k]..offs[k + 1]]));
+                let w = &block[offs[a]..offs[b]];
+                if b - a > 1 && !force_split.is_empty() && force_split.contains(w) {
+                    out.extend((a..b).map(|k| &block[offs[k]..offs[k + 1]]));
                 } else {
                     out.push(w);
                 }
             };
-            let states = hmm.viterbi(&chars[i..j]);
+            hmm.decode(&chars[i..j], back, states);
             let (mut begin, mut next) = (i, i);
             for (k, &st) in states.iter().enumerate() {
                 let p = i + k;
-                match st {
+                match st as usize {
                     B => begin = p,
                     E => {
                         push(begin, p + 1);
@@ -536,7 +579,7 @@ fn finalseg<'t>(
                 push(next, j);
             }
         } else {
-            skip_split(&text[offs[i]..offs[j]], out);
+            skip_split(&block[offs[i]..offs[j]], out);
         }
         i = j;
     }
