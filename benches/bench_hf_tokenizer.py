@@ -96,6 +96,7 @@ def map_speed(lines: List[str], folder: Path, rounds: int) -> None:
     from transformers import AutoTokenizer
 
     datasets.disable_caching()
+    datasets.disable_progress_bars()
     ds = datasets.Dataset.from_dict({"text": lines})
     nbytes = sum(utf8_len(t) for t in lines)
     for name, path in (("LLaMA", SPM_MODELS["LLaMA"]), ("Chinese-LLaMA-2", SPM_MODELS["Chinese-LLaMA-2"]),

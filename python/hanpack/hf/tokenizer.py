@@ -321,8 +321,12 @@ class HanpackTokenizer(PythonBackend):
                 prepend_batch_axis=True, return_attention_mask=return_attention_mask, **common,
             )
         if second is None and self._simple(truncation_strategy, max_length, common):
-            outputs: Dict[str, List[Any]] = {"input_ids": self._with_ends(first, add_special_tokens, truncation_strategy,
-                                                                          max_length)}
+            rows = self._with_ends(first, add_special_tokens, truncation_strategy, max_length)
+            fast = self._pad_rows(rows, padding_strategy, max_length, pad_to_multiple_of, padding_side,
+                                  return_attention_mask)
+            if fast is not None:
+                return BatchEncoding(fast, tensor_type=return_tensors)
+            outputs: Dict[str, List[Any]] = {"input_ids": rows}
         else:
             outputs = {}
             for i, a in enumerate(first):
@@ -364,6 +368,35 @@ class HanpackTokenizer(PythonBackend):
         if not bos and not eos:
             return rows
         return [bos + r + eos for r in rows]
+
+    def _pad_rows(self, rows: List[List[int]], strategy: PaddingStrategy, max_length: Optional[int],
+                  multiple: Optional[int], side: Optional[str], return_attention_mask: Optional[bool]
+                  ) -> Optional[Dict[str, List[List[int]]]]:
+        """``self.pad`` for plain id rows, without its Python work per row (it was most
+        of a batch call's time). None where transformers' own checks should speak (no
+        pad token)."""
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        if strategy == PaddingStrategy.DO_NOT_PAD:
+            out = {"input_ids": rows}
+            if return_attention_mask:
+                out["attention_mask"] = [[1] * len(r) for r in rows]
+            return out
+        if self.pad_token_id is None:
+            return None
+        target = max(map(len, rows), default=0) if strategy == PaddingStrategy.LONGEST else max_length
+        if target is None:
+            return None
+        if multiple:
+            target = -(-target // multiple) * multiple
+        pad, left = self.pad_token_id, (side or self.padding_side) == "left"
+        ids, mask = [], []
+        for r in rows:
+            n = max(0, target - len(r))
+            ids.append([pad] * n + r if left else r + [pad] * n)
+            if return_attention_mask:
+                mask.append([0] * n + [1] * len(r) if left else [1] * len(r) + [0] * n)
+        return {"input_ids": ids, "attention_mask": mask} if return_attention_mask else {"input_ids": ids}
 
     # -- ids -> text ------------------------------------------------------------
 
