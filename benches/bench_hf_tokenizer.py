@@ -7,8 +7,11 @@
    or the first ``--max-mb`` MB): ``AutoTokenizer.from_pretrained(<converted folder>)``
    with ``add_special_tokens=True`` vs sentencepiece (BOS + ``sp.encode``) for LLaMA,
    Chinese-LLaMA and Chinese-LLaMA-2; vs HF tokenizers (``tokenizer.derived.json``,
-   ``add_special_tokens=False``) for Qwen2 and LLaMA-3. Also counted: the lines where
-   transformers' own tokenizer for the same file differs from the reference.
+   ``add_special_tokens=False``) for Qwen2 and LLaMA-3. For SentencePiece the exact
+   comparison loads with ``split_special_tokens=True`` (sentencepiece reads ``"<s>"`` in a
+   text as text); the lines that change under transformers' default of parsing it are
+   counted too. Also counted: the lines where transformers' own tokenizer for the same
+   file (no BOS: its folder has no config) differs from the reference.
 2. **datasets.map speed**: ``Dataset.map(lambda b: tok(b["text"]), batched=True)`` over
    the first ``--map-mb`` MB of corpus texts, hanpack vs transformers' tokenizer for the
    same file (LlamaTokenizer converted from the ``.model``; ``TokenizersBackend`` from the
@@ -72,22 +75,29 @@ def parity(lines: List[str], folder: Path) -> Dict[str, Dict[str, int]]:
             print(f"  {name}: skipped, {path} not found")
             continue
         hanpack.hf.convert_tokenizer(path, folder / name)
-        ours = AutoTokenizer.from_pretrained(folder / name)
         theirs = transformers_tokenizer(path)
+        row: Dict[str, int] = {"lines": len(lines)}
         if path.suffix == ".model":
             sp = spm.SentencePieceProcessor(model_file=str(path))
-            want = [[sp.bos_id()] + r for r in sp.encode(lines)]
-            special = True
+            plain = sp.encode(lines)
+            exact = AutoTokenizer.from_pretrained(folder / name, split_special_tokens=True)
+            row["hanpack"] = differing([[sp.bos_id()] + r for r in plain], exact(lines)["input_ids"])
+            parsed = AutoTokenizer.from_pretrained(folder / name)(lines, add_special_tokens=False)["input_ids"]
+            row["hanpack_parsing_specials"] = differing(plain, parsed)
+            row["transformers"] = differing(plain, theirs(lines, add_special_tokens=False)["input_ids"])
+            how = ("split_special_tokens=True, BOS + sp.encode; with transformers' default of parsing "
+                   f"special-token text: {row['hanpack_parsing_specials']}")
         else:
             ref = tokenizers.Tokenizer.from_file(str(path))
             want = [e.ids for e in ref.encode_batch(lines, add_special_tokens=False)]
-            special = False
-        got = ours(lines, add_special_tokens=special)["input_ids"]
-        hf_got = theirs(lines, add_special_tokens=special)["input_ids"]
-        out[name] = {"lines": len(lines), "hanpack": differing(want, got), "transformers": differing(want, hf_got)}
-        print(f"  {name:<16} {len(lines)} texts: hanpack differs on {out[name]['hanpack']}, "
-              f"transformers' {type(theirs).__name__} on {out[name]['transformers']} "
-              f"({100 * out[name]['transformers'] / len(lines):.1f}%)")
+            ours = AutoTokenizer.from_pretrained(folder / name)
+            row["hanpack"] = differing(want, ours(lines, add_special_tokens=False)["input_ids"])
+            row["transformers"] = differing(want, theirs(lines, add_special_tokens=False)["input_ids"])
+            how = "add_special_tokens=False vs HF tokenizers"
+        out[name] = row
+        print(f"  {name:<16} {len(lines)} texts: hanpack differs on {row['hanpack']} ({how}); "
+              f"transformers' {type(theirs).__name__} on {row['transformers']} "
+              f"({100 * row['transformers'] / len(lines):.1f}%)")
     return out
 
 

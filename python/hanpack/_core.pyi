@@ -12,7 +12,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "BpeTokenizer", "JiebaSegmenter", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
-    "dequantize", "load_gguf", "quantize",
+    "dequantize", "load_gguf", "quant_matmul", "quantize",
     "UnitCounter", "extend_spm", "has_cjk", "spm_to_hf_json", "spm_unreachable", "spm_without_dummy_prefix",
 ]
 __version__: str
@@ -175,6 +175,18 @@ def dequantize(
     out_dtype: str,
     num_threads: int | None = None,
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.uint16]: ...
+def quant_matmul(
+    x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
+    packed: npt.NDArray[np.uint8],
+    scales: npt.NDArray[np.uint16],
+    zeros: npt.NDArray[np.uint16],
+    bits: int,
+    rows: int,
+    cols: int,
+    group_size: int,
+    x_bf16: bool = False,
+    num_threads: int | None = None,
+) -> npt.NDArray[np.float32]: ...
 
 @final
 class SafetensorsReader:

@@ -16,7 +16,14 @@ trust_remote_code=True)`` works without importing hanpack first.
 
 from __future__ import annotations
 
-from .tokenizer import HanpackTokenizer, convert_tokenizer, register
+try:
+    import transformers.tokenization_python  # noqa: F401  (v5's base for non-`tokenizers` tokenizers)
+except ImportError as e:  # keep the reason: transformers missing, or a 4.x without this module
+    raise ImportError(
+        f"hanpack.hf needs transformers >= 5 (pip install 'hanpack[hf]'); importing it failed: {e}"
+    ) from e
+
+from .tokenizer import HanpackTokenizer, convert_tokenizer, register  # noqa: E402
 
 __all__ = ["HanpackTokenizer", "convert_tokenizer", "register"]
 

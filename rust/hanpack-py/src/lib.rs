@@ -30,6 +30,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::JiebaSegmenter>()?;
     m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::quant_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(vocab::extend_spm, m)?)?;
     m.add_class::<vocab::UnitCounter>()?;
     m.add_function(wrap_pyfunction!(vocab::spm_unreachable, m)?)?;

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use hanpack_core::quant::{self, Bits, Layout, Method, QuantSpec};
 use hanpack_core::HanpackError;
 use numpy::{
-    IntoPyArray, PyArray1, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+    IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
@@ -172,4 +172,97 @@ pub fn dequantize<'py>(
         Ok(f) => f.into_pyarray(py).into_any(),
         Err(h) => h.into_pyarray(py).into_any(),
     })
+}
+
+/// `x · Wᵀ` straight from a packed weight (`hanpack.nn.QuantLinear`'s CPU path). `x` is
+/// `[batch, cols]` float32, or uint16 bf16 bits when `x_bf16`; the result is float32
+/// `[batch, rows]`. Nothing is copied on the way in (C-contiguous arrays only).
+#[pyfunction]
+#[pyo3(signature = (x, packed, scales, zeros, bits, rows, cols, group_size, x_bf16=false, num_threads=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn quant_matmul<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    packed: PyReadonlyArrayDyn<'py, u8>,
+    scales: PyReadonlyArrayDyn<'py, u16>,
+    zeros: PyReadonlyArrayDyn<'py, u16>,
+    bits: u32,
+    rows: usize,
+    cols: usize,
+    group_size: usize,
+    x_bf16: bool,
+    num_threads: Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let xf = if x_bf16 {
+        None
+    } else {
+        Some(x.extract::<PyReadonlyArrayDyn<'py, f32>>()?)
+    };
+    let xh = if x_bf16 {
+        Some(x.extract::<PyReadonlyArrayDyn<'py, u16>>()?)
+    } else {
+        None
+    };
+    let batch = {
+        let shape = match (&xf, &xh) {
+            (Some(a), _) => a.shape().to_vec(),
+            (_, Some(a)) => a.shape().to_vec(),
+            _ => Vec::new(),
+        };
+        match shape.as_slice() {
+            [b, c] if *c == cols => *b,
+            _ => {
+                return Err(crate::errors::to_pyerr(
+                    py,
+                    bad(format!(
+                        "x must be a [batch, {cols}] array, not shape {shape:?}"
+                    )),
+                ))
+            }
+        }
+    };
+    let contiguous = |what: &str| bad(format!("{what} must be C-contiguous"));
+    let (p, s, z, xs32, xs16) = crate::errors::run(py, || {
+        let p = packed.as_slice().map_err(|_| contiguous("packed"))?;
+        let s = scales.as_slice().map_err(|_| contiguous("scales"))?;
+        let z = zeros.as_slice().map_err(|_| contiguous("zeros"))?;
+        let xs32 = match &xf {
+            Some(a) => Some(a.as_slice().map_err(|_| contiguous("x"))?),
+            None => None,
+        };
+        let xs16 = match &xh {
+            Some(a) => Some(a.as_slice().map_err(|_| contiguous("x"))?),
+            None => None,
+        };
+        Ok((p, s, z, xs32, xs16))
+    })?;
+    let out = run_detached(py, || {
+        let layout = Layout::new(Bits::new(bits)?, rows, cols, Some(group_size))?;
+        let widened: Vec<f32>;
+        let xs: &[f32] = match (xs32, xs16) {
+            (Some(a), _) => a,
+            (_, Some(h)) => {
+                widened = h
+                    .reinterpret_cast::<bf16>()
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .collect();
+                &widened
+            }
+            _ => &[],
+        };
+        let w = quant::matmul::PackedWeight {
+            layout,
+            packed: p,
+            scales: s.reinterpret_cast::<f16>(),
+            zeros: z.reinterpret_cast::<f16>(),
+        };
+        let mut out = vec![0f32; batch * rows];
+        pool::install(num_threads, || {
+            quant::matmul::matmul(&w, xs, batch, &mut out)
+        })?;
+        Ok(out)
+    })?;
+    let arr = out.into_pyarray(py);
+    Ok(arr.reshape([batch, rows])?.into_any())
 }

@@ -3,6 +3,7 @@
 //! * [`formats`] — the packed layouts (the specification kernels read), their size checks
 //!   and scalar reference `dequantize_row_<fmt>`;
 //! * [`methods`] — how each group's scale and zero are chosen: `rtn`, `mse`, `hqq`;
+//! * [`matmul`] — `x · Wᵀ` straight from the packed layout (QuantLinear's CPU kernel);
 //! * [`stats`] — error of a quantized tensor against its source (relative error, SNR);
 //! * [`checkpoint`] — one safetensors shard in, one quantized shard out, tensor by tensor;
 //! * this file — the driver: rows in parallel (rayon), each group converted to f32 in a
@@ -15,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod formats;
+pub mod matmul;
 pub mod methods;
 pub mod stats;
 

@@ -135,6 +135,9 @@ pub fn split_units<'t>(
 /// in parallel without locks.
 const SHARDS: usize = 64;
 
+/// A chunk's counts split by shard: `(mark, body, count)` per unit.
+type ByShard<'t> = Vec<Vec<(bool, &'t str, u64)>>;
+
 /// The shard of unit `▁body` (`mark`) or `body`.
 fn shard_of(mark: bool, body: &str) -> usize {
     use std::hash::{Hash, Hasher};
@@ -208,7 +211,7 @@ impl UnitCounts {
         seg: Option<&Segmenter>,
     ) -> Result<()> {
         let chunk = (lines.len() / (rayon::current_num_threads() * 4)).clamp(64, 8192);
-        let parts: Vec<Vec<Vec<(bool, &str, u64)>>> = lines
+        let parts: Vec<ByShard<'_>> = lines
             .par_chunks(chunk)
             .map(|part| {
                 let mut map: FxHashMap<(bool, &str), u64> = FxHashMap::default();
@@ -217,7 +220,7 @@ impl UnitCounts {
                         *map.entry((mark, body)).or_insert(0) += weight;
                     })?;
                 }
-                let mut by_shard: Vec<Vec<(bool, &str, u64)>> = vec![Vec::new(); SHARDS];
+                let mut by_shard: ByShard<'_> = vec![Vec::new(); SHARDS];
                 for ((mark, body), n) in map {
                     by_shard[shard_of(mark, body)].push((mark, body, n));
                 }

@@ -1,0 +1,84 @@
+"""Batch-1 (and small-batch) CPU speed of ``hanpack.nn.QuantLinear`` against torch's
+``F.linear`` on the dense weight, same process, same inputs.
+
+    python benches/bench_quantlinear.py [--reps 50] [--batch 1]
+
+Weights: 4096x4096, 11008x4096 (up/gate projections of a 7B LLaMA) and 4096x11008 (down),
+random normal, quantized with RTN (the method does not change the kernel's speed).
+Contenders, interleaved per round, median of ``--reps`` calls each after warm-up:
+torch fp32 ``F.linear``, torch bf16 ``F.linear``, QuantLinear int4-g128 and int3-g128
+(fp32 activations). torch uses all cores (``torch.get_num_threads()``), as hanpack does.
+Prints times, ratios to fp32 and bf16, and the effective weight bandwidth (bytes of the
+weight as stored / time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import machine_basics  # noqa: E402
+
+import hanpack.nn  # noqa: E402
+from hanpack.quant import quantize  # noqa: E402
+
+SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
+
+
+def median_time(fn, reps: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--batch", type=int, default=1)
+    args = ap.parse_args()
+    print(machine_basics(), f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    torch.manual_seed(0)
+    for out_f, in_f in SHAPES:
+        w = torch.randn(out_f, in_f)
+        x = torch.randn(args.batch, in_f)
+        wb, xb = w.bfloat16(), x.bfloat16()
+        mods = {}
+        for bits in (4, 3):
+            q = quantize(w.numpy(), bits=bits, group_size=128, method="rtn")
+            mods[bits] = hanpack.nn.QuantLinear.from_quantized(q)
+        contenders = {
+            "torch fp32 F.linear": (lambda: F.linear(x, w), w.numel() * 4),
+            "torch bf16 F.linear": (lambda: F.linear(xb, wb), w.numel() * 2),
+            "hanpack int4-g128": (lambda: mods[4](x), mods[4].qweight.numel() + mods[4].scales.numel() * 4),
+            "hanpack int3-g128": (lambda: mods[3](x), mods[3].qweight.numel() + mods[3].scales.numel() * 4),
+        }
+        with torch.inference_mode():
+            best = {name: median_time(fn, args.reps) for name, (fn, _) in contenders.items()}
+            again = {name: median_time(fn, args.reps) for name, (fn, _) in contenders.items()}
+        best = {k: min(best[k], again[k]) for k in best}
+        print(f"\n[{out_f}, {in_f}] batch {args.batch}")
+        for name, (_, nbytes) in contenders.items():
+            t = best[name]
+            print(f"  {name:<22} {t * 1e3:8.3f} ms  {nbytes / t / 1e9:6.1f} GB/s  "
+                  f"fp32/this {best['torch fp32 F.linear'] / t:5.2f}x  bf16/this {best['torch bf16 F.linear'] / t:5.2f}x")
+        print(f"  targets: int4 >= 2.5x fp32 and >= 1.5x bf16; int3 at least as fast as int4 "
+              f"(int3/int4 time {best['hanpack int3-g128'] / best['hanpack int4-g128']:.2f})")
+        np.testing.assert_allclose(mods[4](x).numpy(), F.linear(x, mods[4].dequantized_weight()).numpy(),
+                                   rtol=1e-3, atol=1e-3)
+
+
+if __name__ == "__main__":
+    main()

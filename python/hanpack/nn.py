@@ -1,0 +1,146 @@
+"""``QuantLinear``: an ``nn.Linear`` whose weight stays packed (this module imports torch;
+``import hanpack`` does not).
+
+    >>> import torch, hanpack.nn                                                # doctest: +SKIP
+    >>> lin = torch.nn.Linear(4096, 4096, bias=False)                           # doctest: +SKIP
+    >>> q = hanpack.nn.QuantLinear.from_linear(lin, bits=4, group_size=128)     # doctest: +SKIP
+    >>> q(torch.randn(1, 4096)).shape                                           # doctest: +SKIP
+    torch.Size([1, 4096])
+
+The module holds the three arrays of ``hanpack.quant`` as buffers: ``qweight`` (uint8
+``[out, row_bytes]``), ``scales`` and ``zeros`` (float16 ``[out, n_groups]``); the
+dequantized matrix is never kept. On CPU the forward pass is hanpack's fused
+dequantize + matrix product in Rust (``hanpack_core::quant::matmul``: multi-threaded,
+AVX2/FMA where the CPU has it, GIL released), reading the tensors without copies; fp32
+and bf16 (and fp16) activations, the output in the activation's dtype. On other devices
+the weight is dequantized there, one layer at a time, and ``F.linear`` runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _core
+from .exceptions import InvalidArgumentError
+from .quant import BITS, QuantizedTensor, quantize
+
+__all__ = ["QuantLinear", "dequantize_torch"]
+
+_BLOCK = 32
+
+
+def _row_bytes(bits: int, in_features: int) -> int:
+    return -(-in_features // _BLOCK) * 4 * bits
+
+
+def _unpack_codes(qweight: torch.Tensor, bits: int, in_features: int) -> torch.Tensor:
+    """Codes ``[out, in_features]`` (uint8) from packed rows, with torch ops (any device);
+    the block layouts of ``hanpack_core::quant::formats``."""
+    out_f = qweight.shape[0]
+    blocks = qweight.reshape(out_f, -1, bits * 4)  # [out, n_blocks, block_bytes]
+    if bits == 8:
+        codes = blocks
+    elif bits == 4:  # byte j = q[2j] | q[2j+1] << 4
+        codes = torch.stack((blocks & 0xF, blocks >> 4), dim=-1).reshape(out_f, -1, 32)
+    elif bits == 2:  # byte j holds values 4j+k in bits 2k..2k+2
+        codes = torch.stack([(blocks >> (2 * k)) & 3 for k in range(4)], dim=-1).reshape(out_f, -1, 32)
+    elif bits == 3:  # bytes 0..8: the low 2 bits as int2; bytes 8..12: bit 2 of value i at bit i
+        low = torch.stack([(blocks[..., :8] >> (2 * k)) & 3 for k in range(4)], dim=-1).reshape(out_f, -1, 32)
+        high = torch.stack([(blocks[..., 8:] >> k) & 1 for k in range(8)], dim=-1).reshape(out_f, -1, 32)
+        codes = low | (high << 2)
+    else:
+        raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
+    return codes.reshape(out_f, -1)[:, :in_features]
+
+
+def dequantize_torch(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, *, bits: int,
+                     group_size: int, in_features: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(q - zero) * scale`` as a ``[out, in_features]`` tensor on ``qweight``'s device
+    (the same numbers as ``QuantizedTensor.dequantize``)."""
+    codes = _unpack_codes(qweight, bits, in_features).to(torch.float32)
+    idx = torch.arange(in_features, device=qweight.device) // group_size
+    s = scales.to(torch.float32)[:, idx]
+    z = zeros.to(torch.float32)[:, idx]
+    return ((codes - z) * s).to(dtype)
+
+
+class QuantLinear(nn.Module):
+    """``y = x Wᵀ + b`` with ``W`` group-quantized (2, 3, 4 or 8 bits) and kept packed."""
+
+    def __init__(self, in_features: int, out_features: int, *, bits: int = 4, group_size: Optional[int] = 128,
+                 bias: bool = True, dtype: torch.dtype = torch.float32, device: Any = None) -> None:
+        super().__init__()
+        if bits not in BITS:
+            raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
+        if in_features <= 0 or out_features <= 0:
+            raise InvalidArgumentError(f"in_features and out_features must be positive, not {in_features}, {out_features}")
+        group = in_features if group_size is None else min(int(group_size), in_features)
+        if group_size is not None and (group_size <= 0 or (group_size % _BLOCK and group != in_features)):
+            raise InvalidArgumentError(f"group_size must be a positive multiple of {_BLOCK} or None, not {group_size!r}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.bits, self.group_size = int(bits), group
+        n_groups = -(-in_features // group)
+        self.register_buffer("qweight", torch.zeros(out_features, _row_bytes(bits, in_features), dtype=torch.uint8,
+                                                    device=device))
+        self.register_buffer("scales", torch.zeros(out_features, n_groups, dtype=torch.float16, device=device))
+        self.register_buffer("zeros", torch.zeros(out_features, n_groups, dtype=torch.float16, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
+
+    @classmethod
+    def from_quantized(cls, q: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> "QuantLinear":
+        """A module holding ``q``'s arrays (copied into torch buffers once)."""
+        out_f, in_f = q.shape
+        m = cls(in_f, out_f, bits=q.bits, group_size=q.group_size, bias=bias is not None,
+                dtype=bias.dtype if bias is not None else torch.float32)
+        # np.array(...) makes writable copies: torch refuses to wrap read-only arrays.
+        m.qweight.copy_(torch.from_numpy(np.array(q.packed)))
+        m.scales.copy_(torch.from_numpy(np.array(q.scales.view(np.int16))).view(torch.float16))
+        m.zeros.copy_(torch.from_numpy(np.array(q.zeros.view(np.int16))).view(torch.float16))
+        if bias is not None:
+            with torch.no_grad():
+                m.bias.copy_(bias.detach())
+        return m
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, *, bits: int = 4, group_size: Optional[int] = 128, method: str = "hqq",
+                    sym: bool = False) -> "QuantLinear":
+        """Quantizes an ``nn.Linear`` (its weight read as float32 once)."""
+        w = linear.weight.detach().to("cpu", torch.float32).contiguous().numpy()
+        q = quantize(w, bits=bits, group_size=group_size, method=method, sym=sym)
+        m = cls.from_quantized(q, linear.bias)
+        return m.to(linear.weight.device)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight as a dense tensor (for checks; forward never makes it on CPU)."""
+        return dequantize_torch(self.qweight, self.scales, self.zeros, bits=self.bits, group_size=self.group_size,
+                                in_features=self.in_features, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise InvalidArgumentError(f"QuantLinear expects {self.in_features} input features, got shape "
+                                       f"{tuple(x.shape)}")
+        if x.device.type != "cpu" or self.qweight.device.type != "cpu":
+            w = self.dequantized_weight(x.dtype)
+            return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+        lead = x.shape[:-1]
+        x2 = x.detach().reshape(-1, self.in_features)
+        if x2.dtype == torch.bfloat16:
+            arr, is_bf16 = x2.contiguous().view(torch.int16).numpy().view(np.uint16), True
+        else:
+            arr, is_bf16 = x2.to(torch.float32).contiguous().numpy(), False
+        y = _core.quant_matmul(arr, self.qweight.numpy(), self.scales.view(torch.int16).numpy().view(np.uint16),
+                               self.zeros.view(torch.int16).numpy().view(np.uint16), self.bits, self.out_features,
+                               self.in_features, self.group_size, is_bf16)
+        out = torch.from_numpy(y).to(x.dtype)
+        if self.bias is not None:
+            out += self.bias.to(x.dtype)
+        return out.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")

@@ -1,0 +1,470 @@
+//! `y = x · Wᵀ` with `W` in the packed layout of [`super::formats`], never materialised:
+//! the CPU kernel behind `hanpack.nn.QuantLinear`.
+//!
+//! Per group `g` of a row, with scale `s`, zero `z` and codes `q`:
+//!
+//! ```text
+//! Σ_i (q_i - z)·s·x_i  =  s·(Σ_i q_i·x_i  -  z·Σ_i x_i)
+//! ```
+//!
+//! so the kernel unpacks each 32-code block once, takes its dot product with the matching
+//! 32 inputs of every batch row (codes as exact small floats), and applies `s` and `z` once
+//! per group with the group sums of `x` computed up front. Rows are shared out across
+//! threads; each block's codes are reused for the whole batch.
+//!
+//! [`matmul_ref`] is the scalar reference (dequantize a row with
+//! [`super::formats::dequantize_row`], then a plain dot product); [`matmul`] is tested
+//! against it. They sum in different orders, so they agree to rounding
+//! ([`REL_TOLERANCE`]), not bit for bit.
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::formats::{self, Bits, Layout, BLOCK};
+use crate::error::{HanpackError, Result};
+
+/// Largest `|fast - ref| / (Σ|w·x| + tiny)` allowed between [`matmul`] and
+/// [`matmul_ref`] (f32 sums of up to 11008 terms in different orders).
+pub const REL_TOLERANCE: f32 = 1e-5;
+
+/// A packed weight as stored: codes, fp16 scales and zeros, and its shape.
+#[derive(Clone, Copy)]
+pub struct PackedWeight<'a> {
+    pub layout: Layout,
+    pub packed: &'a [u8],
+    pub scales: &'a [f16],
+    pub zeros: &'a [f16],
+}
+
+impl PackedWeight<'_> {
+    fn check(&self, x: &[f32], batch: usize, out: &[f32]) -> Result<()> {
+        self.layout
+            .check(self.packed.len(), self.scales.len(), self.zeros.len())?;
+        let (rows, cols) = (self.layout.rows, self.layout.cols);
+        if x.len() != batch * cols {
+            return Err(HanpackError::InvalidArgument(format!(
+                "input has {} values, want batch {batch} x in_features {cols}",
+                x.len()
+            )));
+        }
+        if out.len() != batch * rows {
+            return Err(HanpackError::InvalidArgument(format!(
+                "output has {} values, want batch {batch} x out_features {rows}",
+                out.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Scalar reference: `out[b, r] = Σ_c x[b, c] · dequantize(W)[r, c]`.
+pub fn matmul_ref(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+    w.check(x, batch, out)?;
+    let l = w.layout;
+    let (ng, rb) = (l.n_groups(), l.row_bytes());
+    let mut row = vec![0f32; l.cols];
+    for r in 0..l.rows {
+        formats::dequantize_row(
+            l.bits,
+            &w.packed[r * rb..(r + 1) * rb],
+            &w.scales[r * ng..(r + 1) * ng],
+            &w.zeros[r * ng..(r + 1) * ng],
+            l.group_size,
+            &mut row,
+        );
+        for b in 0..batch {
+            let xb = &x[b * l.cols..(b + 1) * l.cols];
+            out[b * l.rows + r] = row.iter().zip(xb).map(|(w, x)| w * x).sum();
+        }
+    }
+    Ok(())
+}
+
+/// Rows per parallel task: enough work to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 16;
+
+/// The fast kernel (same contract as [`matmul_ref`]).
+pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+    w.check(x, batch, out)?;
+    let l = w.layout;
+    let nb = l.cols.div_ceil(BLOCK);
+    let ng = l.n_groups();
+    // Inputs padded to whole blocks (codes past in_features are 0; these zeros make
+    // their products 0 too), and per-group input sums.
+    let padded = nb * BLOCK;
+    let mut xp = vec![0f32; batch * padded];
+    let mut xsum = vec![0f32; batch * ng];
+    for b in 0..batch {
+        let src = &x[b * l.cols..(b + 1) * l.cols];
+        xp[b * padded..b * padded + l.cols].copy_from_slice(src);
+        for (g, chunk) in src.chunks(l.group_size).enumerate() {
+            xsum[b * ng + g] = chunk.iter().sum();
+        }
+    }
+    let arranged = int4_arranged(l.bits, &xp);
+    let job = Job {
+        w,
+        xp: &xp,
+        arranged: arranged.as_deref(),
+        xsum: &xsum,
+        batch,
+        padded,
+    };
+    // Rows-major result [rows, batch] in parallel, transposed at the end (batch 1: none).
+    let mut by_row = if batch == 1 {
+        Vec::new()
+    } else {
+        vec![0f32; l.rows * batch]
+    };
+    let target: &mut [f32] = if batch == 1 { out } else { &mut by_row };
+    target
+        .par_chunks_mut(ROWS_PER_TASK * batch)
+        .enumerate()
+        .for_each(|(t, dst)| job.rows(t * ROWS_PER_TASK, dst));
+    if batch > 1 {
+        for r in 0..l.rows {
+            for b in 0..batch {
+                out[b * l.rows + r] = by_row[r * batch + b];
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Job<'a, 'w> {
+    w: &'a PackedWeight<'w>,
+    xp: &'a [f32],
+    /// `xp` rearranged for the int4 AVX2 kernel (see [`int4_avx2`]), when it runs.
+    arranged: Option<&'a [f32]>,
+    xsum: &'a [f32],
+    batch: usize,
+    padded: usize,
+}
+
+impl Job<'_, '_> {
+    /// Rows `first..` into `dst` (`[rows, batch]`).
+    fn rows(&self, first: usize, dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            if self.w.layout.bits == Bits::B4 {
+                if let Some(xa) = self.arranged {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { int4_avx2::rows(self, xa, first, dst) };
+                }
+            }
+            // SAFETY: as above.
+            return unsafe { self.rows_avx2(first, dst) };
+        }
+        self.rows_with::<false>(first, dst)
+    }
+
+    /// The same code compiled for AVX2 + FMA: the 8-lane loops below become single
+    /// 256-bit instructions and `mul_add` one `vfmadd`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn rows_avx2(&self, first: usize, dst: &mut [f32]) {
+        self.rows_with::<true>(first, dst)
+    }
+
+    #[inline(always)]
+    fn rows_with<const FMA: bool>(&self, first: usize, dst: &mut [f32]) {
+        let l = self.w.layout;
+        let (ng, rb, bb) = (l.n_groups(), l.row_bytes(), l.bits.block_bytes());
+        let batch = self.batch;
+        let blocks_per_group = l.group_size.div_ceil(BLOCK);
+        let mut codes = [0u8; BLOCK];
+        let mut q = [0f32; BLOCK];
+        // One 8-lane accumulator per batch row, for the group in progress.
+        let mut acc = vec![[0f32; 8]; batch];
+        for (i, y) in dst.chunks_mut(batch).enumerate() {
+            let r = first + i;
+            let row = &self.w.packed[r * rb..(r + 1) * rb];
+            let (scales, zeros) = (
+                &self.w.scales[r * ng..(r + 1) * ng],
+                &self.w.zeros[r * ng..(r + 1) * ng],
+            );
+            y.iter_mut().for_each(|v| *v = 0.0);
+            for (k, src) in row.chunks_exact(bb).enumerate() {
+                unpack(l.bits, src, &mut codes);
+                for (f, &c) in q.iter_mut().zip(&codes) {
+                    *f = f32::from(c);
+                }
+                for (b, a) in acc.iter_mut().enumerate() {
+                    let x = &self.xp[b * self.padded + k * BLOCK..][..BLOCK];
+                    dot32::<FMA>(a, &q, x);
+                }
+                let g = k / blocks_per_group;
+                let group_done = (k + 1) % blocks_per_group == 0 || k + 1 == row.len() / bb;
+                if group_done {
+                    let (s, z) = (scales[g].to_f32(), zeros[g].to_f32());
+                    for (b, (a, yb)) in acc.iter_mut().zip(y.iter_mut()).enumerate() {
+                        let qx: f32 = a.iter().sum();
+                        *yb += s * (qx - z * self.xsum[b * ng + g]);
+                        *a = [0.0; 8];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// For int4 on AVX2: each block's 32 inputs as the 16 even ones, then the 16 odd ones
+/// divided by 16, so the kernel can use a byte's low nibble and its high nibble *in
+/// place* (`q_odd · 16`) without shuffling codes into order. Dividing by 16 is exact.
+fn int4_arranged(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "x86_64")]
+    if bits == Bits::B4
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        let mut out = vec![0f32; xp.len()];
+        for (src, dst) in xp.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
+            for j in 0..BLOCK / 2 {
+                dst[j] = src[2 * j];
+                dst[BLOCK / 2 + j] = src[2 * j + 1] / 16.0;
+            }
+        }
+        return Some(out);
+    }
+    let _ = (bits, xp);
+    None
+}
+
+/// The int4 kernel in AVX2 + FMA intrinsics: per block, the 16 packed bytes are masked
+/// into low nibbles (`q_even`) and high nibbles (`16 · q_odd`), widened to floats 8 at a
+/// time and multiplied with the arranged inputs (see [`int4_arranged`]). The generic
+/// path, unpacking codes one by one, ran at about 3 GMAC/s on this project's 2-core VM
+/// (slower than fp32 `F.linear`).
+#[cfg(target_arch = "x86_64")]
+mod int4_avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Job, BLOCK};
+
+    /// The 32 codes of a block as four float vectors in arranged order.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn codes(src: &[u8]) -> [__m256; 4] {
+        debug_assert!(src.len() >= 16);
+        let b = _mm_loadu_si128(src.as_ptr() as *const __m128i);
+        let lo = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+        let hi = _mm_and_si128(b, _mm_set1_epi8(0xF0u8 as i8));
+        // No closure here: closures do not inherit `target_feature`, and one made each
+        // intrinsic an out-of-line call (5x slower).
+        [
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(lo))),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128::<8>(hi))),
+        ]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// Same contract as `Job::rows_with`, for int4 weights. Four independent
+    /// accumulators per batch row (with one, each block was a chain of four dependent
+    /// FMAs through memory, ~4x slower); a group adds `s · Σqx` to a vector sum, and the
+    /// `s · z · Σx` terms and the one horizontal sum wait for the end of the row (per
+    /// group they cost as much as the blocks).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let l = job.w.layout;
+        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let batch = job.batch;
+        let blocks_per_group = l.group_size.div_ceil(BLOCK);
+        let zero = _mm256_setzero_ps();
+        let mut acc = vec![[zero; 4]; batch];
+        let mut yv = vec![zero; batch];
+        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
+        for (i, y) in dst.chunks_mut(batch).enumerate() {
+            let r = first + i;
+            let row = &job.w.packed[r * rb..(r + 1) * rb];
+            job.w.scales[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut sf);
+            job.w.zeros[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut zf);
+            yv.iter_mut().for_each(|v| *v = zero);
+            let n_blocks = row.len() / 16;
+            let mut k = 0;
+            for g in 0..ng {
+                let end = ((g + 1) * blocks_per_group).min(n_blocks);
+                if batch == 1 {
+                    // Registers only: the common decode case.
+                    let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
+                    let [mut b0, mut b1, mut b2, mut b3] = [zero; 4];
+                    let x0 = xa.as_ptr();
+                    // Two blocks per step into separate accumulators: one FMA chain
+                    // per accumulator is latency-bound otherwise.
+                    while k + 2 <= end {
+                        let q = codes(&row[k * 16..k * 16 + 16]);
+                        let u = codes(&row[k * 16 + 16..k * 16 + 32]);
+                        let p = x0.add(k * BLOCK);
+                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
+                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
+                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
+                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
+                        b0 = _mm256_fmadd_ps(u[0], _mm256_loadu_ps(p.add(32)), b0);
+                        b1 = _mm256_fmadd_ps(u[1], _mm256_loadu_ps(p.add(40)), b1);
+                        b2 = _mm256_fmadd_ps(u[2], _mm256_loadu_ps(p.add(48)), b2);
+                        b3 = _mm256_fmadd_ps(u[3], _mm256_loadu_ps(p.add(56)), b3);
+                        k += 2;
+                    }
+                    a0 = _mm256_add_ps(a0, b0);
+                    a1 = _mm256_add_ps(a1, b1);
+                    a2 = _mm256_add_ps(a2, b2);
+                    a3 = _mm256_add_ps(a3, b3);
+                    while k < end {
+                        let q = codes(&row[k * 16..k * 16 + 16]);
+                        let p = x0.add(k * BLOCK);
+                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
+                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
+                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
+                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
+                        k += 1;
+                    }
+                    acc[0] = [a0, a1, a2, a3];
+                } else {
+                    while k < end {
+                        let q = codes(&row[k * 16..k * 16 + 16]);
+                        for (b, a) in acc.iter_mut().enumerate() {
+                            let x = &xa[b * job.padded + k * BLOCK..][..BLOCK];
+                            let p = x.as_ptr();
+                            for (j, aj) in a.iter_mut().enumerate() {
+                                *aj = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(p.add(8 * j)), *aj);
+                            }
+                        }
+                        k += 1;
+                    }
+                }
+                let s = _mm256_set1_ps(sf[g]);
+                for (a, v) in acc.iter_mut().zip(yv.iter_mut()) {
+                    let sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+                    *v = _mm256_fmadd_ps(s, sum, *v);
+                    *a = [zero; 4];
+                }
+            }
+            for (b, (v, yb)) in yv.iter().zip(y.iter_mut()).enumerate() {
+                let xs = &job.xsum[b * ng..(b + 1) * ng];
+                let offset: f32 = sf
+                    .iter()
+                    .zip(&zf)
+                    .zip(xs)
+                    .map(|((s, z), x)| s * z * x)
+                    .sum();
+                *yb = hsum(*v) - offset;
+            }
+        }
+    }
+}
+
+/// `acc[l] += Σ_c q[8c + l] · x[8c + l]`: eight independent lanes, so no reassociation is
+/// needed to vectorise it.
+#[inline(always)]
+fn dot32<const FMA: bool>(acc: &mut [f32; 8], q: &[f32; BLOCK], x: &[f32]) {
+    for c in 0..BLOCK / 8 {
+        for l in 0..8 {
+            let (a, b) = (q[8 * c + l], x[8 * c + l]);
+            acc[l] = if FMA {
+                a.mul_add(b, acc[l])
+            } else {
+                acc[l] + a * b
+            };
+        }
+    }
+}
+
+#[inline(always)]
+fn unpack(bits: Bits, src: &[u8], q: &mut [u8; BLOCK]) {
+    match bits {
+        Bits::B2 => formats::int2::unpack_block(src, q),
+        Bits::B3 => formats::int3::unpack_block(src, q),
+        Bits::B4 => formats::int4::unpack_block(src, q),
+        Bits::B8 => formats::int8::unpack_block(src, q),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quantize, Method, QuantSpec, QuantizedTensor};
+    use crate::test_rng::Rng;
+
+    fn spec(bits: Bits, group_size: Option<usize>) -> QuantSpec {
+        QuantSpec {
+            bits,
+            group_size,
+            sym: false,
+            method: Method::Rtn,
+        }
+    }
+
+    fn weight(q: &QuantizedTensor) -> PackedWeight<'_> {
+        PackedWeight {
+            layout: q.layout,
+            packed: &q.packed,
+            scales: &q.scales,
+            zeros: &q.zeros,
+        }
+    }
+
+    fn check(bits: Bits, rows: usize, cols: usize, group: Option<usize>, batch: usize) {
+        let mut rng = Rng(rows as u64 * 31 + cols as u64 + 1);
+        let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
+        let w: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
+        let x: Vec<f32> = (0..batch * cols).map(|_| uniform()).collect();
+        let q = quantize("w", &w, rows, cols, &spec(bits, group), None).unwrap();
+        let pw = weight(&q);
+        let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
+        matmul(&pw, &x, batch, &mut fast).unwrap();
+        matmul_ref(&pw, &x, batch, &mut reference).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
+        for b in 0..batch {
+            for r in 0..rows {
+                let mag: f32 = (0..cols)
+                    .map(|c| (deq[r * cols + c] * x[b * cols + c]).abs())
+                    .sum();
+                let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
+                assert!(
+                    (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
+                    "int{} [{rows}, {cols}] g{group:?} batch {b} row {r}: {f} vs {e}",
+                    bits.get()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_the_reference_for_every_format_and_shape() {
+        for bits in [Bits::B2, Bits::B3, Bits::B4, Bits::B8] {
+            check(bits, 37, 256, Some(128), 1);
+            check(bits, 20, 172, Some(64), 3); // a short last group and a partial block
+            check(bits, 5, 100, None, 2); // per-channel, in_features not a multiple of 32
+            check(bits, 64, 96, Some(32), 17);
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let q = quantize("w", &[0.5f32; 64], 2, 32, &spec(Bits::B4, Some(32)), None).unwrap();
+        let pw = weight(&q);
+        let mut out = vec![0f32; 2];
+        assert!(matches!(
+            matmul(&pw, &[0.0; 31], 1, &mut out),
+            Err(HanpackError::InvalidArgument(m)) if m.contains("in_features 32")
+        ));
+        assert!(matmul(&pw, &[0.0; 32], 1, &mut [0.0; 3]).is_err());
+        let short = PackedWeight {
+            packed: &q.packed[..10],
+            ..pw
+        };
+        assert!(matmul(&short, &[0.0; 32], 1, &mut out).is_err());
+    }
+}

@@ -1,0 +1,81 @@
+"""hanpack.nn.QuantLinear: the fused CPU kernel against dense math on the dequantized
+weight, the torch dequantization against hanpack's, dtypes, shapes and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import hanpack.nn  # noqa: E402
+from hanpack.exceptions import InvalidArgumentError  # noqa: E402
+from hanpack.quant import quantize  # noqa: E402
+
+SHAPES = [(37, 256, 128), (20, 172, 64), (5, 100, None), (64, 96, 32)]
+
+
+def _quantized(bits: int, out_f: int, in_f: int, group, seed: int = 0):
+    w = np.random.default_rng(seed).standard_normal((out_f, in_f)).astype(np.float32)
+    return quantize(w, bits=bits, group_size=group, method="rtn")
+
+
+def _close(got: "torch.Tensor", x: "torch.Tensor", w: "torch.Tensor", rel: float) -> None:
+    want = x.double() @ w.double().T
+    scale = x.double().abs() @ w.double().abs().T
+    err = (got.double() - want).abs()
+    assert bool((err <= rel * scale + 1e-6).all()), float((err / (scale + 1e-12)).max())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{o}x{i}g{g}" for o, i, g in SHAPES])
+def test_forward_matches_dense_math_on_the_dequantized_weight(bits, shape):
+    out_f, in_f, group = shape
+    q = _quantized(bits, out_f, in_f, group)
+    lin = hanpack.nn.QuantLinear.from_quantized(q)
+    w = torch.from_numpy(q.dequantize())
+    assert torch.equal(lin.dequantized_weight(), w)  # torch unpacking == hanpack's
+    for batch in (1, 5):
+        x = torch.randn(batch, in_f)
+        _close(lin(x), x, w, 1e-5)
+    x3 = torch.randn(2, 3, in_f)
+    assert lin(x3).shape == (2, 3, out_f)
+    _close(lin(x3).reshape(6, out_f), x3.reshape(6, in_f), w, 1e-5)
+
+
+def test_bf16_and_fp16_activations_and_bias():
+    q = _quantized(4, 48, 256, 128, seed=1)
+    bias = torch.randn(48)
+    lin = hanpack.nn.QuantLinear.from_quantized(q, bias)
+    w = torch.from_numpy(q.dequantize())
+    x = torch.randn(3, 256)
+    for dtype in (torch.bfloat16, torch.float16):
+        xd = x.to(dtype)
+        y = lin(xd)
+        assert y.dtype == dtype
+        want = xd.float() @ w.T + bias
+        assert torch.allclose(y.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_from_linear_state_dict_and_memory():
+    torch.manual_seed(0)
+    dense = torch.nn.Linear(512, 384)
+    lin = hanpack.nn.QuantLinear.from_linear(dense, bits=4, group_size=128, method="hqq")
+    x = torch.randn(4, 512)
+    with torch.no_grad():
+        want = dense(x)
+        assert torch.allclose(lin(x), want, atol=0.1 * float(want.abs().max()))
+    again = hanpack.nn.QuantLinear(512, 384, bits=4, group_size=128)
+    again.load_state_dict(lin.state_dict())
+    assert torch.equal(again(x), lin(x))
+    weight_bytes = sum(b.numel() * b.element_size() for b in (lin.qweight, lin.scales, lin.zeros))
+    assert weight_bytes / (512 * 384 * 4) == pytest.approx(4.25 / 32)
+
+
+def test_errors_name_the_problem():
+    lin = hanpack.nn.QuantLinear(64, 8, bits=4, group_size=32, bias=False)
+    with pytest.raises(InvalidArgumentError, match="expects 64 input features"):
+        lin(torch.zeros(2, 63))
+    with pytest.raises(InvalidArgumentError, match="bits must be one of"):
+        hanpack.nn.QuantLinear(64, 8, bits=5)
+    with pytest.raises(InvalidArgumentError, match="group_size must be"):
+        hanpack.nn.QuantLinear(64, 8, group_size=48)
