@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from typing import Callable, Dict, List
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from benchlib import CORPUS, load_corpus, machine_basics, utf8_len  # noqa: E402
+from benchlib import CORPUS, load_corpus, machine_basics, make_hf_fast, utf8_len  # noqa: E402
 
 TOK = CORPUS.parent / "tokenizers"
 SPM_MODELS = {
@@ -46,15 +45,10 @@ JSON_MODELS = {"Qwen2": TOK / "qwen2" / "tokenizer.derived.json", "LLaMA-3": TOK
 
 def transformers_tokenizer(path: Path):
     """transformers' own tokenizer for a tokenizer file, built offline."""
-    from transformers import LlamaTokenizer, TokenizersBackend
+    from transformers import TokenizersBackend
 
     if path.suffix == ".model":
-        folder = Path(tempfile.mkdtemp(prefix="bench-hf-"))
-        try:
-            shutil.copy(path, folder / "tokenizer.model")
-            return LlamaTokenizer.from_pretrained(str(folder))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        return make_hf_fast(path)
     return TokenizersBackend(tokenizer_file=str(path))
 
 

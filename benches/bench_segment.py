@@ -100,7 +100,7 @@ def main() -> None:
         for name, secs in sorted(best.items(), key=lambda kv: kv[1]):
             print(f"  {name:<34} {nbytes / secs / 1e6:7.2f} MB/s")
         ours = best["hanpack cut per line"]
-        print(f"  hanpack per line / jieba: {jieba_time / ours:.1f}x" if not args.speed_only else "  ", end="")
+        print("  hanpack per line" + ("" if args.speed_only else f" / jieba: {jieba_time / ours:.1f}x"), end="")
         if rjieba is not None:
             print(f"; / rjieba: {best['rjieba cut per line'] / ours:.2f}x", end="")
         print(f"; cut_batch {ncpu} threads / 1 thread: {best['hanpack cut_batch, 1 thread'] / best[f'hanpack cut_batch, {ncpu} threads']:.2f}x")

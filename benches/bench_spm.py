@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,8 +49,8 @@ from pathlib import Path
 
 from benchlib import (
     CORPUS, TOKENIZERS, Timer, compare, cut_utf8, extension_mtime, flat_to_lists, git_state,
-    grow_and_time, hanpack_info, import_hanpack, load_corpus, machine_basics, utf8_len, wait_idle,
-    with_env,
+    grow_and_time, hanpack_info, import_hanpack, load_corpus, machine_basics, make_hf_fast, utf8_len,
+    wait_idle, with_env,
 )
 from benchlib import passes as _passes
 
@@ -96,18 +95,6 @@ def machine_info(hanpack) -> dict:
 
 
 # --------------------------------------------------------------------------- transformers
-
-
-def make_hf_fast(model: Path):
-    """transformers' LlamaTokenizer (tokenizers backend) converted offline from a .model."""
-    from transformers import LlamaTokenizer
-
-    folder = Path(tempfile.mkdtemp(prefix="bench-spm-hf-"))
-    try:
-        shutil.copy(model, folder / "tokenizer.model")
-        return LlamaTokenizer.from_pretrained(str(folder))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_hf_slow(model: Path):

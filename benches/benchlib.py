@@ -361,3 +361,19 @@ def machine_basics() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def make_hf_fast(model: Path):
+    """transformers' LlamaTokenizer (tokenizers backend) converted offline from a .model
+    (a temporary folder holding only the model, so no config changes its settings)."""
+    import shutil
+    import tempfile
+
+    from transformers import LlamaTokenizer
+
+    folder = Path(tempfile.mkdtemp(prefix="bench-hf-"))
+    try:
+        shutil.copy(model, folder / "tokenizer.model")
+        return LlamaTokenizer.from_pretrained(str(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -119,6 +119,15 @@ class HanpackTokenizer(PythonBackend):
             **kwargs,
         )
 
+    def __getstate__(self) -> Dict[str, Any]:
+        # The vocabulary cache (150k entries for Qwen2) and the compiled pattern are
+        # rebuilt on demand; pickles go to every datasets/multiprocessing worker.
+        state = self.__dict__.copy()
+        state["_vocab"] = None
+        state["_split_pattern"] = None
+        state.pop("_split_key", None)
+        return state
+
     @classmethod
     def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
         # transformers calls this on classes loaded through auto_map; its default would
