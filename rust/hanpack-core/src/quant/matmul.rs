@@ -101,7 +101,7 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
             xsum[b * ng + g] = chunk.iter().sum();
         }
     }
-    let arranged = int4_arranged(l.bits, &xp);
+    let arranged = arranged_inputs(l.bits, &xp);
     let job = Job {
         w,
         xp: &xp,
@@ -134,7 +134,8 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
 struct Job<'a, 'w> {
     w: &'a PackedWeight<'w>,
     xp: &'a [f32],
-    /// `xp` rearranged for the int4 AVX2 kernel (see [`int4_avx2`]), when it runs.
+    /// `xp` rearranged for the int4 or int3 AVX2 kernel, when one runs (see
+    /// [`arranged_inputs`]).
     arranged: Option<&'a [f32]>,
     xsum: &'a [f32],
     batch: usize,
@@ -147,10 +148,13 @@ impl Job<'_, '_> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            if self.w.layout.bits == Bits::B4 {
-                if let Some(xa) = self.arranged {
+            if let Some(xa) = self.arranged {
+                match self.w.layout.bits {
                     // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                    return unsafe { int4_avx2::rows(self, xa, first, dst) };
+                    Bits::B4 => return unsafe { int4_avx2::rows(self, xa, first, dst) },
+                    // SAFETY: as above.
+                    Bits::B3 => return unsafe { int3_avx2::rows(self, xa, first, dst) },
+                    _ => {}
                 }
             }
             // SAFETY: as above.
@@ -209,31 +213,145 @@ impl Job<'_, '_> {
     }
 }
 
-/// For int4 on AVX2: each block's 32 inputs as the 16 even ones, then the 16 odd ones
-/// divided by 16, so the kernel can use a byte's low nibble and its high nibble *in
-/// place* (`q_odd · 16`) without shuffling codes into order. Dividing by 16 is exact.
-fn int4_arranged(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
+/// Inputs rearranged per block for the AVX2 kernels, so that codes can be used where
+/// they sit in the packed bytes instead of being shuffled into order (all scalings are
+/// powers of two, hence exact):
+///
+/// * int4, 32 floats per block: the 16 even inputs, then the 16 odd ones divided by 16
+///   (a byte's low nibble is `q_even`, its high nibble masked in place is `16 · q_odd`);
+/// * int3, 64 floats per block: `x[4j + k]` at `8k + j` (the low 2-bit plane taken 8
+///   bytes at a time, shifted by `2k`), then `4 · x[i]` at `32 + i` (the high bit plane).
+fn arranged_inputs(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
-    if bits == Bits::B4
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
-        let mut out = vec![0f32; xp.len()];
-        for (src, dst) in xp.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
-            for j in 0..BLOCK / 2 {
-                dst[j] = src[2 * j];
-                dst[BLOCK / 2 + j] = src[2 * j + 1] / 16.0;
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        match bits {
+            Bits::B4 => {
+                let mut out = vec![0f32; xp.len()];
+                for (src, dst) in xp.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
+                    for j in 0..BLOCK / 2 {
+                        dst[j] = src[2 * j];
+                        dst[BLOCK / 2 + j] = src[2 * j + 1] / 16.0;
+                    }
+                }
+                return Some(out);
             }
+            Bits::B3 => {
+                let mut out = vec![0f32; xp.len() * 2];
+                for (src, dst) in xp.chunks_exact(BLOCK).zip(out.chunks_exact_mut(2 * BLOCK)) {
+                    for k in 0..4 {
+                        for j in 0..8 {
+                            dst[8 * k + j] = src[4 * j + k];
+                        }
+                    }
+                    for i in 0..BLOCK {
+                        dst[BLOCK + i] = 4.0 * src[i];
+                    }
+                }
+                return Some(out);
+            }
+            _ => {}
         }
-        return Some(out);
     }
     let _ = (bits, xp);
     None
 }
 
+/// int3 in AVX2 + FMA intrinsics: the low plane's 8 bytes as one u64, shifted and masked
+/// to 8 two-bit codes at a time and widened to floats; the high plane's bits turned into
+/// 0.0/1.0 lanes by a compare against one bit per lane; eight FMAs per block against the
+/// arranged inputs (see [`arranged_inputs`]).
+#[cfg(target_arch = "x86_64")]
+mod int3_avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{int4_avx2::hsum, Job, BLOCK};
+
+    const BLOCK_BYTES: usize = 12;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn low(w: u64) -> __m256 {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(
+            (w & 0x0303_0303_0303_0303) as i64,
+        )))
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn high(byte: u32, bits: __m256i, one: __m256) -> __m256 {
+        let v = _mm256_and_si256(_mm256_set1_epi32(byte as i32), bits);
+        _mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, bits)), one)
+    }
+
+    /// Same contract as `Job::rows_with`, for int3 weights (codes unpacked once per
+    /// batch row: the kernel is tuned for batch 1).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let l = job.w.layout;
+        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let batch = job.batch;
+        let blocks_per_group = l.group_size.div_ceil(BLOCK);
+        let stride = 2 * job.padded; // arranged floats per batch row
+        let zero = _mm256_setzero_ps();
+        let bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        let one = _mm256_set1_ps(1.0);
+        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
+        for (i, y) in dst.chunks_mut(batch).enumerate() {
+            let r = first + i;
+            let row = &job.w.packed[r * rb..(r + 1) * rb];
+            job.w.scales[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut sf);
+            job.w.zeros[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut zf);
+            let n_blocks = row.len() / BLOCK_BYTES;
+            for (b, yb) in y.iter_mut().enumerate() {
+                let xb = &xa[b * stride..(b + 1) * stride];
+                let mut yv = zero;
+                for (g, &s) in sf.iter().enumerate() {
+                    let mut a = [zero; 8];
+                    for k in g * blocks_per_group..((g + 1) * blocks_per_group).min(n_blocks) {
+                        let src = &row[k * BLOCK_BYTES..(k + 1) * BLOCK_BYTES];
+                        let mut w8 = [0u8; 8];
+                        w8.copy_from_slice(&src[..8]);
+                        let w = u64::from_le_bytes(w8);
+                        let h = u32::from(src[8])
+                            | u32::from(src[9]) << 8
+                            | u32::from(src[10]) << 16
+                            | u32::from(src[11]) << 24;
+                        let q = [
+                            low(w),
+                            low(w >> 2),
+                            low(w >> 4),
+                            low(w >> 6),
+                            high(h & 0xFF, bits, one),
+                            high((h >> 8) & 0xFF, bits, one),
+                            high((h >> 16) & 0xFF, bits, one),
+                            high(h >> 24, bits, one),
+                        ];
+                        let p = xb[k * 2 * BLOCK..(k + 1) * 2 * BLOCK].as_ptr();
+                        for (j, aj) in a.iter_mut().enumerate() {
+                            *aj = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(p.add(8 * j)), *aj);
+                        }
+                    }
+                    let s4 = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+                    let s8 = _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7]));
+                    yv = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_add_ps(s4, s8), yv);
+                }
+                let xs = &job.xsum[b * ng..(b + 1) * ng];
+                let offset: f32 = sf
+                    .iter()
+                    .zip(&zf)
+                    .zip(xs)
+                    .map(|((s, z), x)| s * z * x)
+                    .sum();
+                *yb = hsum(yv) - offset;
+            }
+        }
+    }
+}
+
 /// The int4 kernel in AVX2 + FMA intrinsics: per block, the 16 packed bytes are masked
 /// into low nibbles (`q_even`) and high nibbles (`16 · q_odd`), widened to floats 8 at a
-/// time and multiplied with the arranged inputs (see [`int4_arranged`]). The generic
+/// time and multiplied with the arranged inputs (see [`arranged_inputs`]). The generic
 /// path, unpacking codes one by one, ran at about 3 GMAC/s on this project's 2-core VM
 /// (slower than fp32 `F.linear`).
 #[cfg(target_arch = "x86_64")]
@@ -262,7 +380,7 @@ mod int4_avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
         let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
