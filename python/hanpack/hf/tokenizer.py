@@ -247,7 +247,10 @@ class HanpackTokenizer(PythonBackend):
         marked = [i for i, t in enumerate(texts) if pattern.search(t)]
         if not marked:
             return self._plain(texts)
-        out = self._plain([t if pattern.search(t) is None else "" for t in texts])
+        plain = list(texts)
+        for i in marked:
+            plain[i] = ""  # searched once above; encoded piece by piece below
+        out = self._plain(plain)
         for i in marked:
             out[i] = self._with_specials(texts[i], pattern)
         return out

@@ -143,6 +143,24 @@ struct Job<'a, 'w> {
 }
 
 impl Job<'_, '_> {
+    /// Row `r`'s packed bytes, with its scales and zeros widened into `sf` and `zf` (the
+    /// AVX2 kernels' per-row setup).
+    fn row_params(&self, r: usize, sf: &mut [f32], zf: &mut [f32]) -> &[u8] {
+        use half::slice::HalfFloatSliceExt;
+        let (ng, rb) = (self.w.layout.n_groups(), self.w.layout.row_bytes());
+        self.w.scales[r * ng..(r + 1) * ng].convert_to_f32_slice(sf);
+        self.w.zeros[r * ng..(r + 1) * ng].convert_to_f32_slice(zf);
+        &self.w.packed[r * rb..(r + 1) * rb]
+    }
+
+    /// `Σ_g s_g · z_g · Σx_g` of batch row `b`: what the zero points take off the row's
+    /// `Σ_g s_g · Σqx_g`.
+    fn zero_terms(&self, b: usize, sf: &[f32], zf: &[f32]) -> f32 {
+        let ng = sf.len();
+        let xs = &self.xsum[b * ng..(b + 1) * ng];
+        sf.iter().zip(zf).zip(xs).map(|((s, z), x)| s * z * x).sum()
+    }
+
     /// Rows `first..` into `dst` (`[rows, batch]`).
     fn rows(&self, first: usize, dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -287,9 +305,8 @@ mod int3_avx2 {
     /// batch row: the kernel is tuned for batch 1).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
         let l = job.w.layout;
-        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let ng = l.n_groups();
         let batch = job.batch;
         let blocks_per_group = l.group_size.div_ceil(BLOCK);
         let stride = 2 * job.padded; // arranged floats per batch row
@@ -298,10 +315,7 @@ mod int3_avx2 {
         let one = _mm256_set1_ps(1.0);
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         for (i, y) in dst.chunks_mut(batch).enumerate() {
-            let r = first + i;
-            let row = &job.w.packed[r * rb..(r + 1) * rb];
-            job.w.scales[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut sf);
-            job.w.zeros[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut zf);
+            let row = job.row_params(first + i, &mut sf, &mut zf);
             let n_blocks = row.len() / BLOCK_BYTES;
             for (b, yb) in y.iter_mut().enumerate() {
                 let xb = &xa[b * stride..(b + 1) * stride];
@@ -336,14 +350,7 @@ mod int3_avx2 {
                     let s8 = _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7]));
                     yv = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_add_ps(s4, s8), yv);
                 }
-                let xs = &job.xsum[b * ng..(b + 1) * ng];
-                let offset: f32 = sf
-                    .iter()
-                    .zip(&zf)
-                    .zip(xs)
-                    .map(|((s, z), x)| s * z * x)
-                    .sum();
-                *yb = hsum(yv) - offset;
+                *yb = hsum(yv) - job.zero_terms(b, &sf, &zf);
             }
         }
     }
@@ -394,9 +401,8 @@ mod int4_avx2 {
     /// group they cost as much as the blocks).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
         let l = job.w.layout;
-        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let ng = l.n_groups();
         let batch = job.batch;
         let blocks_per_group = l.group_size.div_ceil(BLOCK);
         let zero = _mm256_setzero_ps();
@@ -404,10 +410,7 @@ mod int4_avx2 {
         let mut yv = vec![zero; batch];
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         for (i, y) in dst.chunks_mut(batch).enumerate() {
-            let r = first + i;
-            let row = &job.w.packed[r * rb..(r + 1) * rb];
-            job.w.scales[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut sf);
-            job.w.zeros[r * ng..(r + 1) * ng].convert_to_f32_slice(&mut zf);
+            let row = job.row_params(first + i, &mut sf, &mut zf);
             yv.iter_mut().for_each(|v| *v = zero);
             let n_blocks = row.len() / 16;
             let mut k = 0;
@@ -469,14 +472,7 @@ mod int4_avx2 {
                 }
             }
             for (b, (v, yb)) in yv.iter().zip(y.iter_mut()).enumerate() {
-                let xs = &job.xsum[b * ng..(b + 1) * ng];
-                let offset: f32 = sf
-                    .iter()
-                    .zip(&zf)
-                    .zip(xs)
-                    .map(|((s, z), x)| s * z * x)
-                    .sum();
-                *yb = hsum(*v) - offset;
+                *yb = hsum(*v) - job.zero_terms(b, &sf, &zf);
             }
         }
     }
