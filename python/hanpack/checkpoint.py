@@ -55,6 +55,7 @@ __all__ = [
     "TensorReport",
     "DEFAULT_EXCLUDE",
     "PACKING",
+    "name_matches",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -119,7 +120,9 @@ class CheckpointReport:
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 
-def _matches(name: str, pattern: str) -> bool:
+def name_matches(name: str, pattern: str) -> bool:
+    """Whether tensor or module ``name`` matches an ``include``/``exclude`` pattern (see the
+    module documentation: a glob when it has ``*?[``, else a case-insensitive substring)."""
     if any(c in pattern for c in "*?["):
         return fnmatch.fnmatchcase(name, pattern)
     return pattern.lower() in name.lower()
@@ -156,10 +159,10 @@ def _choose(
 ) -> List[str]:
     chosen = []
     for name, dtype, shape in tensors:
-        if any(_matches(name, p) for p in exclude):
+        if any(name_matches(name, p) for p in exclude):
             continue
         if include is not None:
-            if any(_matches(name, p) for p in include):
+            if any(name_matches(name, p) for p in include):
                 chosen.append(name)  # the core refuses what cannot be quantized, by name
         elif name.endswith(".weight") and len(shape) == 2 and dtype in _QUANTIZABLE:
             chosen.append(name)
@@ -358,27 +361,33 @@ def load_checkpoint(path: PathLike) -> Dict[str, Union[QuantizedTensor, npt.NDAr
     (172, 64)
     """
     shards, _ = _source_shards(Path(path))
-    out: Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]] = {}
+    # A prefix's three arrays may sit in different shards (transformers' save_pretrained
+    # splits by size, tensor by tensor), so descriptions and tensors are gathered first.
+    described: Dict[str, Dict[str, Any]] = {}
+    where: Dict[str, Tuple[Any, str, List[int]]] = {}
     for shard in shards:
         r = _core.SafetensorsReader(shard)
         raw = r.metadata().get(METADATA_KEY)
         try:
-            described: Dict[str, Dict[str, Any]] = json.loads(raw) if raw else {}
+            described.update(json.loads(raw) if raw else {})
         except ValueError as e:
             raise CheckpointFormatError(f"{shard}: __metadata__[{METADATA_KEY!r}] is not JSON ({e})") from None
-        parts = set()
-        for prefix, d in described.items():
-            names = [f"{prefix}.{k}" for k in ("qweight", "scales", "zeros")]
-            try:
-                arrays = [_array(*r.read(n), n) for n in names]
-                out[f"{prefix}.weight"] = QuantizedTensor(
-                    packed=arrays[0], scales=arrays[1].view(np.float16), zeros=arrays[2].view(np.float16),
-                    shape=tuple(d["shape"]), bits=d["bits"], group_size=d["group_size"], sym=d["sym"], method=d["method"],
-                )
-            except (KeyError, TypeError, ValueError) as e:
-                raise CheckpointFormatError(f"{shard}: quantized tensor {prefix!r} does not match its description ({e})") from None
-            parts.update(names)
         for name, dtype, shape in r.tensors():
-            if name not in parts:
-                out[name] = _array(dtype, shape, r.read(name)[2], name)
+            where[name] = (r, dtype, shape)
+    out: Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]] = {}
+    parts = set()
+    for prefix, d in described.items():
+        names = [f"{prefix}.{k}" for k in ("qweight", "scales", "zeros")]
+        try:
+            arrays = [_array(*where[n][0].read(n), n) for n in names]
+            out[f"{prefix}.weight"] = QuantizedTensor(
+                packed=arrays[0], scales=arrays[1].view(np.float16), zeros=arrays[2].view(np.float16),
+                shape=tuple(d["shape"]), bits=d["bits"], group_size=d["group_size"], sym=d["sym"], method=d["method"],
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise CheckpointFormatError(f"{path}: quantized tensor {prefix!r} does not match its description ({e!r})") from None
+        parts.update(names)
+    for name, (r, dtype, shape) in where.items():
+        if name not in parts:
+            out[name] = _array(dtype, shape, r.read(name)[2], name)
     return out

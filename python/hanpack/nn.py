@@ -18,7 +18,7 @@ the weight is dequantized there, one layer at a time, and ``F.linear`` runs.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from . import _core
 from .exceptions import InvalidArgumentError
 from .quant import BITS, QuantizedTensor, quantize
 
-__all__ = ["QuantLinear", "dequantize_torch"]
+__all__ = ["QuantLinear", "dequantize_torch", "quantized_buffers"]
 
 _BLOCK = 32
 
@@ -56,6 +56,17 @@ def _unpack_codes(qweight: torch.Tensor, bits: int, in_features: int) -> torch.T
     else:
         raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
     return codes.reshape(out_f, -1)[:, :in_features]
+
+
+def quantized_buffers(q: QuantizedTensor) -> Dict[str, torch.Tensor]:
+    """``q``'s arrays as the CPU tensors a :class:`QuantLinear` holds: ``qweight``
+    (uint8), ``scales`` and ``zeros`` (float16)."""
+    # np.array(...) makes writable copies: torch refuses to wrap read-only arrays.
+    return {
+        "qweight": torch.from_numpy(np.array(q.packed)),
+        "scales": torch.from_numpy(np.array(q.scales.view(np.int16))).view(torch.float16),
+        "zeros": torch.from_numpy(np.array(q.zeros.view(np.int16))).view(torch.float16),
+    }
 
 
 def dequantize_torch(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, *, bits: int,
@@ -97,10 +108,8 @@ class QuantLinear(nn.Module):
         out_f, in_f = q.shape
         m = cls(in_f, out_f, bits=q.bits, group_size=q.group_size, bias=bias is not None,
                 dtype=bias.dtype if bias is not None else torch.float32)
-        # np.array(...) makes writable copies: torch refuses to wrap read-only arrays.
-        m.qweight.copy_(torch.from_numpy(np.array(q.packed)))
-        m.scales.copy_(torch.from_numpy(np.array(q.scales.view(np.int16))).view(torch.float16))
-        m.zeros.copy_(torch.from_numpy(np.array(q.zeros.view(np.int16))).view(torch.float16))
+        for name, t in quantized_buffers(q).items():
+            getattr(m, name).copy_(t)
         if bias is not None:
             with torch.no_grad():
                 m.bias.copy_(bias.detach())

@@ -1,8 +1,11 @@
-"""transformers integration: hanpack tokenizers behind ``AutoTokenizer``.
+"""transformers integration: hanpack tokenizers behind ``AutoTokenizer``, hanpack-quantized
+models behind ``AutoModelForCausalLM``.
 
-Importing this subpackage imports transformers (``import hanpack`` never does) and
-registers :class:`HanpackTokenizer`, so a folder whose ``tokenizer_config.json`` names
-``"tokenizer_class": "HanpackTokenizer"`` loads with the stock auto class:
+Importing this subpackage imports transformers and torch (``import hanpack`` never does)
+and registers :class:`HanpackTokenizer` and ``quant_method: "hanpack"``
+(:class:`HanpackConfig`, :class:`HanpackHfQuantizer`; see :mod:`hanpack.hf.quantizer`).
+A folder whose ``tokenizer_config.json`` names ``"tokenizer_class": "HanpackTokenizer"``
+loads with the stock auto class:
 
     >>> import hanpack.hf                                              # doctest: +SKIP
     >>> hanpack.hf.convert_tokenizer("llama-7b", "llama-7b-hanpack")   # doctest: +SKIP
@@ -23,8 +26,19 @@ except ImportError as e:  # keep the reason: transformers missing, or a 4.x with
         f"hanpack.hf needs transformers >= 5 (pip install 'hanpack[hf]'); importing it failed: {e}"
     ) from e
 
-from .tokenizer import HanpackTokenizer, convert_tokenizer, register  # noqa: E402
+from . import quantizer as _quantizer  # noqa: E402
+from .quantizer import HanpackConfig, HanpackHfQuantizer  # noqa: E402
+from .tokenizer import HanpackTokenizer, convert_tokenizer  # noqa: E402
+from .tokenizer import register as _register_tokenizer  # noqa: E402
 
-__all__ = ["HanpackTokenizer", "convert_tokenizer", "register"]
+__all__ = ["HanpackTokenizer", "convert_tokenizer", "register", "HanpackConfig", "HanpackHfQuantizer"]
+
+
+def register() -> None:
+    """Registers the tokenizer class and the quantization method with transformers (done
+    on import; idempotent)."""
+    _register_tokenizer()
+    _quantizer.register()
+
 
 register()
