@@ -79,3 +79,22 @@ def test_errors_name_the_problem():
         hanpack.nn.QuantLinear(64, 8, bits=5)
     with pytest.raises(InvalidArgumentError, match="group_size must be"):
         hanpack.nn.QuantLinear(64, 8, group_size=48)
+
+
+def test_cached_buffer_views_follow_copies_moves_and_in_place_loads():
+    import copy
+    import pickle
+
+    a, b = _quantized(4, 40, 128, 64, seed=3), _quantized(4, 40, 128, 64, seed=4)
+    lin = hanpack.nn.QuantLinear.from_quantized(a)
+    x = torch.randn(2, 128)
+    ya = lin(x)
+    twin = copy.deepcopy(lin)
+    lin.load_state_dict(hanpack.nn.QuantLinear.from_quantized(b).state_dict())  # in place: same storage
+    yb = lin(x)
+    _close(yb, x, torch.from_numpy(b.dequantize()), 1e-5)
+    assert torch.equal(twin(x), ya)  # the copy kept a's weights and its own views
+    lin.load_state_dict(twin.state_dict(), assign=True)  # new storage
+    assert torch.equal(lin(x), ya)
+    again = pickle.loads(pickle.dumps(lin))
+    assert "_views" not in again.__dict__ and torch.equal(again(x), ya)

@@ -18,7 +18,7 @@ the weight is dequantized there, one layer at a time, and ``F.linear`` runs.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -129,26 +129,46 @@ class QuantLinear(nn.Module):
         return dequantize_torch(self.qweight, self.scales, self.zeros, bits=self.bits, group_size=self.group_size,
                                 in_features=self.in_features, dtype=dtype)
 
+    def _arrays(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """numpy views of the three buffers, made once: each call to ``.numpy()`` costs
+        about 2 µs, a fifth of a small layer's forward. Rebuilt when a buffer's storage
+        moved (``.to()``, ``load_state_dict(assign=True)``, a copy of the module); an
+        in-place ``copy_`` keeps the storage, and the views see the new values."""
+        ptrs = (self.qweight.data_ptr(), self.scales.data_ptr(), self.zeros.data_ptr())
+        views = self.__dict__.get("_views")
+        if views is None or views[0] != ptrs:
+            arrays = (self.qweight.numpy(), self.scales.view(torch.int16).numpy().view(np.uint16),
+                      self.zeros.view(torch.int16).numpy().view(np.uint16))
+            views = (ptrs, arrays)
+            self.__dict__["_views"] = views
+        return views[1]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state.pop("_views", None)  # views of this process's buffers; rebuilt on use
+        return state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise InvalidArgumentError(f"QuantLinear expects {self.in_features} input features, got shape "
                                        f"{tuple(x.shape)}")
-        if x.device.type != "cpu" or self.qweight.device.type != "cpu":
+        if not (x.is_cpu and self.qweight.is_cpu):
             w = self.dequantized_weight(x.dtype)
             return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
-        lead = x.shape[:-1]
         x2 = x.detach().reshape(-1, self.in_features)
         if x2.dtype == torch.bfloat16:
             arr, is_bf16 = x2.contiguous().view(torch.int16).numpy().view(np.uint16), True
         else:
             arr, is_bf16 = x2.to(torch.float32).contiguous().numpy(), False
-        y = _core.quant_matmul(arr, self.qweight.numpy(), self.scales.view(torch.int16).numpy().view(np.uint16),
-                               self.zeros.view(torch.int16).numpy().view(np.uint16), self.bits, self.out_features,
-                               self.in_features, self.group_size, is_bf16)
-        out = torch.from_numpy(y).to(x.dtype)
+        qweight, scales, zeros = self._arrays()
+        y = _core.quant_matmul(arr, qweight, scales, zeros, self.bits, self.out_features, self.in_features,
+                               self.group_size, is_bf16)
+        out = torch.from_numpy(y)
+        if x.dtype != torch.float32:
+            out = out.to(x.dtype)
         if self.bias is not None:
             out += self.bias.to(x.dtype)
-        return out.reshape(*lead, self.out_features)
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "

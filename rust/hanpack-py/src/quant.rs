@@ -258,9 +258,14 @@ pub fn quant_matmul<'py>(
             zeros: z.reinterpret_cast::<f16>(),
         };
         let mut out = vec![0f32; batch * rows];
-        pool::install(num_threads, || {
-            quant::matmul::matmul(&w, xs, batch, &mut out)
-        })?;
+        if quant::matmul::worth_parallel(&layout, batch) {
+            pool::install(num_threads, || {
+                quant::matmul::matmul(&w, xs, batch, &mut out)
+            })?;
+        } else {
+            // A small layer: handing it to a pool thread would cost more than the work.
+            quant::matmul::matmul(&w, xs, batch, &mut out)?;
+        }
         Ok(out)
     })?;
     let arr = out.into_pyarray(py);
