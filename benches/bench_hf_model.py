@@ -47,11 +47,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline  # noqa: 
 ZH = CORPUS / "zh-hans_literature_modern-prose-essays.txt"
 EN = CORPUS / "en_wiki_llamafactory-wiki-demo.txt"
 
+# RSS of a fresh process before and after loading, and its high-water mark (VmHWM: unlike
+# ru_maxrss it is not carried over from the parent across exec).
 _RSS = r"""
-import resource, sys, torch, hanpack.hf
+import sys, torch, hanpack.hf
 from transformers import AutoModelForCausalLM
+def status(key):
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+before = status("VmRSS:")
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
-print(int(open("/proc/self/statm").read().split()[1]) * 4096, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(before, status("VmRSS:"), status("VmHWM:"))
 """
 
 
@@ -70,8 +75,8 @@ def weight_bytes(model: Any) -> int:
 
 def fresh_rss(model_dir: Path) -> Dict[str, int]:
     out = subprocess.run([sys.executable, "-c", _RSS, str(model_dir)], capture_output=True, text=True, check=True)
-    rss, peak = out.stdout.split()[-2:]
-    return {"rss": int(rss), "peak_rss": int(peak)}
+    before, after, peak = (int(v) for v in out.stdout.split()[-3:])
+    return {"rss_before": before, "rss": after, "peak_rss": peak}
 
 
 def greedy_ids(gen: Any, texts: List[str], new_tokens: int) -> List[List[int]]:
@@ -145,8 +150,10 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     wb_fp, wb_q = weight_bytes(fp), weight_bytes(int4)
     r_fp, r_q = fresh_rss(src), fresh_rss(q)
     print(f"weight memory: fp32 {wb_fp / 2**20:.2f} MiB, int4 {wb_q / 2**20:.2f} MiB ({wb_q / wb_fp:.3f}x); "
-          f"fresh-process RSS after load: fp32 {r_fp['rss'] / 2**20:.0f} MiB, int4 {r_q['rss'] / 2**20:.0f} MiB "
-          f"(peak {r_fp['peak_rss'] / 2**20:.0f} / {r_q['peak_rss'] / 2**20:.0f} MiB)")
+          f"fresh process, RSS growth while loading: fp32 {(r_fp['rss'] - r_fp['rss_before']) / 2**20:.0f} MiB, "
+          f"int4 {(r_q['rss'] - r_q['rss_before']) / 2**20:.0f} MiB "
+          f"({(r_q['rss'] - r_q['rss_before']) / max(1, r_fp['rss'] - r_fp['rss_before']):.3f}x; "
+          f"peak RSS {r_fp['peak_rss'] / 2**20:.0f} / {r_q['peak_rss'] / 2**20:.0f} MiB)")
     return {"model": name, "agree": [same, total], "prefix": prefix, "identical": [full, len(texts)],
             "ppl": {"fp32": p_fp.ppl, "int4_transformers": p_kernel.ppl, "int4_eval_ppl": p_eval.ppl},
             "tokens_per_s": med, "weight_bytes": {"fp32": wb_fp, "int4": wb_q}, "rss": {"fp32": r_fp, "int4": r_q}}
