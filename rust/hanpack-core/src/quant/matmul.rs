@@ -377,6 +377,10 @@ mod int3_avx2 {
                 for (g, &s) in sf.iter().enumerate() {
                     let mut a = [zero; 8];
                     for k in g * blocks_per_group..((g + 1) * blocks_per_group).min(n_blocks) {
+                        // As in the int4 kernel: keep the DRAM stream going.
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            row.as_ptr().add(k * BLOCK_BYTES).wrapping_add(1024) as *const i8,
+                        );
                         let src = &row[k * BLOCK_BYTES..(k + 1) * BLOCK_BYTES];
                         let mut w8 = [0u8; 8];
                         w8.copy_from_slice(&src[..8]);
@@ -481,6 +485,11 @@ mod int4_avx2 {
                     // Two blocks per step into separate accumulators: one FMA chain
                     // per accumulator is latency-bound otherwise.
                     while k + 2 <= end {
+                        // Rows follow each other in memory: fetching 1 KiB ahead keeps a
+                        // stream from DRAM going (11008x4096 ran at 5 GB/s without it).
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            row.as_ptr().add(k * 16).wrapping_add(1024) as *const i8
+                        );
                         let q = codes(&row[k * 16..k * 16 + 16]);
                         let u = codes(&row[k * 16 + 16..k * 16 + 32]);
                         let p = x0.add(k * BLOCK);
