@@ -632,6 +632,20 @@ mod tests {
     }
 
     #[test]
+    fn the_parallel_path_matches_the_reference() {
+        // Large enough to run in the pool, with rows not a multiple of a task's rows.
+        let l = Layout::new(Bits::B4, 301, 1000, Some(128)).unwrap();
+        assert!(
+            worth_parallel(&l, 1)
+                && !worth_parallel(&Layout::new(Bits::B4, 64, 64, None).unwrap(), 1)
+        );
+        for bits in [Bits::B3, Bits::B4, Bits::B8] {
+            check(bits, 301, 1000, Some(128), 1);
+            check(bits, 157, 576, Some(128), 4);
+        }
+    }
+
+    #[test]
     fn wrong_sizes_are_errors() {
         let q = quantize("w", &[0.5f32; 64], 2, 32, &spec(Bits::B4, Some(32)), None).unwrap();
         let pw = weight(&q);
