@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "PACKING",
     "name_matches",
+    "read_headers",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -350,6 +351,23 @@ def _array(dtype: str, shape: List[int], data: bytes, name: str) -> npt.NDArray[
     return a
 
 
+def read_headers(shards: Sequence[PathLike]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[Any, str, List[int]]]]:
+    """The shards' ``__metadata__["hanpack.quantized"]`` merged (prefix → shape, bits,
+    group_size, sym, method), and every tensor's reader, dtype and shape (headers only)."""
+    described: Dict[str, Dict[str, Any]] = {}
+    where: Dict[str, Tuple[Any, str, List[int]]] = {}
+    for shard in shards:
+        r = _core.SafetensorsReader(shard)
+        raw = r.metadata().get(METADATA_KEY)
+        try:
+            described.update(json.loads(raw) if raw else {})
+        except ValueError as e:
+            raise CheckpointFormatError(f"{shard}: __metadata__[{METADATA_KEY!r}] is not JSON ({e})") from None
+        for name, dtype, shape in r.tensors():
+            where[name] = (r, dtype, list(shape))
+    return described, where
+
+
 def load_checkpoint(path: PathLike) -> Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]]:
     """Every tensor of a checkpoint (directory or file), keyed by its source name:
     a :class:`~hanpack.quant.QuantizedTensor` for each weight that
@@ -363,17 +381,7 @@ def load_checkpoint(path: PathLike) -> Dict[str, Union[QuantizedTensor, npt.NDAr
     shards, _ = _source_shards(Path(path))
     # A prefix's three arrays may sit in different shards (transformers' save_pretrained
     # splits by size, tensor by tensor), so descriptions and tensors are gathered first.
-    described: Dict[str, Dict[str, Any]] = {}
-    where: Dict[str, Tuple[Any, str, List[int]]] = {}
-    for shard in shards:
-        r = _core.SafetensorsReader(shard)
-        raw = r.metadata().get(METADATA_KEY)
-        try:
-            described.update(json.loads(raw) if raw else {})
-        except ValueError as e:
-            raise CheckpointFormatError(f"{shard}: __metadata__[{METADATA_KEY!r}] is not JSON ({e})") from None
-        for name, dtype, shape in r.tensors():
-            where[name] = (r, dtype, shape)
+    described, where = read_headers(shards)
     out: Dict[str, Union[QuantizedTensor, npt.NDArray[Any]]] = {}
     parts = set()
     for prefix, d in described.items():

@@ -44,7 +44,7 @@ from transformers.quantizers.quantizers_utils import get_module_from_name, shoul
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .. import _core
-from ..checkpoint import DEFAULT_EXCLUDE, METADATA_KEY, PACKING, name_matches
+from ..checkpoint import DEFAULT_EXCLUDE, METADATA_KEY, PACKING, name_matches, read_headers
 from ..exceptions import CheckpointFormatError, InvalidArgumentError
 from ..nn import QuantLinear, quantized_buffers
 from ..quant import BITS, METHODS, quantize
@@ -104,21 +104,13 @@ class HanpackConfig(QuantizationConfigMixin):
 
 
 def _described(checkpoint_files: Optional[Sequence[str]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[str, List[int]]]]:
-    """``__metadata__["hanpack.quantized"]`` of every shard, merged (module name → shape,
-    bits, group_size, sym, method), and every tensor's dtype and shape (headers only)."""
-    described: Dict[str, Dict[str, Any]] = {}
-    tensors: Dict[str, Tuple[str, List[int]]] = {}
-    for f in checkpoint_files or ():
+    """What the shards' headers describe as quantized, and every tensor's dtype and shape."""
+    files = list(checkpoint_files or ())
+    for f in files:
         if not str(f).endswith(".safetensors"):
             raise CheckpointFormatError(f"{f}: a hanpack-quantized checkpoint is safetensors, not this file")
-        r = _core.SafetensorsReader(f)
-        raw = r.metadata().get(METADATA_KEY)
-        try:
-            described.update(json.loads(raw) if raw else {})
-        except ValueError as e:
-            raise CheckpointFormatError(f"{f}: __metadata__[{METADATA_KEY!r}] is not JSON ({e})") from None
-        tensors.update({name: (dtype, list(shape)) for name, dtype, shape in r.tensors()})
-    return described, tensors
+    described, where = read_headers(files)
+    return described, {name: (dtype, shape) for name, (_, dtype, shape) in where.items()}
 
 
 def _check_packed(prefix: str, q: QuantLinear, tensors: Dict[str, Tuple[str, List[int]]]) -> None:
