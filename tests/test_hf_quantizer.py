@@ -178,8 +178,11 @@ def test_lying_checkpoints_raise_naming_the_tensor(fp_model, tmp_path):
     def bad_json(t, meta):
         meta["hanpack.quantized"] = "{"
 
+    def no_metadata(t, meta):
+        del meta["hanpack.quantized"]
+
     for edit, words in [(drop, f"{p}.zeros"), (reshape, f"{p}.scales"), (not_linear, "model.norm"),
-                        (bad_json, "not JSON")]:
+                        (bad_json, "not JSON"), (no_metadata, "no shard lists")]:
         bad = _lie(q, tmp_path / edit.__name__, edit)
         with pytest.raises(CheckpointFormatError, match=words.replace(".", r"\.")):
             AutoModelForCausalLM.from_pretrained(bad)

@@ -182,6 +182,11 @@ class HanpackHfQuantizer(HfQuantizer):
         linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         plan: Dict[str, Dict[str, Any]] = {}
         described, tensors = _described(checkpoint_files) if self.pre_quantized else ({}, {})
+        if self.pre_quantized and not described:
+            raise CheckpointFormatError(
+                f"config.json says quant_method 'hanpack', but no shard lists its quantized tensors under "
+                f"__metadata__[{METADATA_KEY!r}] ({', '.join(map(str, checkpoint_files or ())) or 'no shards'})"
+            )
         if described:
             for prefix, d in described.items():
                 if prefix not in linears:
@@ -196,7 +201,7 @@ class HanpackHfQuantizer(HfQuantizer):
                                          f"{[linears[prefix].out_features, linears[prefix].in_features]}")
                 except (KeyError, TypeError, ValueError) as e:
                     raise CheckpointFormatError(f"{METADATA_KEY} entry of {prefix!r} is not usable: {e!r}") from None
-        else:  # quantize on load, or a checkpoint without hanpack's metadata: the config decides
+        else:  # quantize on load: the config decides
             skip = cfg.modules_to_not_convert
             patterns: Sequence[str] = ()
             if skip is None:
