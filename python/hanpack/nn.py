@@ -144,7 +144,7 @@ class QuantLinear(nn.Module):
         return views[1]
 
     def __getstate__(self) -> Dict[str, Any]:
-        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        state = dict(super().__getstate__())  # a copy: nn.Module returns its own __dict__
         state.pop("_views", None)  # views of this process's buffers; rebuilt on use
         return state
 
