@@ -9,6 +9,7 @@ mod checkpoint;
 mod convert;
 mod errors;
 mod front;
+mod ggml;
 mod gguf;
 mod pipeline;
 mod pool;
@@ -30,6 +31,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::JiebaSegmenter>()?;
     m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quant_matmul, m)?)?;
     m.add_function(wrap_pyfunction!(vocab::extend_spm, m)?)?;
     m.add_class::<vocab::UnitCounter>()?;

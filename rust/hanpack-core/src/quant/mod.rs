@@ -3,6 +3,8 @@
 //! * [`formats`] — the packed layouts (the specification kernels read), their size checks
 //!   and scalar reference `dequantize_row_<fmt>`;
 //! * [`methods`] — how each group's scale and zero are chosen: `rtn`, `mse`, `hqq`;
+//! * [`ggml`] — llama.cpp's block formats (Q4_0 … Q6_K, IQ4_NL), bit-exact with ggml's
+//!   reference quantizers, for GGUF files;
 //! * [`matmul`] — `x · Wᵀ` straight from the packed layout (QuantLinear's CPU kernel);
 //! * [`stats`] — error of a quantized tensor against its source (relative error, SNR);
 //! * [`checkpoint`] — one safetensors shard in, one quantized shard out, tensor by tensor;
@@ -16,6 +18,7 @@
 
 pub mod checkpoint;
 pub mod formats;
+pub mod ggml;
 pub mod matmul;
 pub mod methods;
 pub mod stats;

@@ -1,0 +1,161 @@
+//! Properties of the block formats. Byte equality with ggml itself is checked from Python
+//! (`tests/test_gguf_quants.py`), against the `gguf` package and llama.cpp's quantizer.
+
+use super::helpers::nearest_int;
+use super::*;
+use crate::test_rng::Rng;
+
+const QUANTIZED: [GgmlType; 11] = [
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::Q8_0,
+    GgmlType::Q2_K,
+    GgmlType::Q3_K,
+    GgmlType::Q4_K,
+    GgmlType::Q5_K,
+    GgmlType::Q6_K,
+    GgmlType::IQ4_NL,
+];
+
+/// Roughly Gaussian weights with a few outliers, like a real layer.
+fn weights(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let s: f32 = (0..4).map(|_| rng.below(2001) as f32 / 1000.0 - 1.0).sum();
+            if rng.below(200) == 0 {
+                s * 8.0
+            } else {
+                s * 0.02
+            }
+        })
+        .collect()
+}
+
+fn rel_rmse(a: &[f32], b: &[f32], w: Option<&[f32]>, n_per_row: usize) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let wi = w.map_or(1.0, |w| w[i % n_per_row] as f64);
+        num += wi * ((x - y) as f64).powi(2);
+        den += wi * (*x as f64).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+#[test]
+fn block_sizes_are_ggmls() {
+    let expect = [
+        (GgmlType::Q4_0, 32, 18),
+        (GgmlType::Q4_1, 32, 20),
+        (GgmlType::Q5_0, 32, 22),
+        (GgmlType::Q5_1, 32, 24),
+        (GgmlType::Q8_0, 32, 34),
+        (GgmlType::Q2_K, 256, 84),
+        (GgmlType::Q3_K, 256, 110),
+        (GgmlType::Q4_K, 256, 144),
+        (GgmlType::Q5_K, 256, 176),
+        (GgmlType::Q6_K, 256, 210),
+        (GgmlType::IQ4_NL, 32, 18),
+    ];
+    for (t, bs, ts) in expect {
+        assert_eq!((t.block_size(), t.type_size()), (bs, ts), "{}", t.name());
+        assert_eq!(GgmlType::from_name(t.name()), Some(t));
+        assert_eq!(GgmlType::from_id(t as u32), Some(t));
+    }
+    assert_eq!(GgmlType::Q4_K.bits_per_weight(), 4.5);
+    assert_eq!(GgmlType::Q6_K.bits_per_weight(), 6.5625);
+}
+
+#[test]
+fn nearest_int_rounds_half_to_even() {
+    for i in -4000..4000 {
+        let v = i as f32 * 0.25;
+        assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+    }
+}
+
+#[test]
+fn every_format_round_trips_within_its_precision() {
+    let mut rng = Rng(7);
+    let n_per_row = 512;
+    let x = weights(&mut rng, 8 * n_per_row);
+    // Relative RMS error bounds: a bit above what each format reaches on this data.
+    let bound = |t: GgmlType| match t {
+        GgmlType::Q8_0 => 0.01,
+        GgmlType::Q6_K => 0.03,
+        GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 0.06,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::IQ4_NL => 0.12,
+        GgmlType::Q3_K => 0.25,
+        _ => 0.5,
+    };
+    for t in QUANTIZED {
+        let q = quantize("w", t, &x, n_per_row, None).unwrap();
+        assert_eq!(q.len(), 8 * t.row_bytes(n_per_row).unwrap());
+        let y = dequantize(t, &q, n_per_row).unwrap();
+        let e = rel_rmse(&x, &y, None, n_per_row);
+        assert!(e < bound(t), "{}: relative error {e}", t.name());
+    }
+}
+
+#[test]
+fn an_importance_matrix_lowers_the_weighted_error() {
+    let mut rng = Rng(11);
+    let n_per_row = 256;
+    let x = weights(&mut rng, 16 * n_per_row);
+    // A few columns matter 100x more, as activations' outlier channels do.
+    let imatrix: Vec<f32> = (0..n_per_row)
+        .map(|c| if c % 13 == 0 { 100.0 } else { 1.0 })
+        .collect();
+    for t in QUANTIZED.into_iter().filter(|t| t.uses_imatrix()) {
+        let plain = dequantize(
+            t,
+            &quantize("w", t, &x, n_per_row, None).unwrap(),
+            n_per_row,
+        );
+        let weighted = quantize("w", t, &x, n_per_row, Some(&imatrix)).unwrap();
+        let weighted = dequantize(t, &weighted, n_per_row).unwrap();
+        let (e0, e1) = (
+            rel_rmse(&x, &plain.unwrap(), Some(&imatrix), n_per_row),
+            rel_rmse(&x, &weighted, Some(&imatrix), n_per_row),
+        );
+        assert!(e1 < e0, "{}: weighted error {e1} vs {e0} without", t.name());
+    }
+}
+
+#[test]
+fn zero_blocks_stay_zero() {
+    let x = vec![0f32; 512];
+    for t in QUANTIZED {
+        let y = dequantize(t, &quantize("w", t, &x, 512, None).unwrap(), 512).unwrap();
+        assert!(y.iter().all(|v| *v == 0.0), "{}", t.name());
+    }
+}
+
+#[test]
+fn rows_are_independent_of_the_batch() {
+    let mut rng = Rng(3);
+    let x = weights(&mut rng, 64 * 256);
+    let imatrix: Vec<f32> = (0..256).map(|c| 1.0 + (c % 5) as f32).collect();
+    for t in QUANTIZED {
+        let all = quantize("w", t, &x, 256, Some(&imatrix)).unwrap();
+        let rb = t.row_bytes(256).unwrap();
+        let row9 = quantize("w", t, &x[9 * 256..10 * 256], 256, Some(&imatrix)).unwrap();
+        assert_eq!(&all[9 * rb..10 * rb], &row9[..], "{}", t.name());
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let x = vec![0.5f32; 256];
+    assert!(quantize("w", GgmlType::Q4_K, &x[..128], 128, None).is_err());
+    assert!(quantize("w", GgmlType::Q4_0, &x[..100], 32, None).is_err());
+    assert!(quantize("w", GgmlType::Q4_0, &x, 256, Some(&[1.0; 3])).is_err());
+    let mut bad = x.clone();
+    bad[77] = f32::NAN;
+    match quantize("blk.0", GgmlType::Q4_0, &bad, 128, None) {
+        Err(HanpackError::NonFiniteWeight { row, col, .. }) => assert_eq!((row, col), (0, 77)),
+        other => panic!("{other:?}"),
+    }
+    assert!(dequantize(GgmlType::Q4_K, &[0u8; 100], 256).is_err());
+}
