@@ -13,5 +13,7 @@ byte-identical to llama.cpp's quantizers.
 from __future__ import annotations
 
 from .blocks import GGML_TYPES, GgmlTypeInfo, dequantize, quantize, type_info
+from .convert import ConversionReport, convert_checkpoint
+from .file import GGUFFile, GGUFWriter, TensorInfo, TensorSpec, Typed, ValueType
 
-__all__ = ["GGML_TYPES", "GgmlTypeInfo", "quantize", "dequantize", "type_info"]
+__all__ = ["GGML_TYPES", "GgmlTypeInfo", "quantize", "dequantize", "type_info", "GGUFFile", "GGUFWriter", "TensorInfo", "TensorSpec", "Typed", "ValueType", "convert_checkpoint", "ConversionReport"]

@@ -26,6 +26,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;
     m.add_function(wrap_pyfunction!(gguf::load_gguf, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::read_gguf_header, m)?)?;
+    m.add_function(wrap_pyfunction!(gguf::encode_gguf_header, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
     m.add_class::<checkpoint::SafetensorsReader>()?;
     m.add_class::<segment::JiebaSegmenter>()?;

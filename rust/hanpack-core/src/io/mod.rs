@@ -1,5 +1,6 @@
 //! File formats read by both the tokenizers and the quantizer.
 
 pub mod gguf;
+pub mod gguf_writer;
 pub mod safetensors;
 pub mod safetensors_writer;
