@@ -5,6 +5,7 @@
     hanpack decode --model M.model 1 2 3
     hanpack segment "我来到北京清华大学"          # words, jieba-exact (--file, --no-hmm, --dict, --user-dict)
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
+    hanpack quantize SRC OUT.gguf --format gguf --type Q4_K_M   # llama.cpp's file types
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
     hanpack vocab train FILES... --vocab-size N --out DIR     # SentencePiece-compatible BPE
     hanpack vocab extend BASE.model OUT --from-model M --add 20000 [--variants s2twp]
@@ -108,8 +109,29 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize_gguf(args: argparse.Namespace) -> int:
+    from .gguf import convert_checkpoint
+
+    start = time.perf_counter()
+    r = convert_checkpoint(args.src, args.dst, file_type=args.type or "Q4_K_M", num_threads=args.threads, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    counts: dict[str, int] = {}
+    for t in r.tensor_types.values():
+        counts[t] = counts.get(t, 0) + 1
+    mix = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    print(f"{r.file_type}: {len(r.tensor_types)} tensors ({mix}), {r.n_weights / 1e6:.2f} M weights, "
+          f"{r.nbytes / 1e6:.1f} MB ({r.bits_per_weight:.2f} bits/weight) in {seconds:.2f} s")
+    print(f"written to {r.path}")
+    return 0
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .checkpoint import DEFAULT_EXCLUDE, quantize_checkpoint
+
+    if args.format == "gguf":
+        return _cmd_quantize_gguf(args)
+    if args.type is not None:
+        raise SystemExit("hanpack quantize: --type is a GGUF file type; add --format gguf")
 
     group = None if args.group_size in (0, -1) else args.group_size
     exclude = tuple(args.exclude) + (() if args.no_default_exclude else DEFAULT_EXCLUDE)
@@ -183,9 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sep", default=" / ", help="separator printed between words")
     g.set_defaults(func=_cmd_segment)
 
-    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint into a new directory")
+    q = sub.add_parser("quantize", help="quantize a safetensors checkpoint into a new directory, or into a GGUF file")
     q.add_argument("src", help="checkpoint directory (sharded or not) or one .safetensors file")
-    q.add_argument("dst", help="new output directory (must not exist)")
+    q.add_argument("dst", help="new output directory, or .gguf file with --format gguf (must not exist)")
+    q.add_argument("--format", choices=["safetensors", "gguf"], default="safetensors",
+                   help="gguf: a llama.cpp file of --type, tokenizer embedded (LLaMA models)")
+    q.add_argument("--type", default=None, type=str.upper, metavar="FILE_TYPE",
+                   help="GGUF file type: Q4_K_M (default), Q3_K_M, Q4_0, Q8_0, F16, ... (see hanpack.gguf.mixture.FILE_TYPES)")
     q.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
     q.add_argument("--group-size", type=int, default=128, help="a multiple of 32; 0 for per-channel")
     q.add_argument("--method", default="hqq", choices=["rtn", "mse", "hqq"])
