@@ -8,8 +8,9 @@ What is written, as llama.cpp's ``convert_hf_to_gguf.py`` + ``llama-quantize`` w
   length, sizes, head counts, rope base and dimension, RMS epsilon, vocabulary size,
   linear rope scaling), ``general.file_type`` and ``general.quantization_version``;
 * the tokenizer, embedded: the SentencePiece vocabulary of ``tokenizer.model`` with its
-  scores and piece types (``tokenizer.ggml.model = "llama"``), special ids, ``add_bos`` /
-  ``add_eos`` from ``tokenizer_config.json``, the chat template if there is one. A
+  scores and piece types (``tokenizer.ggml.model = "llama"``), or a byte-level BPE
+  ``tokenizer.json``'s tokens, merges and pre-tokenizer name (``"gpt2"``); special ids,
+  ``add_bos`` / ``add_eos`` from ``tokenizer_config.json``, the chat template if any. A
   vocabulary smaller than the embedding (extended Chinese models padded to a multiple)
   is padded with ``[PAD{id}]`` pieces as llama.cpp's converter does; a larger one is an
   error naming both sizes;
@@ -105,14 +106,15 @@ def _hparams(src: Path) -> _Hparams:
     arch = (cfg.get("architectures") or [None])[0]
     if cfg.get("model_type") != "llama" and arch != "LlamaForCausalLM":
         raise InvalidArgumentError(f"{path}: GGUF export supports LLaMA-architecture models (model_type 'llama'), not {cfg.get('model_type')!r} / {arch!r}")
+    rope = cfg.get("rope_parameters") or {}  # transformers 5 keeps rope_theta here
     try:
         n_head = int(cfg["num_attention_heads"])
         hp = _Hparams(
             n_layer=int(cfg["num_hidden_layers"]), n_embd=int(cfg["hidden_size"]), n_head=n_head,
             n_head_kv=int(cfg.get("num_key_value_heads") or n_head), n_ff=int(cfg["intermediate_size"]),
             head_dim=int(cfg.get("head_dim") or int(cfg["hidden_size"]) // n_head), n_vocab=int(cfg["vocab_size"]),
-            context=int(cfg.get("max_position_embeddings") or 2048), rope_theta=float(cfg.get("rope_theta", 10000.0)),
-            rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope_scaling=cfg.get("rope_scaling"),
+            context=int(cfg.get("max_position_embeddings") or 2048), rope_theta=float(cfg.get("rope_theta") or rope.get("rope_theta", 10000.0)),
+            rms_eps=float(cfg.get("rms_norm_eps", 1e-6)), rope_scaling=cfg.get("rope_scaling") or (rope if rope.get("rope_type") not in (None, "default") else None),
             tied=bool(cfg.get("tie_word_embeddings", False)),
         )
     except (KeyError, TypeError, ValueError) as e:
@@ -149,12 +151,48 @@ def _metadata(src: Path, hp: _Hparams, file_type: str, name: Optional[str]) -> L
     return md
 
 
-def _tokenizer_metadata(src: Path, n_embd_rows: int) -> List[Tuple[str, Any]]:
+def _tokenizer_config(src: Path) -> Dict[str, Any]:
+    path = src / "tokenizer_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise CheckpointFormatError(f"{path}: not JSON ({e})") from None
+    return cfg if isinstance(cfg, dict) else {}
+
+
+def _tokenizer_metadata(src: Path, n_embd_rows: int, pre: Optional[str]) -> List[Tuple[str, Any]]:
+    if (src / "tokenizer.model").is_file() and _is_sentencepiece(src / "tokenizer.model"):
+        return _spm_metadata(src, n_embd_rows)
+    if (src / "tokenizer.json").is_file():
+        return _bpe_metadata(src, n_embd_rows, pre)
+    raise UnsupportedTokenizerError(f"{src}: no tokenizer to embed (a SentencePiece tokenizer.model or a byte-level BPE tokenizer.json)")
+
+
+def _is_sentencepiece(path: Path) -> bool:
+    from ..tokenizer import Tokenizer
+
+    return getattr(Tokenizer.from_file(path)._model, "model_type", None) is not None
+
+
+def _chat_and_flags(cfg: Dict[str, Any], src: Path, add_bos_default: bool) -> List[Tuple[str, Any]]:
+    md: List[Tuple[str, Any]] = [
+        ("tokenizer.ggml.add_bos_token", bool(cfg.get("add_bos_token", add_bos_default))),
+        ("tokenizer.ggml.add_eos_token", bool(cfg.get("add_eos_token", False))),
+    ]
+    template = cfg.get("chat_template")
+    if not isinstance(template, str) and (src / "chat_template.jinja").is_file():
+        template = (src / "chat_template.jinja").read_text(encoding="utf-8")
+    if isinstance(template, str):
+        md.append(("tokenizer.chat_template", template))
+    return md
+
+
+def _spm_metadata(src: Path, n_embd_rows: int) -> List[Tuple[str, Any]]:
     from ..tokenizer import Tokenizer
 
     path = src / "tokenizer.model"
-    if not path.is_file():
-        raise UnsupportedTokenizerError(f"{src}: GGUF export embeds a SentencePiece tokenizer.model, and there is none")
     tok = Tokenizer.from_file(path)
     model = tok._model
     if getattr(model, "model_type", None) != "bpe":
@@ -185,18 +223,74 @@ def _tokenizer_metadata(src: Path, n_embd_rows: int) -> List[Tuple[str, Any]]:
     for key, tid in (("bos", tok.bos_id), ("eos", tok.eos_id), ("unknown", tok.unk_id), ("padding", tok.pad_id)):
         if tid >= 0:
             md.append((f"tokenizer.ggml.{key}_token_id", tid))
-    cfg: Dict[str, Any] = {}
-    cfg_path = src / "tokenizer_config.json"
-    if cfg_path.is_file():
-        try:
-            cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise CheckpointFormatError(f"{cfg_path}: not JSON ({e})") from None
-    md.append(("tokenizer.ggml.add_bos_token", bool(cfg.get("add_bos_token", True))))
-    md.append(("tokenizer.ggml.add_eos_token", bool(cfg.get("add_eos_token", False))))
-    if isinstance(cfg.get("chat_template"), str):
-        md.append(("tokenizer.chat_template", cfg["chat_template"]))
-    return md
+    return md + _chat_and_flags(_tokenizer_config(src), src, add_bos_default=True)
+
+
+# Pre-tokenizer regexes of tokenizer.json → llama.cpp's tokenizer.ggml.pre names.
+_PRE_BY_REGEX = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+}
+
+
+def _pre_name(tj: Dict[str, Any], path: Path) -> str:
+    pre = tj.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt-2"
+    if pre.get("type") == "Sequence":
+        for p in pre.get("pretokenizers", []):
+            regex = (p.get("pattern") or {}).get("Regex") if p.get("type") == "Split" else None
+            if regex in _PRE_BY_REGEX:
+                return _PRE_BY_REGEX[regex]
+    raise UnsupportedTokenizerError(f"{path}: the pre-tokenizer is not one hanpack recognises (gpt-2, llama-bpe, qwen2); pass pre= with llama.cpp's tokenizer.ggml.pre name")
+
+
+def _bpe_metadata(src: Path, n_embd_rows: int, pre: Optional[str]) -> List[Tuple[str, Any]]:
+    path = src / "tokenizer.json"
+    try:
+        tj = json.loads(path.read_text(encoding="utf-8"))
+        model = tj["model"]
+        vocab: Dict[str, int] = model["vocab"]
+        merges = model["merges"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointFormatError(f"{path}: not a tokenizers BPE file ({e!r})") from None
+    if model.get("type", "BPE") != "BPE":
+        raise UnsupportedTokenizerError(f"{path}: a {model.get('type')} model; GGUF export embeds BPE")
+    added = {int(t["id"]): t for t in tj.get("added_tokens", [])}
+    n = max([n_embd_rows - 1, *vocab.values(), *added.keys()]) + 1
+    if n > n_embd_rows:
+        raise CheckpointFormatError(f"{path}: the tokenizer has {n} tokens but the embedding has only {n_embd_rows} rows")
+    tokens: List[Optional[str]] = [None] * n
+    types = [_TOKEN_TYPES["NORMAL"]] * n
+    for tok, i in vocab.items():
+        tokens[i] = tok
+    for i, t in added.items():
+        tokens[i] = t["content"]
+        types[i] = _TOKEN_TYPES["CONTROL"] if t.get("special") else _TOKEN_TYPES["USER_DEFINED"]
+    for i in range(n):
+        if tokens[i] is None:  # llama.cpp's converter pads the same way
+            tokens[i] = f"[PAD{i}]"
+            types[i] = _TOKEN_TYPES["UNUSED"]
+    merge_lines = [m if isinstance(m, str) else " ".join(m) for m in merges]
+    pre_tok = tj.get("pre_tokenizer") or {}
+    md: List[Tuple[str, Any]] = [
+        ("tokenizer.ggml.model", "gpt2"),
+        ("tokenizer.ggml.pre", pre or _pre_name(tj, path)),
+        ("tokenizer.ggml.tokens", tokens),
+        ("tokenizer.ggml.token_type", Typed(types, ValueType.INT32)),
+        ("tokenizer.ggml.merges", merge_lines),
+        ("tokenizer.ggml.add_space_prefix", bool(pre_tok.get("add_prefix_space", False))),
+    ]
+    cfg = _tokenizer_config(src)
+    ids = {t: i for i, t in enumerate(tokens)}
+    for key, field in (("bos", "bos_token"), ("eos", "eos_token"), ("unknown", "unk_token"), ("padding", "pad_token")):
+        value = cfg.get(field)
+        value = value.get("content") if isinstance(value, dict) else value
+        if isinstance(value, str) and value in ids:
+            md.append((f"tokenizer.ggml.{key}_token_id", ids[value]))
+    post = json.dumps(tj.get("post_processor") or {})
+    bos = cfg.get("bos_token")
+    return md + _chat_and_flags(cfg, src, add_bos_default=isinstance(bos, str) and f'"id": "{bos}"' in post)
 
 
 def gguf_name(hf_name: str) -> Optional[str]:
@@ -223,6 +317,7 @@ def convert_checkpoint(
     file_type: str = "Q4_K_M",
     imatrix: Optional[Mapping[str, npt.ArrayLike]] = None,
     name: Optional[str] = None,
+    pre: Optional[str] = None,
     num_threads: Optional[int] = None,
     progress: Optional[bool] = None,
 ) -> ConversionReport:
@@ -231,7 +326,8 @@ def convert_checkpoint(
     exist) in llama.cpp's ``file_type`` (``"Q4_K_M"``, ``"Q3_K_M"``, ``"Q4_0"``, ``"F16"``,
     … see :data:`~hanpack.gguf.mixture.FILE_TYPES`). ``imatrix``: GGUF tensor name →
     per-column importances (as llama-imatrix computes); those tensors use llama.cpp's
-    importance-weighted quantizers. ``progress``: a tqdm bar on stderr (default: when
+    importance-weighted quantizers. ``pre``: llama.cpp's pre-tokenizer name for a byte-level
+    BPE ``tokenizer.json`` (detected for gpt-2, llama-bpe and qwen2). ``progress``: a tqdm bar on stderr (default: when
     stderr is a terminal)."""
     file_type = file_type.upper()
     if file_type not in FILE_TYPES:
@@ -253,7 +349,7 @@ def convert_checkpoint(
     types = tensor_types(list(shapes.items()), file_type, n_layer=hp.n_layer, n_head=hp.n_head, n_head_kv=hp.n_head_kv, has_imatrix=imatrix is not None)
     order = llama_order(names)
     specs = [TensorSpec(g, shapes[g], types.get(g, "F32")) for g in order]
-    metadata = _metadata(src, hp, file_type, name) + _tokenizer_metadata(src, shapes["token_embd.weight"][0])
+    metadata = _metadata(src, hp, file_type, name) + _tokenizer_metadata(src, shapes["token_embd.weight"][0], pre)
     bar = _progress(sum(int(np.prod(s.shape)) for s in specs), progress)
     try:
         with GGUFWriter(dst, metadata, specs) as out:

@@ -10,7 +10,7 @@ pub const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Round half to even through the f32 adder (ggml's `nearest_int`): valid for
 /// |x| <= 2^22, as ggml's use keeps it.
-#[inline]
+#[inline(always)]
 pub fn nearest_int(fval: f32) -> i32 {
     let val = fval + 12582912.0;
     (val.to_bits() as i32 & 0x007f_ffff) - 0x0040_0000
@@ -39,7 +39,9 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 /// Where a weight's importance comes from when a search has no explicit weights.
 #[derive(Clone, Copy)]
 pub enum QxWeights<'a> {
-    /// `x²` (ggml's `rmse_type == 1`, the only one the block formats use).
+    /// `x²` (ggml's `rmse_type == 1`). Q6_K, its only user, runs the lane version
+    /// ([`super::lanes`]); this scalar form is the reference the lanes are tested against.
+    #[cfg_attr(not(test), allow(dead_code))]
     Square,
     Given(&'a [f32]),
 }
@@ -379,7 +381,7 @@ pub fn imatrix_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) {
 }
 
 /// `Σ x²` in order (ggml's loops sum sequentially; a tree sum would round differently).
-#[inline]
+#[inline(always)]
 pub fn sum_sq(x: &[f32]) -> f32 {
     let mut s = 0f32;
     for &v in x {

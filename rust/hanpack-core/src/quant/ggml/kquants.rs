@@ -17,6 +17,7 @@ use super::helpers::{
     fp16, imatrix_weights, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
     nearest_int, sum_sq, to_fp16, MinSearch, QxWeights, GROUP_MAX_EPS,
 };
+use super::lanes::{make_qkx2_lanes, make_qx_lanes, transpose, Lanes, LANES};
 use super::QK_K;
 
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -127,7 +128,8 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8; QK_K / 4]) {
 
 // ---------------------------------------------------------------- Q2_K
 
-pub fn quantize_row_q2_k(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f32]>) {
+#[inline(always)]
+fn quantize_row_q2_k_impl(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f32]>) {
     let mut l = [0u8; QK_K];
     let mut laux = [0u8; 16];
     let mut weights = [0f32; 16];
@@ -174,14 +176,21 @@ pub fn quantize_row_q2_k(x: &[f32], y: &mut [BlockQ2K], imatrix: Option<&[f32]>)
                 use_mad: true,
             };
             let (mut max_scale, mut max_min) = (0f32, 0f32);
-            for j in 0..16 {
-                let xs = &x[16 * j..16 * (j + 1)];
-                for (w, v) in weights.iter_mut().zip(xs) {
-                    *w = v.abs();
+            for g in 0..2 {
+                let xh = &x[128 * g..128 * (g + 1)];
+                let xt = transpose::<16>(xh);
+                let wt: [Lanes; 16] = std::array::from_fn(|i| xt[i].map(f32::abs));
+                let mut lt = [[0u8; LANES]; 16];
+                let (sc, mn) = make_qkx2_lanes::<16>(&search, &xt, &wt, &mut lt);
+                for k in 0..LANES {
+                    let j = LANES * g + k;
+                    (scales[j], mins[j]) = (sc[k], mn[k]);
+                    for i in 0..16 {
+                        l[16 * j + i] = lt[i][k];
+                    }
                 }
-                let ls = &mut l[16 * j..16 * (j + 1)];
-                (scales[j], mins[j]) =
-                    make_qkx_quants(&search, xs, Some(&weights), false, ls, &mut laux);
+            }
+            for j in 0..16 {
                 if scales[j] > max_scale {
                     max_scale = scales[j];
                 }
@@ -380,6 +389,7 @@ pub fn dequantize_row_q3_k(x: &[BlockQ3K], y: &mut [f32]) {
 /// Scales and mins of the eight 32-weight sub-blocks, shared by Q4_K and Q5_K (they
 /// differ in `nmax`, the search settings and Q5_K's extra clamp). Fills `l` with codes in
 /// `0..=nmax` and returns `(d, dmin, packed scales)`.
+#[inline(always)]
 fn quantize_k4_scales(
     x: &[f32],
     qw: Option<&[f32]>,
@@ -427,15 +437,18 @@ fn quantize_k4_scales(
         dmin = to_fp16(m_block);
     } else {
         let (mut max_scale, mut max_min) = (0f32, 0f32);
-        for j in 0..8 {
-            let xs = &x[32 * j..32 * (j + 1)];
-            let av_x = (sum_sq(xs) / 32.0).sqrt();
-            for (w, v) in weights.iter_mut().zip(xs) {
-                *w = av_x + v.abs();
+        let xt = transpose::<32>(x);
+        let av_x: Lanes = std::array::from_fn(|k| (sum_sq(&x[32 * k..32 * (k + 1)]) / 32.0).sqrt());
+        let wt: [Lanes; 32] =
+            std::array::from_fn(|i| std::array::from_fn(|k| av_x[k] + xt[i][k].abs()));
+        let mut lt = [[0u8; LANES]; 32];
+        (scales, mins) = make_qkx2_lanes::<32>(ref_search, &xt, &wt, &mut lt);
+        for k in 0..LANES {
+            for i in 0..32 {
+                l[32 * k + i] = lt[i][k];
             }
-            let lj = &mut l[32 * j..32 * (j + 1)];
-            (scales[j], mins[j]) =
-                make_qkx_quants(ref_search, xs, Some(&weights), false, lj, &mut laux);
+        }
+        for j in 0..8 {
             if scales[j] > max_scale {
                 max_scale = scales[j];
             }
@@ -472,7 +485,8 @@ fn quantize_k4_scales(
     (d, dmin, packed)
 }
 
-pub fn quantize_row_q4_k(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>) {
+#[inline(always)]
+fn quantize_row_q4_k_impl(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>) {
     let search = MinSearch {
         nmax: 15,
         rmin: -1.0,
@@ -492,7 +506,8 @@ pub fn quantize_row_q4_k(x: &[f32], y: &mut [BlockQ4K], imatrix: Option<&[f32]>)
     }
 }
 
-pub fn quantize_row_q5_k(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>) {
+#[inline(always)]
+fn quantize_row_q5_k_impl(x: &[f32], y: &mut [BlockQ5K], imatrix: Option<&[f32]>) {
     let search = MinSearch {
         nmax: 31,
         rmin: -0.5,
@@ -564,19 +579,28 @@ pub fn dequantize_row_q5_k(x: &[BlockQ5K], y: &mut [f32]) {
 
 // ---------------------------------------------------------------- Q6_K
 
-pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
+#[inline(always)]
+fn quantize_row_q6_k_impl(x: &[f32], y: &mut [BlockQ6K], imatrix: Option<&[f32]>) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
     for (i, (b, x)) in y.iter_mut().zip(x.chunks_exact(QK_K)).enumerate() {
         let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
-        for ib in 0..16 {
-            let xs = &x[16 * ib..16 * (ib + 1)];
+        for g in 0..2 {
+            let xt = transpose::<16>(&x[128 * g..128 * (g + 1)]);
             // ggml passes the raw importances here (no sigma weighting).
-            let w = match imatrix {
-                Some(qw) => QxWeights::Given(&qw[QK_K * i + 16 * ib..QK_K * i + 16 * (ib + 1)]),
-                None => QxWeights::Square,
-            };
-            scales[ib] = make_qx_quants(32, xs, &mut l[16 * ib..16 * (ib + 1)], w);
+            let wt = imatrix
+                .map(|qw| transpose::<16>(&qw[QK_K * i + 128 * g..QK_K * i + 128 * (g + 1)]));
+            let mut lt = [[0i8; LANES]; 16];
+            let sc = make_qx_lanes::<16>(32, &xt, wt.as_ref(), &mut lt);
+            for k in 0..LANES {
+                let ib = LANES * g + k;
+                scales[ib] = sc[k];
+                for ii in 0..16 {
+                    l[16 * ib + ii] = lt[ii][k];
+                }
+            }
+        }
+        for ib in 0..16 {
             let abs_scale = scales[ib].abs();
             if abs_scale > max_abs_scale {
                 max_abs_scale = abs_scale;
@@ -637,3 +661,49 @@ pub fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
         }
     }
 }
+
+/// Runtime dispatch: the same code compiled for AVX2 (the lane searches vectorise) or
+/// for baseline x86-64; results are identical (no FMA, same operation order).
+macro_rules! avx2_dispatch {
+    ($name:ident, $avx2:ident, $imp:ident, $block:ty) => {
+        pub fn $name(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { $avx2(x, y, imatrix) };
+            }
+            $imp(x, y, imatrix)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
+            $imp(x, y, imatrix)
+        }
+    };
+}
+
+avx2_dispatch!(
+    quantize_row_q2_k,
+    q2_k_avx2,
+    quantize_row_q2_k_impl,
+    BlockQ2K
+);
+avx2_dispatch!(
+    quantize_row_q4_k,
+    q4_k_avx2,
+    quantize_row_q4_k_impl,
+    BlockQ4K
+);
+avx2_dispatch!(
+    quantize_row_q5_k,
+    q5_k_avx2,
+    quantize_row_q5_k_impl,
+    BlockQ5K
+);
+avx2_dispatch!(
+    quantize_row_q6_k,
+    q6_k_avx2,
+    quantize_row_q6_k_impl,
+    BlockQ6K
+);

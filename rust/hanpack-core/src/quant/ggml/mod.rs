@@ -20,6 +20,7 @@
 mod helpers;
 pub mod iq4_nl;
 pub mod kquants;
+mod lanes;
 pub mod legacy;
 #[cfg(test)]
 mod tests;

@@ -165,3 +165,65 @@ fn bad_input_is_an_error() {
     }
     assert!(dequantize(GgmlType::Q4_K, &[0u8; 100], 256).is_err());
 }
+
+/// Sub-blocks for the lane tests: ordinary, constant, all zero, all positive.
+fn lane_blocks(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut x = weights(rng, 8 * n);
+    x[n..2 * n].fill(0.37);
+    x[2 * n..3 * n].fill(0.0);
+    for v in &mut x[3 * n..4 * n] {
+        *v = v.abs();
+    }
+    x
+}
+
+#[test]
+fn the_lane_searches_equal_the_scalar_ones_bit_for_bit() {
+    use super::helpers::{make_qkx_quants, make_qx_quants, MinSearch, QxWeights};
+    use super::lanes::{make_qkx2_lanes, make_qx_lanes, transpose, LANES};
+    let mut rng = Rng(21);
+    for round in 0..20 {
+        let x = lane_blocks(&mut rng, 32);
+        let w: Vec<f32> = x.iter().map(|v| 0.01 + v.abs()).collect();
+        let search = MinSearch {
+            nmax: 15,
+            rmin: -1.0,
+            rdelta: 0.1,
+            nstep: 20,
+            use_mad: round % 2 == 1,
+        };
+        let (xt, wt) = (transpose::<32>(&x), transpose::<32>(&w));
+        let mut lt = [[0u8; LANES]; 32];
+        let (sc, mn) = make_qkx2_lanes::<32>(&search, &xt, &wt, &mut lt);
+        for k in 0..LANES {
+            let (mut l, mut laux) = ([0u8; 32], [0u8; 32]);
+            let xs = &x[32 * k..32 * (k + 1)];
+            let ws = &w[32 * k..32 * (k + 1)];
+            let (s, m) = make_qkx_quants(&search, xs, Some(ws), false, &mut l, &mut laux);
+            assert_eq!(
+                (s.to_bits(), m.to_bits()),
+                (sc[k].to_bits(), mn[k].to_bits()),
+                "lane {k}"
+            );
+            assert!((0..32).all(|i| l[i] == lt[i][k]), "codes of lane {k}");
+        }
+        let x = lane_blocks(&mut rng, 16);
+        let qw: Vec<f32> = x.iter().map(|v| 1.0 + v.abs() * 10.0).collect();
+        let (xt, qt) = (transpose::<16>(&x), transpose::<16>(&qw));
+        for given in [false, true] {
+            let mut lt = [[0i8; LANES]; 16];
+            let sc = make_qx_lanes::<16>(32, &xt, given.then_some(&qt), &mut lt);
+            for k in 0..LANES {
+                let mut l = [0i8; 16];
+                let w = if given {
+                    QxWeights::Given(&qw[16 * k..16 * (k + 1)])
+                } else {
+                    QxWeights::Square
+                };
+                let s = make_qx_quants(32, &x[16 * k..16 * (k + 1)], &mut l, w);
+                assert_eq!(s.to_bits(), sc[k].to_bits(), "lane {k}");
+                assert!((0..16).all(|i| l[i] == lt[i][k]), "codes of lane {k}");
+            }
+        }
+    }
+}
