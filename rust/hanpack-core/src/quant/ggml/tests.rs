@@ -195,6 +195,11 @@ fn the_lane_searches_equal_the_scalar_ones_bit_for_bit() {
         let (xt, wt) = (transpose::<32>(&x), transpose::<32>(&w));
         let mut lt = [[0u8; LANES]; 32];
         let (sc, mn) = make_qkx2_lanes::<32>(&search, &xt, &wt, &mut lt);
+        let mut lp = [[0u8; LANES]; 32];
+        let (sp, mp) = super::lanes::make_qkx2_portable::<32>(&search, &xt, &wt, &mut lp);
+        assert_eq!(lp, lt);
+        assert_eq!(sp.map(f32::to_bits), sc.map(f32::to_bits));
+        assert_eq!(mp.map(f32::to_bits), mn.map(f32::to_bits));
         for k in 0..LANES {
             let (mut l, mut laux) = ([0u8; 32], [0u8; 32]);
             let xs = &x[32 * k..32 * (k + 1)];
@@ -213,6 +218,9 @@ fn the_lane_searches_equal_the_scalar_ones_bit_for_bit() {
         for given in [false, true] {
             let mut lt = [[0i8; LANES]; 16];
             let sc = make_qx_lanes::<16>(32, &xt, given.then_some(&qt), &mut lt);
+            let mut lp = [[0i8; LANES]; 16];
+            let sp = super::lanes::make_qx_portable::<16>(32, &xt, given.then_some(&qt), &mut lp);
+            assert_eq!((lp, sp.map(f32::to_bits)), (lt, sc.map(f32::to_bits)));
             for k in 0..LANES {
                 let mut l = [0i8; 16];
                 let w = if given {
