@@ -7,7 +7,8 @@
 * llama.cpp loads the files and generates the same greedy continuation as transformers'
   GGUF loader does from the same file;
 * an extended-vocabulary Chinese tokenizer (Chinese-LLaMA-2's 55,296 pieces) survives:
-  llama.cpp's tokenization of every corpus line equals hanpack's;
+  llama.cpp's tokenization of every corpus line equals hanpack's; so does a byte-level
+  BPE ``tokenizer.json`` (LLaMA-3's, pre-tokenizer detected as llama-bpe);
 * bad inputs raise specific errors, and nothing is written.
 """
 
@@ -31,6 +32,7 @@ llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not ins
 
 STORIES = SHARED / "models" / "stories260k"
 ZH_TOKENIZER = SHARED / "data" / "tokenizers" / "chinese-llama-alpaca-2"
+LLAMA3_JSON = SHARED / "data" / "tokenizers" / "llama3" / "tokenizer.derived.json"
 FILE_TYPES = [t for t in hg.mixture.FILE_TYPES if t != "F32"]
 
 
@@ -95,31 +97,57 @@ def test_llamacpp_and_transformers_run_the_file(tmp_path):
     assert out[0, len(prompt):].tolist() == cont
 
 
-def test_an_extended_chinese_vocabulary_tokenizes_like_hanpack_in_llamacpp(tmp_path):
+def resized_stories(tmp_path: Path, vocab_size: int) -> Path:
+    """stories260k with its embedding grown to `vocab_size` rows, as vocabulary extension
+    does (the new rows' values do not matter for tokenization)."""
     transformers = pytest.importorskip("transformers")
-    tok_path = require_shared(ZH_TOKENIZER / "tokenizer.model")
-    require_shared(CORPUS)
-    ckpt = tmp_path / "zh"
+    ckpt = tmp_path / "ckpt"
     model = transformers.AutoModelForCausalLM.from_pretrained(require_shared(STORIES))
-    tok = hanpack.Tokenizer.from_file(tok_path)
-    model.resize_token_embeddings(tok.vocab_size)  # 512 → 55,296 rows, as vocabulary extension does
+    model.resize_token_embeddings(vocab_size)
     model.save_pretrained(ckpt)
-    shutil.copy(tok_path, ckpt / "tokenizer.model")
-    shutil.copy(ZH_TOKENIZER / "tokenizer_config.json", ckpt / "tokenizer_config.json")
-    out = tmp_path / "zh.gguf"
-    hg.convert_checkpoint(ckpt, out, file_type="Q4_K_M", progress=False)
-    assert len(hg.GGUFFile(out).metadata["tokenizer.ggml.tokens"]) == 55296
-    lm = llama_cpp.Llama(str(out), vocab_only=True, verbose=False)
+    return ckpt
+
+
+def llamacpp_mismatches(path: Path, tok: hanpack.Tokenizer, step: int) -> tuple[list, int]:
+    lm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     try:
         bad, total = [], 0
         for f in corpus_files():
-            lines = corpus_lines(f)
+            lines = corpus_lines(f)[::step]
             for line, ids in zip(lines, tok.encode_batch(list(lines))):
                 if lm.tokenize(line.encode("utf-8"), add_bos=False, special=False) != ids:
                     bad.append((f.name, line[:40]))
             total += len(lines)
     finally:
         lm.close()
+    return bad, total
+
+
+def test_a_byte_level_bpe_tokenizer_json_tokenizes_like_hanpack_in_llamacpp(tmp_path):
+    tj = require_shared(LLAMA3_JSON)
+    require_shared(CORPUS)
+    ckpt = resized_stories(tmp_path, 128256)
+    shutil.copy(tj, ckpt / "tokenizer.json")
+    out = tmp_path / "l3.gguf"
+    hg.convert_checkpoint(ckpt, out, file_type="Q8_0", progress=False)
+    md = hg.GGUFFile(out).metadata
+    assert (md["tokenizer.ggml.model"], md["tokenizer.ggml.pre"]) == ("gpt2", "llama-bpe")
+    bad, total = llamacpp_mismatches(out, hanpack.Tokenizer.from_file(tj), step=5)
+    assert total > 50_000
+    assert not bad, f"{len(bad)} of {total} lines differ, e.g. {bad[:3]}"
+
+
+def test_an_extended_chinese_vocabulary_tokenizes_like_hanpack_in_llamacpp(tmp_path):
+    tok_path = require_shared(ZH_TOKENIZER / "tokenizer.model")
+    require_shared(CORPUS)
+    tok = hanpack.Tokenizer.from_file(tok_path)
+    ckpt = resized_stories(tmp_path, tok.vocab_size)  # 512 → 55,296 rows
+    shutil.copy(tok_path, ckpt / "tokenizer.model")
+    shutil.copy(ZH_TOKENIZER / "tokenizer_config.json", ckpt / "tokenizer_config.json")
+    out = tmp_path / "zh.gguf"
+    hg.convert_checkpoint(ckpt, out, file_type="Q4_K_M", progress=False)
+    assert len(hg.GGUFFile(out).metadata["tokenizer.ggml.tokens"]) == 55296
+    bad, total = llamacpp_mismatches(out, tok, step=1)
     assert total > 100_000
     assert not bad, f"{len(bad)} of {total} lines differ, e.g. {bad[:3]}"
 
