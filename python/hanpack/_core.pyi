@@ -2,7 +2,7 @@
 :class:`hanpack.Tokenizer`, which adds argument checks and keyword-only options)."""
 
 from os import PathLike
-from typing import AbstractSet, Iterable, Literal, Sequence
+from typing import AbstractSet, Any, Iterable, Literal, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -12,7 +12,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "BpeTokenizer", "JiebaSegmenter", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__",
-    "dequantize", "load_gguf", "quant_matmul", "quantize",
+    "dequantize", "load_gguf", "read_gguf_header", "encode_gguf_header", "ggml_quantize", "ggml_dequantize", "ggml_types", "quant_matmul", "quantize",
     "UnitCounter", "extend_spm", "has_cjk", "spm_to_hf_json", "spm_unreachable", "spm_without_dummy_prefix",
 ]
 __version__: str
@@ -153,6 +153,23 @@ class BpeTokenizer:
     def unk_id(self) -> int: ...
 
 def load_gguf(path: str | PathLike[str]) -> SpmTokenizer | BpeTokenizer: ...
+def read_gguf_header(
+    path: str | PathLike[str],
+) -> tuple[int, list[tuple[str, int, Any]], list[tuple[str, list[int], int, int]], int]: ...
+def encode_gguf_header(
+    metadata: list[tuple[str, int, Any]], tensors: list[tuple[str, list[int], int, int]], alignment: int
+) -> tuple[bytes, list[int]]: ...
+def ggml_quantize(
+    x: npt.NDArray[np.float32],
+    type_name: str,
+    imatrix: npt.NDArray[np.float32] | None = None,
+    name: str = "tensor",
+    num_threads: int | None = None,
+) -> npt.NDArray[np.uint8]: ...
+def ggml_dequantize(
+    data: npt.NDArray[np.uint8], type_name: str, n_per_row: int, num_threads: int | None = None
+) -> npt.NDArray[np.float32]: ...
+def ggml_types() -> list[tuple[str, int, int, int]]: ...
 def quantize(
     weight: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
     dtype: str,
