@@ -163,17 +163,15 @@ def _tokenizer_config(src: Path) -> Dict[str, Any]:
 
 
 def _tokenizer_metadata(src: Path, n_embd_rows: int, pre: Optional[str]) -> List[Tuple[str, Any]]:
-    if (src / "tokenizer.model").is_file() and _is_sentencepiece(src / "tokenizer.model"):
-        return _spm_metadata(src, n_embd_rows)
+    from ..tokenizer import Tokenizer
+
+    if (src / "tokenizer.model").is_file():
+        tok = Tokenizer.from_file(src / "tokenizer.model")
+        if getattr(tok._model, "model_type", None) is not None:  # SentencePiece, not tiktoken
+            return _spm_metadata(src, tok, n_embd_rows)
     if (src / "tokenizer.json").is_file():
         return _bpe_metadata(src, n_embd_rows, pre)
     raise UnsupportedTokenizerError(f"{src}: no tokenizer to embed (a SentencePiece tokenizer.model or a byte-level BPE tokenizer.json)")
-
-
-def _is_sentencepiece(path: Path) -> bool:
-    from ..tokenizer import Tokenizer
-
-    return getattr(Tokenizer.from_file(path)._model, "model_type", None) is not None
 
 
 def _chat_and_flags(cfg: Dict[str, Any], src: Path, add_bos_default: bool) -> List[Tuple[str, Any]]:
@@ -189,11 +187,8 @@ def _chat_and_flags(cfg: Dict[str, Any], src: Path, add_bos_default: bool) -> Li
     return md
 
 
-def _spm_metadata(src: Path, n_embd_rows: int) -> List[Tuple[str, Any]]:
-    from ..tokenizer import Tokenizer
-
+def _spm_metadata(src: Path, tok: Any, n_embd_rows: int) -> List[Tuple[str, Any]]:
     path = src / "tokenizer.model"
-    tok = Tokenizer.from_file(path)
     model = tok._model
     if getattr(model, "model_type", None) != "bpe":
         raise UnsupportedTokenizerError(f"{path}: llama.cpp's 'llama' tokenizer is SentencePiece BPE; this model is {getattr(model, 'model_type', 'byte-level BPE')!r}")

@@ -92,7 +92,7 @@ pub fn quantize<T: Element>(
         )));
     }
     if let Some(imp) = importance {
-        check_importance(name, imp, cols)?;
+        check_importance(name, imp, cols, "importance")?;
     }
     let (ng, rb) = (layout.n_groups(), layout.row_bytes());
     let mut packed = vec![0u8; layout.packed_len()];
@@ -137,10 +137,12 @@ pub fn quantize<T: Element>(
     })
 }
 
-fn check_importance(name: &str, imp: &[f32], cols: usize) -> Result<()> {
+/// Per-column importances (`what` names them in errors: "importance", "imatrix"): one
+/// per column, finite, non-negative.
+pub(crate) fn check_importance(name: &str, imp: &[f32], cols: usize, what: &str) -> Result<()> {
     if imp.len() != cols {
         return Err(HanpackError::InvalidArgument(format!(
-            "tensor {name:?}: importance has {} entries, the weight has {cols} input features",
+            "tensor {name:?}: {what} has {} entries, the weight has {cols} input features",
             imp.len()
         )));
     }
@@ -151,7 +153,7 @@ fn check_importance(name: &str, imp: &[f32], cols: usize) -> Result<()> {
     {
         return Err(HanpackError::Quantization {
             tensor: name.to_string(),
-            reason: format!("importance[{i}] is {v}; importances must be finite and non-negative"),
+            reason: format!("{what}[{i}] is {v}; importances must be finite and non-negative"),
         });
     }
     Ok(())

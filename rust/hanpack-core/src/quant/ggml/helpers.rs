@@ -36,6 +36,20 @@ pub fn f32_to_bf16(x: f32) -> u16 {
     ((n as u64 + (0x7fff + ((n >> 16) & 1)) as u64) >> 16) as u16
 }
 
+/// `(|m|, m)` for the first value `m` of largest magnitude (`(0, 0)` for all zeros: ggml
+/// starts from +0.0 and replaces only on a strictly larger magnitude).
+#[inline(always)]
+pub fn abs_max(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
 /// Where a weight's importance comes from when a search has no explicit weights.
 #[derive(Clone, Copy)]
 pub enum QxWeights<'a> {
@@ -50,15 +64,7 @@ pub enum QxWeights<'a> {
 /// (stored with the `+nmax` offset), returns the scale.
 pub fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: QxWeights) -> f32 {
     let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
         l_out[..n].fill(0);
         return 0.0;
@@ -109,15 +115,7 @@ pub fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: QxWeights) -> 
 /// `do_rmse` true).
 pub fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (amax, max) = abs_max(x);
     if amax < GROUP_MAX_EPS {
         l_out[..n].fill(0);
         return 0.0;

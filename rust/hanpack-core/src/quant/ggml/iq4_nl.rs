@@ -9,7 +9,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::helpers::{best_index_int8, fp16, imatrix_weights, sum_sq, to_fp16, GROUP_MAX_EPS};
+use super::helpers::{
+    abs_max, best_index_int8, fp16, imatrix_weights, sum_sq, to_fp16, GROUP_MAX_EPS,
+};
 
 pub const QK4_NL: usize = 32;
 
@@ -48,13 +50,7 @@ pub fn quantize_row_iq4_nl(x: &[f32], y: &mut [BlockIQ4NL], imatrix: Option<&[f3
                 }
             }
         }
-        let (mut amax, mut max) = (0f32, 0f32);
-        for &v in xb {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
+        let (amax, max) = abs_max(xb);
         let mut scale = 0f32;
         if amax >= GROUP_MAX_EPS {
             let mut d = -max / values[0] as f32;

@@ -13,7 +13,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::helpers::{
-    fp16, imatrix_weights, make_qkx_quants, make_qx_quants, sum_sq, to_fp16, MinSearch, QxWeights,
+    abs_max, fp16, imatrix_weights, make_qkx_quants, make_qx_quants, sum_sq, to_fp16, MinSearch,
+    QxWeights,
 };
 
 pub const QK: usize = 32;
@@ -68,18 +69,6 @@ pub struct BlockQ8_0 {
     pub qs: [i8; QK],
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 2 + QK);
-
-/// The block's value of largest magnitude, signed (the first one on ties).
-fn signed_absmax(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
 
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
@@ -145,7 +134,7 @@ pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0], imatrix: Option<&[f32]>
         return;
     }
     for (b, xb) in y.iter_mut().zip(x.chunks_exact(QK)) {
-        let d = signed_absmax(xb) / -8.0;
+        let d = abs_max(xb).1 / -8.0;
         let id = inverse(d);
         b.d = to_fp16(d);
         for j in 0..QK / 2 {
@@ -203,7 +192,7 @@ pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0], imatrix: Option<&[f32]>
         return;
     }
     for (b, xb) in y.iter_mut().zip(x.chunks_exact(QK)) {
-        let d = signed_absmax(xb) / -16.0;
+        let d = abs_max(xb).1 / -16.0;
         let id = inverse(d);
         b.d = to_fp16(d);
         for (c, &v) in codes.iter_mut().zip(xb) {

@@ -181,7 +181,7 @@ pub fn quantize(
         )));
     }
     if let Some(w) = imatrix {
-        check_imatrix(name, w, n_per_row)?;
+        super::check_importance(name, w, n_per_row, "imatrix")?;
     }
     if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
         check_finite(name, x, n_per_row)?;
@@ -291,26 +291,6 @@ fn cast<B: bytemuck::Pod>(bytes: &mut [u8]) -> &mut [B] {
 
 fn cast_ref<B: bytemuck::Pod>(bytes: &[u8]) -> &[B] {
     bytemuck::cast_slice(bytes)
-}
-
-fn check_imatrix(name: &str, w: &[f32], n_per_row: usize) -> Result<()> {
-    if w.len() != n_per_row {
-        return Err(HanpackError::InvalidArgument(format!(
-            "tensor {name:?}: the importance matrix has {} entries, the rows have {n_per_row} columns",
-            w.len()
-        )));
-    }
-    if let Some((i, v)) = w
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
-    {
-        return Err(HanpackError::Quantization {
-            tensor: name.to_string(),
-            reason: format!("imatrix[{i}] is {v}; importances must be finite and non-negative"),
-        });
-    }
-    Ok(())
 }
 
 fn check_finite(name: &str, x: &[f32], n_per_row: usize) -> Result<()> {

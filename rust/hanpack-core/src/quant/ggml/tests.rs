@@ -5,19 +5,12 @@ use super::helpers::nearest_int;
 use super::*;
 use crate::test_rng::Rng;
 
-const QUANTIZED: [GgmlType; 11] = [
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-    GgmlType::Q2_K,
-    GgmlType::Q3_K,
-    GgmlType::Q4_K,
-    GgmlType::Q5_K,
-    GgmlType::Q6_K,
-    GgmlType::IQ4_NL,
-];
+/// Every block format (the float types excluded).
+fn quantized() -> impl Iterator<Item = GgmlType> {
+    GgmlType::ALL
+        .into_iter()
+        .filter(|t| !matches!(t, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16))
+}
 
 /// Roughly Gaussian weights, with a few large outliers when `outliers` (like a real layer).
 fn weights_with(rng: &mut Rng, n: usize, outliers: bool) -> Vec<f32> {
@@ -93,7 +86,7 @@ fn every_format_round_trips_within_its_precision() {
         GgmlType::Q3_K => 0.25,
         _ => 0.5,
     };
-    for t in QUANTIZED {
+    for t in quantized() {
         let q = quantize("w", t, &x, n_per_row, None).unwrap();
         assert_eq!(q.len(), 8 * t.row_bytes(n_per_row).unwrap());
         let y = dequantize(t, &q, n_per_row).unwrap();
@@ -113,7 +106,7 @@ fn an_importance_matrix_lowers_the_weighted_error() {
     let imatrix: Vec<f32> = (0..n_per_row)
         .map(|c| if c % 13 == 0 { 100.0 } else { 1.0 })
         .collect();
-    for t in QUANTIZED.into_iter().filter(|t| t.uses_imatrix()) {
+    for t in quantized().filter(|t| t.uses_imatrix()) {
         let plain = dequantize(
             t,
             &quantize("w", t, &x, n_per_row, None).unwrap(),
@@ -132,7 +125,7 @@ fn an_importance_matrix_lowers_the_weighted_error() {
 #[test]
 fn zero_blocks_stay_zero() {
     let x = vec![0f32; 512];
-    for t in QUANTIZED {
+    for t in quantized() {
         let y = dequantize(t, &quantize("w", t, &x, 512, None).unwrap(), 512).unwrap();
         assert!(y.iter().all(|v| *v == 0.0), "{}", t.name());
     }
@@ -143,7 +136,7 @@ fn rows_are_independent_of_the_batch() {
     let mut rng = Rng(3);
     let x = weights(&mut rng, 64 * 256);
     let imatrix: Vec<f32> = (0..256).map(|c| 1.0 + (c % 5) as f32).collect();
-    for t in QUANTIZED {
+    for t in quantized() {
         let all = quantize("w", t, &x, 256, Some(&imatrix)).unwrap();
         let rb = t.row_bytes(256).unwrap();
         let row9 = quantize("w", t, &x[9 * 256..10 * 256], 256, Some(&imatrix)).unwrap();
