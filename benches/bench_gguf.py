@@ -69,7 +69,20 @@ def identical(a: Path, b: Path) -> tuple[int, int]:
 def perplexity(path: Path, text: str, n_ctx: int, max_tokens: int) -> float:
     import llama_cpp
 
-    lm = llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    # The extra (AMX, repacked) weight buffers off: llama.cpp 0.3.36's AMX matmul
+    # segfaults on small models on AMX CPUs (tests/llamacpp_reference.py: load_llama).
+    defaults = llama_cpp.llama.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    llama_cpp.llama.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        lm = llama_cpp.Llama(str(path), n_ctx=n_ctx, logits_all=True, verbose=False)
+    finally:
+        llama_cpp.llama.llama_cpp.llama_model_default_params = defaults
     try:
         toks = lm.tokenize(text.encode("utf-8"), add_bos=False)[:max_tokens]
         nll, n = 0.0, 0

@@ -36,3 +36,26 @@ def quantize(x: np.ndarray, qtype: str, imatrix: Optional[np.ndarray] = None) ->
     n = f(info.id, x.ctypes.data, out.ctypes.data, 0, x.shape[0], x.shape[1], None if im is None else im.ctypes.data)
     assert n == out.size
     return out
+
+
+def load_llama(path, **kwargs):
+    """``llama_cpp.Llama(path, **kwargs)`` with llama.cpp's extra weight buffer types
+    (AMX and repacked layouts) turned off: on CPUs with AMX (Intel Sapphire Rapids and
+    later) llama.cpp 0.3.36's ``ggml_backend_amx_mul_mat`` segfaults on small models'
+    matrices (64-wide stories260k rows), and the high-level ``Llama`` class does not
+    expose ``use_extra_bufts``. The plain CPU kernels compute the same model."""
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from llama_cpp import llama as high_level
+
+    defaults = high_level.llama_cpp.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    high_level.llama_cpp.llama_model_default_params = without_extra_buffers
+    try:
+        return llama_cpp.Llama(str(path), verbose=False, **kwargs)
+    finally:
+        high_level.llama_cpp.llama_model_default_params = defaults

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import CORPUS, SHARED, corpus_files, corpus_lines, require_shared
+from llamacpp_reference import load_llama
 
 import hanpack
 import hanpack.gguf as hg
@@ -76,7 +77,7 @@ def test_llamacpp_and_transformers_run_the_file(tmp_path):
     transformers = pytest.importorskip("transformers")
     path = tmp_path / "m.gguf"
     convert(require_shared(STORIES), path, "Q8_0")
-    lm = llama_cpp.Llama(str(path), n_ctx=128, verbose=False)
+    lm = load_llama(path, n_ctx=128)
     try:
         prompt = lm.tokenize(b"Once upon a time", add_bos=True)
         ours = hanpack.Tokenizer.from_file(STORIES / "tokenizer.model").encode("Once upon a time", add_bos=True)
@@ -109,7 +110,7 @@ def resized_stories(tmp_path: Path, vocab_size: int) -> Path:
 
 
 def llamacpp_mismatches(path: Path, tok: hanpack.Tokenizer, step: int) -> tuple[list, int]:
-    lm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    lm = load_llama(path, vocab_only=True)
     try:
         bad, total = [], 0
         for f in corpus_files():
