@@ -17,9 +17,10 @@ pub fn mix(key: u64) -> u64 {
 }
 
 impl PairFilter {
-    /// `keys` should be distinct: the filter is sized by their number.
+    /// `keys` should be distinct: the filter is sized by their number (at least 512
+    /// bytes, so that tiny vocabularies do not get a crowded filter).
     pub fn new(keys: &[u64]) -> Self {
-        let words = (keys.len() * 16 / 64).next_power_of_two().max(1);
+        let words = (keys.len() * 16 / 64).next_power_of_two().max(64);
         let mut f = Self {
             words: vec![0; words],
             mask: words - 1,

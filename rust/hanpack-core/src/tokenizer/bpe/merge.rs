@@ -5,7 +5,9 @@
 //! * `ignore_merges` (LLaMA-3, tiktoken): a piece that is itself a token is that token.
 //! * Short pieces (the common case: words) merge in a small array, rescanning it for the
 //!   lowest rank after each merge — O(n²) but n is tiny and there is no allocation.
-//! * Long pieces (a run of 10⁵ identical characters is a valid "word") use a linked list
+//! * Long pieces are first cut where no merge can cross (see [`super::cuts`]): on Chinese
+//!   text most parts are one character, whose ids come from a per-thread cache.
+//! * Long parts (a run of 10⁵ identical characters is a valid "word") use a linked list
 //!   and the shared [`Agenda`] of candidate pairs: O(n log n), and O(1) per merge on long
 //!   repetitive runs. Heap entries go stale when a neighbour
 //!   merges; an entry is used only if its two nodes are still adjacent and the pair's
@@ -17,12 +19,13 @@ use std::cell::RefCell;
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 use crate::tokenizer::pair_filter::mix;
 
+use super::cuts::{STICKY_AFTER, STICKY_BEFORE};
 use super::vocab::{pair_key, Merge, Vocab, NO_ID};
 
 /// Pieces up to this many bytes take the array path: rescanning a few pairs beats heap
 /// upkeep. Longer ones (Chinese runs are one \p{L}+ piece of 50-200 bytes) take the heap:
 /// the array path's O(n²) rescans and shifts measured 2x slower at those lengths.
-const SHORT: usize = 12;
+pub(crate) const SHORT: usize = 12;
 
 /// Direct-mapped per-thread cache of pair merges in front of the vocabulary's hash map
 /// (2^16 slots, 1 MiB; 2^14 measured ~7% slower on Chinese text): a large vocabulary's pair map (LLaMA-3: 280k merges) misses
@@ -41,6 +44,54 @@ const NO_MERGE: Merge = Merge {
     id: NO_ID,
 };
 
+/// Direct-mapped per-thread cache of single characters: their cut flags and the ids BPE
+/// gives the character alone (at most one per byte). 2^13 slots (192 KiB) hold the
+/// common Chinese characters.
+const CHAR_SLOTS: usize = 1 << 13;
+
+#[derive(Clone, Copy)]
+struct CharSlot {
+    ch: u32,
+    /// `cuts::STICKY_*` bits.
+    flags: u8,
+    n: u8,
+    ids: [u32; 4],
+}
+
+/// Direct-mapped per-thread cache of short multi-character parts (two or three Chinese
+/// characters, most of which repeat): keyed by their bytes packed into a u128.
+const PART_SLOTS: usize = 1 << 12;
+/// Parts of at most this many bytes are cached (their bytes and length fit the key).
+const PART_MAX: usize = 15;
+
+#[derive(Clone, Copy)]
+struct PartSlot {
+    key: u128,
+    n: u8,
+    ids: [u32; 6],
+}
+
+const EMPTY_PART: PartSlot = PartSlot {
+    key: 0, // no part packs to 0: the length byte of a cached part is at least 2
+    n: 0,
+    ids: [NO_ID; 6],
+};
+
+#[inline]
+fn part_key(bytes: &[u8]) -> u128 {
+    let mut k = [0u8; 16];
+    k[..bytes.len()].copy_from_slice(bytes);
+    k[15] = bytes.len() as u8;
+    u128::from_le_bytes(k)
+}
+
+const EMPTY_CHAR: CharSlot = CharSlot {
+    ch: u32::MAX,
+    flags: 0,
+    n: 0,
+    ids: [NO_ID; 4],
+};
+
 /// Buffers and the pair cache, reused across pieces on one thread.
 #[derive(Default)]
 struct Scratch {
@@ -51,6 +102,10 @@ struct Scratch {
     prev: Vec<u32>,
     next: Vec<u32>,
     heap: Agenda<Candidate>,
+    chars: Vec<CharSlot>,
+    parts: Vec<PartSlot>,
+    /// Ids of one character or part on a cache miss.
+    char_ids: Vec<u32>,
 }
 
 thread_local! {
@@ -69,6 +124,58 @@ impl Scratch {
                     merge: NO_MERGE,
                 },
             );
+            self.chars.clear();
+            self.chars.resize(CHAR_SLOTS, EMPTY_CHAR);
+            self.parts.clear();
+            self.parts.resize(PART_SLOTS, EMPTY_PART);
+        }
+    }
+
+    /// The cache slot of character `c` (`bytes`, its UTF-8), filled on a miss.
+    #[inline]
+    fn char_slot(&mut self, vocab: &Vocab, unk: Option<u32>, c: char, bytes: &[u8]) -> CharSlot {
+        let at = (mix(c as u64) >> 50) as usize & (CHAR_SLOTS - 1);
+        let slot = self.chars[at];
+        if slot.ch == c as u32 {
+            return slot;
+        }
+        let mut ids = std::mem::take(&mut self.char_ids);
+        ids.clear();
+        short_bpe(vocab, bytes, unk, self, &mut ids);
+        let mut slot = CharSlot {
+            ch: c as u32,
+            flags: vocab.cuts.flags(c as u32, bytes),
+            n: ids.len() as u8,
+            ids: [NO_ID; 4],
+        };
+        slot.ids[..ids.len()].copy_from_slice(&ids);
+        self.char_ids = ids;
+        self.chars[at] = slot;
+        slot
+    }
+
+    /// Appends the ids of a short multi-character part (at most `PART_MAX` bytes),
+    /// cached when it has at most six.
+    #[inline]
+    fn short_part(&mut self, vocab: &Vocab, unk: Option<u32>, bytes: &[u8], out: &mut Vec<u32>) {
+        let key = part_key(bytes);
+        let at = (mix(key as u64 ^ (key >> 64) as u64) >> 50) as usize & (PART_SLOTS - 1);
+        let slot = &self.parts[at];
+        if slot.key == key {
+            out.extend_from_slice(&slot.ids[..slot.n as usize]);
+            return;
+        }
+        let start = out.len();
+        short_bpe(vocab, bytes, unk, self, out);
+        let ids = &out[start..];
+        if ids.len() <= 6 {
+            let mut slot = PartSlot {
+                key,
+                n: ids.len() as u8,
+                ids: [NO_ID; 6],
+            };
+            slot.ids[..ids.len()].copy_from_slice(ids);
+            self.parts[at] = slot;
         }
     }
 
@@ -107,7 +214,7 @@ pub fn encode_piece(vocab: &Vocab, piece: &[u8], unk: Option<u32>, out: &mut Vec
             if piece.len() <= SHORT {
                 short_bpe(vocab, piece, unk, &mut scratch, out);
             } else {
-                heap_bpe(vocab, piece, unk, &mut scratch, out);
+                cut_bpe(vocab, piece, unk, &mut scratch, out);
             }
         }
         // Not re-entrant in practice; never panic if it were.
@@ -127,6 +234,41 @@ fn initial(vocab: &Vocab, piece: &[u8], unk: Option<u32>, ids: &mut Vec<u32>) {
             id => ids.push(id),
         }
     }
+}
+
+/// A long piece: cut where no merge can cross ([`super::cuts`]), each part merged on its
+/// own; one-character parts come from the character cache.
+fn cut_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
+    let Ok(text) = std::str::from_utf8(piece) else {
+        return heap_bpe(vocab, piece, unk, s, out);
+    };
+    let mut part =
+        |s: &mut Scratch, range: std::ops::Range<usize>, single: Option<CharSlot>| match single {
+            Some(slot) => out.extend_from_slice(&slot.ids[..slot.n as usize]),
+            None if range.len() <= PART_MAX => s.short_part(vocab, unk, &piece[range], out),
+            None => heap_bpe(vocab, &piece[range], unk, s, out),
+        };
+    let mut chars = text.char_indices();
+    let Some((_, first)) = chars.next() else {
+        return;
+    };
+    let mut prev = (
+        first,
+        s.char_slot(vocab, unk, first, &piece[..first.len_utf8()]),
+    );
+    let (mut start, mut single) = (0, true);
+    for (i, c) in chars {
+        let slot = s.char_slot(vocab, unk, c, &piece[i..i + c.len_utf8()]);
+        let sticky = prev.1.flags & STICKY_AFTER != 0 || slot.flags & STICKY_BEFORE != 0;
+        if !sticky && !vocab.cuts.may_join(prev.0 as u32, c as u32) {
+            part(s, start..i, single.then_some(prev.1));
+            (start, single) = (i, true);
+        } else {
+            single = false;
+        }
+        prev = (c, slot);
+    }
+    part(s, start..piece.len(), single.then_some(prev.1));
 }
 
 fn short_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
@@ -271,13 +413,15 @@ pub fn reference_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>) -> Vec<u32> 
     }
 }
 
-/// Both fast paths on one piece (for tests: forces each path whatever the length).
+/// The fast paths on one piece (for tests: forces each path whatever the length):
+/// short, heap, and cut into parts.
 #[cfg(test)]
-pub fn both_paths(vocab: &Vocab, piece: &[u8]) -> (Vec<u32>, Vec<u32>) {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
+pub fn all_paths(vocab: &Vocab, piece: &[u8]) -> [Vec<u32>; 3] {
+    let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
     let mut s = Scratch::default();
     s.claim(vocab);
     short_bpe(vocab, piece, None, &mut s, &mut a);
     heap_bpe(vocab, piece, None, &mut s, &mut b);
-    (a, b)
+    cut_bpe(vocab, piece, None, &mut s, &mut c);
+    [a, b, c]
 }

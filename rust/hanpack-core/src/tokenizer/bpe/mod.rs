@@ -15,6 +15,7 @@
 
 pub mod added;
 pub mod bytelevel;
+pub mod cuts;
 pub mod decode;
 pub mod files;
 pub mod gguf_vocab;
@@ -286,7 +287,9 @@ impl BpeTokenizer {
             }
             for r in &pieces {
                 let piece = text[r.clone()].as_bytes();
-                if piece.len() > CACHE_PIECE_MAX {
+                if piece.len() > CACHE_PIECE_MAX
+                    || (piece.len() > merge::SHORT && !piece.is_ascii())
+                {
                     merge::encode_piece(&self.vocab, piece, self.unk, out);
                     continue;
                 }

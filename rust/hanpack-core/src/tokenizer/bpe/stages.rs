@@ -27,9 +27,21 @@ pub enum Normalizer {
     Sequence(Vec<Normalizer>),
 }
 
+/// Characters that are NFC quick-check "yes" with combining class 0, so a text of only
+/// these is NFC: below U+0300, CJK symbols and punctuation (but U+302A..U+302F, which
+/// combine), CJK unified ideographs, full-width ASCII. Checked per character in a few
+/// compares, this answers Chinese text without the quick check's table lookups (which
+/// were ~7% of Qwen2's encoding time); any other character takes the full quick check.
+/// `nfc_plain_ranges_are_nfc` checks every code point of the ranges.
+#[inline]
+pub fn plain_nfc(c: char) -> bool {
+    matches!(c as u32, 0..=0x2ff | 0x3000..=0x3029 | 0x3030..=0x303f | 0x4e00..=0x9fff | 0xff01..=0xff5e)
+}
+
 impl Normalizer {
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
         match self {
+            Normalizer::Nfc if text.chars().all(plain_nfc) => Cow::Borrowed(text),
             Normalizer::Nfc if is_nfc_quick(text.chars()) == IsNormalized::Yes => {
                 Cow::Borrowed(text)
             }
@@ -111,5 +123,24 @@ impl PreTokenizer {
             out.append(scratch);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use unicode_normalization::char::canonical_combining_class;
+    use unicode_normalization::{is_nfc_quick, IsNormalized};
+
+    #[test]
+    fn nfc_plain_ranges_are_nfc() {
+        let plain: Vec<char> = (0..=0x10ffffu32)
+            .filter_map(char::from_u32)
+            .filter(|&c| super::plain_nfc(c))
+            .collect();
+        assert!(plain.len() > 20_000);
+        for c in plain {
+            assert_eq!(is_nfc_quick(std::iter::once(c)), IsNormalized::Yes, "{c:?}");
+            assert_eq!(canonical_combining_class(c), 0, "{c:?}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use super::added::Policy;
 use super::files::{from_tiktoken, from_vocab_merges, PlainConfig};
 use super::hf_json::{from_json, to_json};
-use super::merge::{both_paths, encode_piece, reference_bpe};
+use super::merge::{all_paths, encode_piece, reference_bpe};
 use super::vocab::Vocab;
 use crate::error::HanpackError;
 use base64::Engine;
@@ -65,10 +65,12 @@ fn short_and_long_paths_agree_with_reference() {
         "abababababacccaaaa",
         "ba",
     ] {
-        let (short, long) = both_paths(&t.vocab, s.as_bytes());
         let want = reference_bpe(&t.vocab, s.as_bytes(), None);
-        assert_eq!(short, want, "{s}");
-        assert_eq!(long, want, "{s}");
+        assert_eq!(
+            all_paths(&t.vocab, s.as_bytes()),
+            [&want; 3].map(Vec::clone),
+            "{s}"
+        );
     }
     let long: String = "aab".repeat(200);
     let mut got = Vec::new();
@@ -106,6 +108,83 @@ fn long_pieces_with_runs_agree_with_reference() {
             "{}",
             &s[..20]
         );
+    }
+}
+
+/// A tiktoken vocabulary over a few Chinese characters with tokens that span character
+/// boundaries whole and partially (a tail of one character and a head of the next, as
+/// byte-level vocabularies have), so cutting long pieces must respect every kind.
+fn cjk_tiktoken(partial: bool) -> super::BpeTokenizer {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    let mut add = |t: &[u8]| tokens.push(t.to_vec());
+    if partial {
+        // Ranked before the whole characters, so they merge first where they occur.
+        // Each is reachable (both halves of some split are tokens), and each is the only
+        // reason not to cut somewhere: between 国的, 中人, 民b and a民 respectively.
+        let (zh, guo, de, min) = (
+            "中".as_bytes(),
+            "国".as_bytes(),
+            "的".as_bytes(),
+            "民".as_bytes(),
+        );
+        add(&[guo[2], de[0]]); // tail of 国 + head of 的 (both partial)
+        add(&[zh, &"人".as_bytes()[..1]].concat()); // 中 + head of 人
+        add(&[&min[2..], b"b"].concat()); // tail of 民 + b
+        add(&[b"a", &min[..1]].concat()); // a + head of 民
+    }
+    for t in [
+        "中",
+        "国",
+        "人",
+        "的",
+        "中国",
+        "人的",
+        "的人",
+        "中国人",
+        "ab",
+    ] {
+        add(&t.as_bytes()[..2]);
+        add(t.as_bytes());
+    }
+    let mut file = String::new();
+    let mut seen = std::collections::HashSet::new();
+    for t in tokens {
+        if seen.insert(t.clone()) {
+            file += &format!("{} {}\n", b64.encode(&t), seen.len() - 1);
+        }
+    }
+    let cfg = PlainConfig {
+        pattern: "gpt2".into(),
+        ..Default::default()
+    };
+    from_tiktoken(file.as_bytes(), "cjk.tiktoken", &cfg).unwrap()
+}
+
+/// Long pieces are cut into independently merged parts: every path equals the plain
+/// algorithm on random strings of characters that merge whole, partially or not at all.
+#[test]
+fn cut_pieces_agree_with_reference() {
+    let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15);
+    let alphabet = ['中', '国', '人', '的', 'a', 'b', '民', 'é'];
+    for partial in [false, true] {
+        let t = cjk_tiktoken(partial);
+        for len in [2usize, 5, 9, 17, 40, 200] {
+            for _ in 0..200 {
+                let s: String = (0..len)
+                    .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                    .collect();
+                let want = reference_bpe(&t.vocab, s.as_bytes(), None);
+                let mut got = Vec::new();
+                encode_piece(&t.vocab, s.as_bytes(), None, &mut got);
+                assert_eq!(got, want, "{s} (partial tokens: {partial})");
+                if t.vocab.token_of_bytes(s.as_bytes()).is_none() {
+                    // (A piece that is a token is that token, before any path runs.)
+                    let paths = all_paths(&t.vocab, s.as_bytes());
+                    assert_eq!(paths, [&want; 3].map(Vec::clone), "{s} ({partial})");
+                }
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use hashbrown::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use super::bytelevel;
+use super::cuts::CutFilter;
 use crate::error::{HanpackError, Result};
 use crate::tokenizer::padded::ByteArena;
 use crate::tokenizer::pair_filter::PairFilter;
@@ -52,6 +53,8 @@ pub struct Vocab {
     pairs: FxMap<u64, Merge>,
     /// Every key of `pairs`, for the quick "no merge" answer (see [`PairFilter`]).
     filter: PairFilter,
+    /// Where long pieces may be cut into independently merged parts.
+    pub cuts: CutFilter,
     /// The merges in rank order, kept to write `tokenizer.json` back (empty for tiktoken
     /// files, whose merges are derived when saving).
     pub merges: Vec<(u32, u32)>,
@@ -82,6 +85,7 @@ impl Vocab {
             byte_ids: [NO_ID; 256],
             pairs: FxMap::with_hasher(FxBuildHasher),
             filter: PairFilter::new(&[]),
+            cuts: CutFilter::new(std::iter::empty()),
             merges: Vec::new(),
             ignore_merges: false,
             cache_id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -235,6 +239,11 @@ impl Vocab {
     fn build_filter(&mut self) {
         let keys: Vec<u64> = self.pairs.keys().copied().collect();
         self.filter = PairFilter::new(&keys);
+        // The tokens merges make (single bytes span no boundary).
+        let mut made: Vec<u32> = self.pairs.values().map(|m| m.id).collect();
+        made.sort_unstable();
+        made.dedup();
+        self.cuts = CutFilter::new(made.iter().filter_map(|&id| self.bytes.get(id as usize)));
     }
 
     /// False when `left` + `right` certainly do not merge (one read; see [`PairFilter`]).
@@ -313,6 +322,9 @@ impl Vocab {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.heap_bytes() * 3 + self.pieces.len() * 64 + self.pairs.len() * 16
+        self.bytes.heap_bytes() * 3
+            + self.pieces.len() * 64
+            + self.pairs.len() * 16
+            + self.cuts.heap_bytes()
     }
 }
