@@ -54,11 +54,15 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Runs `f` inside a pool of `num_threads` threads (all cores when `None`).
-pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
-    let threads = match num_threads {
+/// How many threads `num_threads` means (all cores when `None` or 0).
+pub fn threads(num_threads: Option<usize>) -> usize {
+    match num_threads {
         Some(n) if n > 0 => n,
         _ => cores(),
-    };
-    pool(threads).install(f)
+    }
+}
+
+/// Runs `f` inside a pool of `num_threads` threads (all cores when `None`).
+pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+    pool(threads(num_threads)).install(f)
 }

@@ -137,7 +137,16 @@ impl Normalizer {
         if !self.treat_whitespace_as_suffix && self.add_dummy_prefix {
             out.push_str(space);
         }
-        let mut words = text.split(' ');
+        // memchr's SIMD search for the spaces (str::split's char searcher was ~5% of
+        // encoding Chinese lines, which mostly have none).
+        let mut start = 0;
+        let mut words = memchr::memchr_iter(b' ', text.as_bytes())
+            .chain(std::iter::once(text.len()))
+            .map(|end| {
+                let word = &text[start..end];
+                start = end + 1;
+                word
+            });
         if let Some(first) = words.next() {
             out.push_str(first);
         }
