@@ -362,3 +362,20 @@ def test_add_bos_add_eos_without_such_pieces(trained_models):
     # Without the flags everything works, as in sentencepiece.
     assert tok.encode("hello 你好") == sp.encode("hello 你好")
     assert tok.decode(tok.encode("hello 你好")) == sp.decode(sp.encode("hello 你好"))
+
+
+def test_ids_are_read_exactly_whatever_their_int_layout(tok):
+    """Ids in a list are read from CPython's int layout for plain ints of one digit and
+    through the C API otherwise: both give each value exactly (the error names it)."""
+
+    class MyInt(int):
+        pass
+
+    valid = [0, 1, 5, tok.vocab_size - 1, True, False, MyInt(3), np.int64(4), np.int32(2)]
+    for v in valid:
+        assert tok.decode([v]) == tok.decode(np.array([int(v)], dtype=np.int64)), v
+    assert tok.decode(valid) == tok.decode(np.array([int(v) for v in valid], dtype=np.int64))
+    for bad in (-1, -5, 2**30 - 1, 2**30, -(2**30 - 1), -(2**30), 2**31, MyInt(-7)):
+        with pytest.raises(TokenIdError, match="out of range") as err:
+            tok.decode([1, bad])
+        assert str(int(bad)) in str(err.value)

@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
 use crate::convert::{ids_from_py, str_from_utf8, texts_from_list, with_ids, IdCache};
-use crate::errors::{run, run_detached, Failure};
+use crate::errors::{run, run_detached, run_sized, Failure};
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct BpeTokenizer {
@@ -221,7 +221,9 @@ impl BpeTokenizer {
         let m = &self.model;
         with_ids(ids, |ids| {
             str_from_utf8(py, |buf| {
-                run_detached(py, || Ok(m.decode_bytes_into(ids, skip_special, buf)?))
+                run_sized(py, ids.len(), || {
+                    Ok(m.decode_bytes_into(ids, skip_special, buf)?)
+                })
             })
         })
     }

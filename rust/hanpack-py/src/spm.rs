@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
 use crate::convert::{str_from_utf8, texts_from_list, with_ids, IdCache};
-use crate::errors::{run, run_detached};
+use crate::errors::{run, run_detached, run_sized};
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
 /// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
@@ -144,7 +144,7 @@ impl SpmTokenizer {
         with_ids(ids, |ids| {
             str_from_utf8(py, |buf| {
                 let mut text = String::from_utf8(std::mem::take(buf)).unwrap_or_default();
-                let r = run_detached(py, || Ok(m.decode_into(ids, &mut text)?));
+                let r = run_sized(py, ids.len(), || Ok(m.decode_into(ids, &mut text)?));
                 *buf = text.into_bytes();
                 r
             })

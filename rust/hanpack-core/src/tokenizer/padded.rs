@@ -32,13 +32,17 @@ pub fn append(src: &[u8], start: usize, end: usize, out: &mut Vec<u8>) {
 }
 
 /// Token byte strings by id in one arena (instead of one allocation per token), with
-/// [`PAD`] spare bytes at the end for [`append`].
+/// [`PAD`] spare bytes at the end for [`append`]. Ids never set have no entry (their span
+/// is [`ABSENT`]), so a lookup is one read of the span table.
 #[derive(Debug, Clone, Default)]
 pub struct ByteArena {
     bytes: Vec<u8>,
-    /// id → (start, end) in `bytes`.
+    /// id → (start, end) in `bytes`, or `ABSENT`.
     spans: Vec<(u32, u32)>,
 }
+
+/// The span of an id without an entry (start after end: no real span looks like it).
+const ABSENT: (u32, u32) = (u32::MAX, 0);
 
 impl ByteArena {
     pub fn with_capacity(n: usize) -> Self {
@@ -56,14 +60,14 @@ impl ByteArena {
         self.spans.is_empty()
     }
 
-    /// Sets entry `index` (growing the table with empty entries); a replaced entry's old
+    /// Sets entry `index` (growing the table with absent entries); a replaced entry's old
     /// bytes stay in the arena unused.
     pub fn set(&mut self, index: usize, value: &[u8]) {
         if self.bytes.len() < PAD {
             self.bytes.resize(PAD, 0);
         }
         if self.spans.len() <= index {
-            self.spans.resize(index + 1, (0, 0));
+            self.spans.resize(index + 1, ABSENT);
         }
         self.bytes.truncate(self.bytes.len() - PAD);
         let start = self.bytes.len() as u32;
@@ -74,7 +78,7 @@ impl ByteArena {
 
     #[inline]
     pub fn get(&self, index: usize) -> Option<&[u8]> {
-        let &(s, e) = self.spans.get(index)?;
+        let &(s, e) = self.spans.get(index).filter(|&&span| span != ABSENT)?;
         Some(&self.bytes[s as usize..e as usize])
     }
 
@@ -82,11 +86,11 @@ impl ByteArena {
     #[inline]
     pub fn append_to(&self, index: usize, out: &mut Vec<u8>) -> bool {
         match self.spans.get(index) {
-            Some(&(s, e)) => {
+            Some(&(s, e)) if (s, e) != ABSENT => {
                 append(&self.bytes, s as usize, e as usize, out);
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
@@ -127,8 +131,10 @@ mod tests {
         a.set(2, b"again");
         assert_eq!(a.len(), 6);
         assert_eq!(a.get(2), Some(&b"again"[..]));
-        assert_eq!(a.get(1), Some(&b""[..]));
+        assert_eq!(a.get(0), Some(&b""[..]));
+        assert_eq!(a.get(1), None); // never set
         assert_eq!(a.get(6), None);
+        assert!(!a.append_to(1, &mut Vec::new()));
         let mut out = Vec::new();
         for i in [2, 5, 0, 2] {
             assert!(a.append_to(i, &mut out));

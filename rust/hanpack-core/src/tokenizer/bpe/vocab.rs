@@ -38,12 +38,11 @@ pub fn pair_key(left: u32, right: u32) -> u64 {
 
 #[derive(Debug, Clone)]
 pub struct Vocab {
-    /// id → the bytes it decodes to (empty for ids no token uses; see `present`), in one
-    /// padded arena (one allocation, and short tokens decode with one fixed-size copy).
+    /// id → the bytes it decodes to (no entry for ids no token uses), in one padded arena
+    /// (one allocation, and short tokens decode with one fixed-size copy).
     bytes: ByteArena,
     /// id → the piece as the file spells it (byte-level string, or an added token's text).
     pieces: Vec<Box<str>>,
-    present: Vec<bool>,
     piece_ids: FxMap<Box<str>, u32>,
     /// Model tokens by their bytes, for the whole-piece lookup (`ignore_merges`, tiktoken).
     /// Tokens whose piece is not a byte-level string are absent: no input can produce them.
@@ -79,7 +78,6 @@ impl Vocab {
         Self {
             bytes: ByteArena::with_capacity(n),
             pieces: Vec::with_capacity(n),
-            present: Vec::with_capacity(n),
             piece_ids: FxMap::with_capacity_and_hasher(n, FxBuildHasher),
             by_bytes: FxMap::with_capacity_and_hasher(n, FxBuildHasher),
             byte_ids: [NO_ID; 256],
@@ -96,11 +94,9 @@ impl Vocab {
         let i = id as usize;
         if self.pieces.len() <= i {
             self.pieces.resize(i + 1, Box::default());
-            self.present.resize(i + 1, false);
         }
         self.bytes.set(i, bytes);
         self.pieces[i] = piece;
-        self.present[i] = true;
     }
 
     /// A model vocabulary of byte-level strings (HF), with merges as pairs of pieces.
@@ -120,7 +116,7 @@ impl Vocab {
                     format!("token {piece:?} has id {id}, which is too large"),
                 ));
             }
-            if v.present.get(id as usize).copied().unwrap_or(false) {
+            if v.bytes.get(id as usize).is_some() {
                 return Err(invalid(
                     origin,
                     format!(
@@ -257,7 +253,7 @@ impl Vocab {
         if let Some(old) = self
             .pieces
             .get(id as usize)
-            .filter(|_| self.present[id as usize])
+            .filter(|_| self.bytes.get(id as usize).is_some())
         {
             if &**old == content {
                 return; // already a model token with the same text (GPT-2's <|endoftext|>)
@@ -291,23 +287,18 @@ impl Vocab {
     }
 
     pub fn bytes_of(&self, id: u32) -> Option<&[u8]> {
-        let i = id as usize;
-        if !*self.present.get(i)? {
-            return None;
-        }
-        self.bytes.get(i)
+        self.bytes.get(id as usize)
     }
 
     /// Appends the bytes of token `id` to `out`; false if no token has that id.
     #[inline]
     pub fn append_bytes(&self, id: u32, out: &mut Vec<u8>) -> bool {
-        let i = id as usize;
-        self.present.get(i).copied().unwrap_or(false) && self.bytes.append_to(i, out)
+        self.bytes.append_to(id as usize, out)
     }
 
     pub fn piece(&self, id: u32) -> Option<&str> {
         let i = id as usize;
-        (*self.present.get(i)?).then(|| &*self.pieces[i])
+        self.bytes.get(i).map(|_| &*self.pieces[i])
     }
 
     pub fn piece_id(&self, piece: &str) -> Option<u32> {
