@@ -39,7 +39,14 @@ pub struct ByteArena {
     bytes: Vec<u8>,
     /// id → (start, end) in `bytes`, or `ABSENT`.
     spans: Vec<(u32, u32)>,
+    /// id → the entry itself when at most 15 bytes (its length in the last byte), else
+    /// `LONG` or `NONE` there: decoding reads one 16-byte slot per id instead of a span
+    /// and then the arena (two dependent cache misses on a large vocabulary).
+    short: Vec<[u8; 16]>,
 }
+
+const LONG: u8 = 0xff;
+const NONE: u8 = 0xfe;
 
 /// The span of an id without an entry (start after end: no real span looks like it).
 const ABSENT: (u32, u32) = (u32::MAX, 0);
@@ -49,6 +56,7 @@ impl ByteArena {
         Self {
             bytes: vec![0; PAD],
             spans: Vec::with_capacity(n),
+            short: Vec::with_capacity(n),
         }
     }
 
@@ -68,7 +76,18 @@ impl ByteArena {
         }
         if self.spans.len() <= index {
             self.spans.resize(index + 1, ABSENT);
+            let mut none = [0u8; 16];
+            none[15] = NONE;
+            self.short.resize(index + 1, none);
         }
+        let mut slot = [0u8; 16];
+        if value.len() <= 15 {
+            slot[..value.len()].copy_from_slice(value);
+            slot[15] = value.len() as u8;
+        } else {
+            slot[15] = LONG;
+        }
+        self.short[index] = slot;
         self.bytes.truncate(self.bytes.len() - PAD);
         let start = self.bytes.len() as u32;
         self.bytes.extend_from_slice(value);
@@ -85,6 +104,23 @@ impl ByteArena {
     /// Appends entry `index` to `out`; false if there is no such entry.
     #[inline]
     pub fn append_to(&self, index: usize, out: &mut Vec<u8>) -> bool {
+        if let Some(slot) = self.short.get(index) {
+            let len = slot[15] as usize;
+            if len <= 15 {
+                out.reserve(16);
+                // SAFETY: `out` has 16 spare bytes after `reserve`; only the first `len`
+                // copied bytes, the entry, become part of it.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        slot.as_ptr(),
+                        out.as_mut_ptr().add(out.len()),
+                        16,
+                    );
+                    out.set_len(out.len() + len);
+                }
+                return true;
+            }
+        }
         match self.spans.get(index) {
             Some(&(s, e)) if (s, e) != ABSENT => {
                 append(&self.bytes, s as usize, e as usize, out);
@@ -97,10 +133,11 @@ impl ByteArena {
     pub fn shrink_to_fit(&mut self) {
         self.bytes.shrink_to_fit();
         self.spans.shrink_to_fit();
+        self.short.shrink_to_fit();
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.bytes.capacity() + self.spans.capacity() * 8
+        self.bytes.capacity() + self.spans.capacity() * 8 + self.short.capacity() * 16
     }
 }
 
