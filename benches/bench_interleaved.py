@@ -7,6 +7,7 @@ its best round, so all of them had the same chances at a quiet moment.
 
     python benches/bench_interleaved.py                 # 15 rounds
     python benches/bench_interleaved.py --rounds 30 --max-mb 4
+    python benches/bench_interleaved.py --only bpe          # one section
 
 Rows (MB/s of UTF-8 input text, decode too):
   * SentencePiece, Chinese-LLaMA on the Chinese corpora: sentencepiece per-line encode and
@@ -55,11 +56,19 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--max-mb", type=float, default=8.0, help="MB of Chinese text for SentencePiece")
     ap.add_argument("--bpe-mb", type=float, default=2.0, help="MB of Chinese text for byte-level BPE")
+    ap.add_argument("--only", choices=["spm", "bpe"], help="run one section (each otherwise runs after the other)")
     args = ap.parse_args()
     hanpack = import_hanpack()
     import sentencepiece
 
     print("machine:", machine_basics())
+    if args.only != "bpe":
+        spm_section(hanpack, sentencepiece, args)
+    if args.only != "spm":
+        bpe_section(hanpack, args)
+
+
+def spm_section(hanpack, sentencepiece, args) -> None:
     lines, _ = load_corpus(("zh-hans_", "zh-hant_"), args.max_mb)
     nbytes = sum(utf8_len(t) for t in lines)
     sp = sentencepiece.SentencePieceProcessor(model_file=str(DEFAULT_MODEL))
@@ -89,6 +98,8 @@ def main() -> None:
         ("decode_batch nt=1: hanpack / sentencepiece per line", "hanpack decode_batch nt=1", "sentencepiece decode per line", 5.0),
     ])
 
+
+def bpe_section(hanpack, args) -> None:
     bpe_lines, _ = load_corpus(("zh-hans_", "zh-hant_"), args.bpe_mb)
     for name in SPECS:
         enc = make_tiktoken(name)
