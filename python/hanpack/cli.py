@@ -7,6 +7,7 @@
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
     hanpack quantize SRC OUT.gguf --format gguf --type Q4_K_M   # llama.cpp's file types
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
+    hanpack tokenize FILES... --model M --out DIR [--eos] [--on-error skip]   # token shards
     hanpack vocab train FILES... --vocab-size N --out DIR     # SentencePiece-compatible BPE
     hanpack vocab extend BASE.model OUT --from-model M --add 20000 [--variants s2twp]
     hanpack vocab report TOKENIZERS... --corpus FILES... [--png chart.png]
@@ -125,6 +126,21 @@ def _cmd_quantize_gguf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from .data import tokenize_files
+
+    r = tokenize_files(
+        args.inputs, _load(args.model), args.out, text_field=args.text_field, add_bos=args.bos, add_eos=args.eos,
+        dtype=args.dtype, shard_tokens=args.shard_tokens, num_threads=args.threads, on_error=args.on_error,
+        progress=not args.quiet,
+    )
+    skipped = ", ".join(f"{n} {k}" for k, n in sorted(r.skipped.items())) or "none"
+    resumed = f" ({r.resumed_shards} kept from an interrupted run)" if r.resumed_shards else ""
+    print(f"{r.tokens} tokens, {r.documents} documents in {r.shards} shards{resumed}; skipped records: {skipped}")
+    print(f"this run: {r.new_tokens} tokens in {r.seconds:.2f} s ({r.tokens_per_second / 1e6:.2f} M tokens/s); written to {r.out_dir}")
+    return 0
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .checkpoint import DEFAULT_EXCLUDE, quantize_checkpoint
 
@@ -232,6 +248,21 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--stride", type=int, help="window step (default: half the window)")
     v.add_argument("--max-tokens", type=int, help="score only the first N tokens of each document")
     v.set_defaults(func=_cmd_eval_ppl)
+
+    t = sub.add_parser("tokenize", help="tokenize .txt/.jsonl(.gz/.zst)/.parquet files into token shards (resumable)")
+    t.add_argument("inputs", nargs="+", help="input files, read in this order")
+    t.add_argument("--model", help="tokenizer file: .model, tokenizer.json or tiktoken ranks (default: the demo tokenizer)")
+    t.add_argument("--out", required=True, help="output folder (run again into it to resume)")
+    t.add_argument("--text-field", default="text", help="JSON field / parquet column of the text")
+    t.add_argument("--bos", action="store_true", help="start each document with BOS")
+    t.add_argument("--eos", action="store_true", help="end each document with EOS")
+    t.add_argument("--dtype", default="auto", choices=["auto", "uint16", "uint32"])
+    t.add_argument("--shard-tokens", type=int, default=100_000_000, help="a shard ends after the document that reaches this many tokens")
+    t.add_argument("--threads", type=int, default=None, help="encoding threads (default: all cores)")
+    t.add_argument("--on-error", default="stop", choices=["stop", "skip"],
+                   help="a bad record (invalid UTF-8 or JSON, no text field, unreadable file): stop, or count it and go on")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(func=_cmd_tokenize)
 
     add_vocab_parser(sub)
     return p

@@ -22,6 +22,7 @@ __all__ = [
     "InternalError",
     "UnsupportedTokenizerError",
     "DisallowedSpecialTokenError",
+    "DataInputError",
 ]
 
 
@@ -72,3 +73,17 @@ class UnsupportedTokenizerError(HanpackError, ValueError):
 class DisallowedSpecialTokenError(HanpackError, ValueError):
     """The text contains a special token's text that ``encode`` was not allowed to treat as
     special (tiktoken's policy: pass ``allowed_special`` or ``disallowed_special=()``)."""
+
+
+class DataInputError(HanpackError, ValueError):
+    """A record of an input file that cannot become a document (unreadable file, invalid
+    UTF-8, a line that is not JSON or lacks the text field); ``path``, ``line`` (0 for the
+    whole file) and ``kind`` say which and why."""
+
+    def __init__(self, path: str, line: int, kind: str, message: str):
+        where = f"{path}:{line}" if line else path
+        super().__init__(f"{where}: {message} [{kind}]")
+        self.path, self.line, self.kind, self.message = path, line, kind, message
+
+    def __reduce__(self):  # type: ignore[override]
+        return (type(self), (self.path, self.line, self.kind, self.message))

@@ -1,0 +1,209 @@
+"""Token shards: what :func:`hanpack.data.tokenize_files` writes, and how it resumes.
+
+The format (version 1), in ``out_dir``::
+
+    shard-00000.bin           the tokens, little-endian uint16 or uint32, back to back
+    shard-00000.offsets.npy   int64 document boundaries: documents + 1 values from 0;
+                              document i is tokens[offsets[i]:offsets[i + 1]]
+    ...
+    manifest.json             dtype, tokenizer, options, inputs, and per shard: tokens,
+                              documents, SHA-256 of both files, and the input position
+                              after its last document; skipped records by kind
+
+A ``.bin`` reads as nanoGPT's ``np.memmap(path, dtype=np.uint16, mode="r")`` does, and
+the offsets give Megatron-style document boundaries (:func:`read_shards` returns both).
+Documents are never split across shards: a shard ends after the first document that
+brings it to ``shard_tokens`` or more, so the shards depend only on the inputs and
+options, never on batching, thread counts or where a run was interrupted.
+
+Every shard is written under a temporary name and renamed, then the manifest is replaced
+(also atomically). A run that is killed leaves at worst a shard the manifest does not
+list; the next run deletes it and goes on from the last listed shard's position.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import numpy as np
+
+from .._atomic import write_bytes
+from ..exceptions import InvalidArgumentError
+
+__all__ = ["FORMAT", "ShardWriter", "Position", "read_manifest", "read_shards", "shard_name", "MAX_EXAMPLES"]
+
+FORMAT = "hanpack-token-shards"
+VERSION = 1
+MANIFEST = "manifest.json"
+MAX_EXAMPLES = 1000  # skipped records listed with file and line; all of them are counted
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a run stands: ``record`` records of input ``input`` consumed; ``offset`` is the
+    byte offset after them (-1 for a file that cannot seek)."""
+
+    input: int
+    record: int
+    offset: int = -1
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}"
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of ``out_dir``, or None when there is none."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        manifest = json.loads(text)
+    except ValueError as e:
+        raise InvalidArgumentError(f"{path}: not a hanpack manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise InvalidArgumentError(f"{path}: not a hanpack token-shard manifest")
+    if manifest.get("version") != VERSION:
+        raise InvalidArgumentError(f"{path}: manifest version {manifest.get('version')}, this hanpack reads {VERSION}")
+    return manifest
+
+
+def read_shards(out_dir: str | os.PathLike[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(tokens, offsets)`` of each shard listed in the manifest, tokens memory-mapped.
+
+    >>> for tokens, offsets in read_shards("shards"):   # doctest: +SKIP
+    ...     first_document = tokens[offsets[0]:offsets[1]]
+    """
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    if manifest is None:
+        raise FileNotFoundError(2, "no manifest.json: not a finished tokenize_files output", str(out_dir))
+    dtype = np.dtype(manifest["dtype"]).newbyteorder("<")
+    for shard in manifest["shards"]:
+        tokens = np.memmap(out_dir / shard["tokens_file"], dtype=dtype, mode="r") if shard["tokens"] else np.zeros(0, dtype)
+        yield tokens, np.load(out_dir / shard["offsets_file"], allow_pickle=False)
+
+
+class ShardWriter:
+    """Appends documents in order and closes a shard whenever it reaches ``shard_tokens``;
+    records skipped records with their positions so that the manifest lists exactly those
+    before the last shard's end (a resumed run meets the later ones again)."""
+
+    def __init__(self, out_dir: Path, manifest: dict[str, Any], *, shard_tokens: int, dtype: np.dtype, inputs: list[str]):
+        self.out_dir = out_dir
+        self.manifest = manifest
+        self.shard_tokens = shard_tokens
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        self.inputs = inputs
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self._tokens = 0
+        self._bounds: list[np.ndarray] = []
+        self._pending: list[tuple[Position, str, str]] = []  # skipped records not yet committed
+        self.written_tokens = 0  # tokens this run added (for the progress bar)
+
+    # -- documents -------------------------------------------------------------------
+    def add(self, input: int, ids: np.ndarray, bounds: np.ndarray, records: np.ndarray, offsets: np.ndarray) -> None:
+        """Documents ``bounds[i]:bounds[i + 1]`` of ``ids`` (``bounds[0] == 0``), each ending
+        at record ``records[i]`` / byte ``offsets[i]`` of input ``input``."""
+        n = len(bounds) - 1
+        i = 0
+        while i < n:
+            target = bounds[i] + (self.shard_tokens - self._tokens)
+            k = int(np.searchsorted(bounds, target, side="left"))  # first boundary reaching it
+            j = min(k, n)
+            self._append(ids[bounds[i] : bounds[j]], bounds[i : j + 1] - bounds[i])
+            if k <= n:
+                self._close(Position(input, int(records[j - 1]), int(offsets[j - 1])))
+            i = j
+
+    def skip(self, at: Position, kind: str, message: str) -> None:
+        self._pending.append((at, kind, message))
+
+    def finish(self) -> None:
+        """Closes the last shard (if it holds any document) and marks the run complete."""
+        if self._bounds:
+            self._close(None)
+        self._commit_skipped(None)
+        self.manifest["complete"] = True
+        self._save_manifest()
+
+    def abort(self) -> None:
+        """Drops the open shard's temporary file (the manifest stays at the last shard)."""
+        if self._file is not None:
+            name = self._file.name
+            self._file.close()
+            self._file = None
+            Path(name).unlink(missing_ok=True)
+
+    def _append(self, ids: np.ndarray, bounds: np.ndarray) -> None:
+        if self._file is None:
+            self._file = open(self.out_dir / f".{shard_name(len(self.manifest['shards']))}.bin.tmp", "wb")
+            self._hash = hashlib.sha256()
+            self._tokens = 0
+            self._bounds = [np.zeros(1, np.int64)]
+        data = ids.astype(self.dtype, copy=False).tobytes()
+        self._file.write(data)
+        self._hash.update(data)
+        self._bounds.append(bounds[1:] + self._tokens)
+        self._tokens += len(ids)
+        self.written_tokens += len(ids)
+
+    def _close(self, end: Position | None) -> None:
+        assert self._file is not None
+        name = shard_name(len(self.manifest["shards"]))
+        offsets = np.concatenate(self._bounds).astype("<i8")
+        buf = _npy_bytes(offsets)
+        write_bytes(self.out_dir / f"{name}.offsets.npy", buf)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        tmp = self._file.name
+        self._file.close()
+        self._file = None
+        os.replace(tmp, self.out_dir / f"{name}.bin")
+        self.manifest["shards"].append({
+            "tokens_file": f"{name}.bin",
+            "offsets_file": f"{name}.offsets.npy",
+            "tokens": self._tokens,
+            "documents": len(offsets) - 1,
+            "sha256": self._hash.hexdigest(),
+            "offsets_sha256": hashlib.sha256(buf).hexdigest(),
+            "end": None if end is None else {"input": end.input, "record": end.record, "offset": end.offset},
+        })
+        self.manifest["tokens"] += self._tokens
+        self.manifest["documents"] += len(offsets) - 1
+        self._bounds = []
+        self._tokens = 0
+        self._commit_skipped(end)
+        self._save_manifest()
+
+    def _commit_skipped(self, end: Position | None) -> None:
+        keep, done = [], []
+        for item in self._pending:
+            (done if end is None or (item[0].input, item[0].record) < (end.input, end.record) else keep).append(item)
+        self._pending = keep
+        skipped = self.manifest["skipped"]
+        for at, kind, message in done:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            if kind != "empty" and len(self.manifest["skipped_examples"]) < MAX_EXAMPLES:
+                where = f"{self.inputs[at.input]}:{at.record}" if at.record else self.inputs[at.input]
+                self.manifest["skipped_examples"].append(f"{where}: {kind}: {message}")
+
+    def _save_manifest(self) -> None:
+        data = json.dumps(self.manifest, indent=1, ensure_ascii=False).encode("utf-8") + b"\n"
+        write_bytes(self.out_dir / MANIFEST, data)
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()

@@ -1,0 +1,381 @@
+"""``tokenize_files``: input files to token shards, on all cores or on a Dask cluster.
+
+Locally, a reader thread parses the inputs while the tokenizer encodes the previous batch
+on all cores (the GIL released). With ``client=`` (a ``dask.distributed.Client``), the
+inputs are cut into parts that the workers read and encode themselves, and this process
+writes the results in input order with the same :class:`~hanpack.data.shards.ShardWriter`,
+so both give byte-identical shards (the workers must see the input paths; the shards are
+written where this process runs).
+
+Policy for records that cannot become documents (``on_error``): ``"stop"`` (default)
+raises :class:`~hanpack.exceptions.DataInputError` naming the file and line; ``"skip"``
+counts them by kind in the manifest and lists the first ones with file and line. Empty
+lines are never documents; they are counted as ``empty``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from ..exceptions import DataInputError, InvalidArgumentError
+from .shards import FORMAT, MANIFEST, VERSION, Position, ShardWriter, read_manifest
+from .sources import Part, Problem, RawBatch, input_format, read_part, split_parts
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer, _check_threads
+
+__all__ = ["tokenize_files", "TokenizeResult"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+BATCH_BYTES = 4 << 20  # text per encode call: large enough to keep all cores busy
+PART_BYTES = 64 << 20  # text per cluster task
+
+
+@dataclass(frozen=True)
+class TokenizeResult:
+    """What a run did: totals of the whole output, and what this run added."""
+
+    out_dir: Path
+    shards: int
+    tokens: int
+    documents: int
+    skipped: dict[str, int]
+    resumed_shards: int  # shards kept from an interrupted earlier run
+    new_tokens: int
+    seconds: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Encoded:
+    """One encoded stretch of a part: documents, their part-relative records, problems."""
+
+    ids: np.ndarray
+    bounds: np.ndarray
+    records: np.ndarray
+    offsets: np.ndarray
+    problems: list[Problem] = field(default_factory=list)
+    records_read: int = 0  # records (lines, rows) the part held; set by its last stretch
+
+
+def tokenize_files(
+    inputs: Sequence[PathLike] | PathLike,
+    tokenizer: "Tokenizer | PathLike",
+    out_dir: PathLike,
+    *,
+    text_field: str = "text",
+    add_bos: bool = False,
+    add_eos: bool = False,
+    dtype: str = "auto",
+    shard_tokens: int = 100_000_000,
+    num_threads: int | None = None,
+    on_error: str = "stop",
+    progress: bool = True,
+    client: Any = None,
+    part_bytes: int = PART_BYTES,
+) -> TokenizeResult:
+    """Tokenizes ``.txt``, ``.jsonl`` (also ``.gz``/``.zst``) and ``.parquet`` files into
+    shards (see :mod:`hanpack.data.shards` for the format). Special-token text in the data
+    is encoded as ordinary text. Running again into the same ``out_dir`` resumes an
+    interrupted run (the inputs, tokenizer and options must be the same) and does nothing
+    for a finished one.
+
+    >>> tok = hanpack.Tokenizer.from_file("tokenizer.model")                 # doctest: +SKIP
+    >>> tokenize_files(["a.jsonl.zst", "b.txt"], tok, "shards/", add_eos=True)  # doctest: +SKIP
+    TokenizeResult(out_dir=PosixPath('shards'), shards=3, tokens=251433014, ...)
+    """
+    from ..tokenizer import Tokenizer, _check_threads
+
+    started = time.perf_counter()
+    paths = _check_inputs(inputs)
+    if not isinstance(tokenizer, Tokenizer):
+        tokenizer = Tokenizer.from_file(tokenizer)
+    if on_error not in ("stop", "skip"):
+        raise InvalidArgumentError(f'on_error must be "stop" or "skip", not {on_error!r}')
+    if not isinstance(shard_tokens, int) or isinstance(shard_tokens, bool) or shard_tokens < 1:
+        raise InvalidArgumentError(f"shard_tokens must be a positive int, not {shard_tokens!r}")
+    if not isinstance(text_field, str):
+        raise InvalidArgumentError(f"text_field must be a str, not {type(text_field).__name__}")
+    np_dtype = _token_dtype(dtype, tokenizer.vocab_size)
+    num_threads = _check_threads(num_threads)
+    if on_error == "stop":
+        for p in paths:
+            if not os.access(p, os.R_OK) or os.path.isdir(p):
+                raise DataInputError(p, 0, "unreadable", "cannot be read (missing, a folder, or no permission)")
+    out = Path(out_dir)
+    wanted = _run_description(paths, tokenizer, text_field, add_bos, add_eos, np_dtype, shard_tokens, on_error)
+    manifest = _start_or_resume(out, wanted)
+    resumed = len(manifest["shards"])
+    writer = ShardWriter(out, manifest, shard_tokens=shard_tokens, dtype=np_dtype, inputs=paths)
+    if not manifest["complete"]:
+        start = _resume_position(manifest)
+        encode_kw = dict(add_bos=add_bos, add_eos=add_eos, allowed_special=(), disallowed_special=())
+        bar = _progress(progress, manifest["tokens"])
+        try:
+            if client is None:
+                stream = _local_stream(paths, start, tokenizer, text_field, encode_kw, num_threads)
+            else:
+                stream = _cluster_stream(paths, start, tokenizer, text_field, encode_kw, client, part_bytes)
+            shown = 0
+            for part, base, enc in stream:
+                _deliver(writer, part, base, enc, paths, on_error)
+                if bar is not None:
+                    bar.update(writer.written_tokens - shown)
+                    shown = writer.written_tokens
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+    return TokenizeResult(
+        out_dir=out, shards=len(manifest["shards"]), tokens=manifest["tokens"], documents=manifest["documents"],
+        skipped=dict(manifest["skipped"]), resumed_shards=resumed, new_tokens=writer.written_tokens,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: list[str], on_error: str) -> None:
+    """Problems and documents of one encoded stretch, in record order, to the writer."""
+    for p in enc.problems:
+        if p.kind != "empty" and on_error == "stop":
+            # Documents before it in this stretch are not written: the manifest stays at the
+            # last whole shard, so the run can be repeated once the input is fixed.
+            raise DataInputError(paths[part.input], base + p.record, p.kind, p.message)
+    for p in enc.problems:
+        writer.skip(Position(part.input, base + p.record), p.kind, p.message)
+    if len(enc.bounds) > 1:
+        writer.add(part.input, enc.ids, enc.bounds, enc.records + base, enc.offsets)
+
+
+# -- the local pipeline ------------------------------------------------------------------
+
+_DONE = object()
+
+
+def _local_stream(paths, start, tokenizer, text_field, encode_kw, num_threads) -> Iterator[tuple[Part, int, _Encoded]]:
+    """Batches read by a background thread and encoded here on all cores; with
+    ``num_threads=1`` everything runs on this one thread."""
+    if num_threads == 1:
+        for part, base in _resume_parts(paths, start):
+            for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES):
+                yield part, base, _encode(tokenizer, batch, encode_kw, 1)
+        return
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read_all() -> None:
+        try:
+            for part, base in _resume_parts(paths, start):
+                for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES):
+                    while not stop.is_set():
+                        try:
+                            batches.put((part, base, batch), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            batches.put(_DONE)
+        except BaseException as e:  # handed to the consuming thread, which raises it
+            batches.put(e)
+
+    reader = threading.Thread(target=read_all, name="hanpack-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = batches.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            part, base, batch = item
+            yield part, base, _encode(tokenizer, batch, encode_kw, num_threads)
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _encode(tokenizer: "Tokenizer", batch: RawBatch, encode_kw: dict, num_threads: int | None) -> _Encoded:
+    if batch.texts:
+        ids, bounds = tokenizer.encode_batch_numpy(batch.texts, num_threads=num_threads, **encode_kw)
+    else:
+        ids, bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
+    return _Encoded(
+        ids, bounds, np.asarray(batch.records, np.int64), np.asarray(batch.offsets, np.int64), batch.problems,
+        batch.records_read,
+    )
+
+
+def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int]]:
+    """One part per input from ``start`` on, with the record count before each part."""
+    for i in range(start.input, len(paths)):
+        if i > start.input or start.record == 0:
+            yield Part(i, paths[i]), 0
+        elif start.offset >= 0:
+            yield Part(i, paths[i], start=start.offset), start.record
+        else:
+            yield Part(i, paths[i], skip=start.record), 0
+
+
+# -- the cluster pipeline ----------------------------------------------------------------
+
+def _cluster_stream(paths, start, tokenizer, text_field, encode_kw, client, part_bytes) -> Iterator[tuple[Part, int, _Encoded]]:
+    """Parts encoded by Dask workers, taken back in input order (a bounded window ahead)."""
+    parts: list[tuple[Part, int | None]] = []
+    for whole, base in _resume_parts(paths, start):
+        pieces = [whole] if whole.skip else _split_from(whole, part_bytes)
+        parts += [(p, base if k == 0 else None) for k, p in enumerate(pieces)]
+    tok = client.scatter(tokenizer, broadcast=True)
+    window = 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    pending: deque = deque()
+    todo = iter(parts)
+    counted: dict[int, int] = {}  # input -> records before the next part
+    for item in todo:
+        pending.append((item, client.submit(_encode_part, item[0], tok, text_field, encode_kw, pure=False)))
+        if len(pending) >= window:
+            yield _taken(pending, counted)
+    while pending:
+        yield _taken(pending, counted)
+
+
+def _taken(pending: deque, counted: dict[int, int]) -> tuple[Part, int, _Encoded]:
+    (part, base), future = pending.popleft()
+    enc = future.result()
+    if base is None:
+        base = counted[part.input]
+    counted[part.input] = base + enc.records_read
+    return part, base, enc
+
+
+def _split_from(part: Part, part_bytes: int) -> list[Part]:
+    """``split_parts`` of the file, from a resume offset on."""
+    pieces = [p for p in split_parts(part.input, part.path, part_bytes) if p.end is None or p.end > part.start]
+    first = pieces[0]
+    pieces[0] = Part(first.input, first.path, start=part.start, end=first.end)
+    return pieces
+
+
+def _encode_part(part: Part, tokenizer: "Tokenizer", text_field: str, encode_kw: dict) -> _Encoded:
+    """Runs on a worker: a whole part, read and encoded on one thread (the cluster's workers
+    are the parallelism)."""
+    chunks = [_encode(tokenizer, b, encode_kw, 1) for b in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES)]
+    ids = np.concatenate([c.ids for c in chunks])
+    sizes = np.concatenate([np.diff(c.bounds) for c in chunks])
+    bounds = np.concatenate([np.zeros(1, np.int64), np.cumsum(sizes, dtype=np.int64)])
+    records = np.concatenate([c.records for c in chunks])
+    problems = [p for c in chunks for p in c.problems]
+    offsets = np.concatenate([c.offsets for c in chunks])
+    return _Encoded(ids, bounds, records, offsets, problems, sum(c.records_read for c in chunks))
+
+
+# -- run description, resume -------------------------------------------------------------
+
+def _check_inputs(inputs: Sequence[PathLike] | PathLike) -> list[str]:
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if isinstance(inputs, (bytes, bytearray)) or not isinstance(inputs, Iterable):
+        raise InvalidArgumentError(f"inputs must be a path or a list of paths, not {type(inputs).__name__}")
+    paths = []
+    for p in inputs:
+        if not isinstance(p, (str, os.PathLike)):
+            raise InvalidArgumentError(f"inputs must hold paths, not {type(p).__name__}")
+        path = os.fspath(p)
+        try:
+            input_format(path)
+        except ValueError as e:
+            raise InvalidArgumentError(str(e)) from None
+        paths.append(path)
+    if not paths:
+        raise InvalidArgumentError("inputs is empty")
+    return paths
+
+
+def _token_dtype(dtype: str, vocab_size: int) -> np.dtype:
+    if dtype == "auto":
+        return np.dtype("uint16" if vocab_size <= 1 << 16 else "uint32")
+    if dtype not in ("uint16", "uint32"):
+        raise InvalidArgumentError(f'dtype must be "auto", "uint16" or "uint32", not {dtype!r}')
+    if dtype == "uint16" and vocab_size > 1 << 16:
+        raise InvalidArgumentError(f"dtype uint16 cannot hold the ids of a {vocab_size}-token vocabulary; use uint32")
+    return np.dtype(dtype)
+
+
+def _run_description(paths, tokenizer, text_field, add_bos, add_eos, dtype, shard_tokens, on_error) -> dict[str, Any]:
+    """What must match for a run to resume another: tokenizer, options, the inputs."""
+    inputs = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            inputs.append({"path": p, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        except OSError:
+            inputs.append({"path": p, "size": None, "mtime_ns": None})
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer_sha256": hashlib.sha256(tokenizer.to_bytes()).hexdigest(),
+        "options": {"text_field": text_field, "add_bos": bool(add_bos), "add_eos": bool(add_eos),
+                    "shard_tokens": shard_tokens, "on_error": on_error},
+        "inputs": inputs,
+    }
+
+
+def _start_or_resume(out: Path, wanted: dict[str, Any]) -> dict[str, Any]:
+    manifest = read_manifest(out) if out.is_dir() else None
+    if manifest is None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise FileExistsError(17, "exists and is not a tokenize_files output (hanpack never overwrites)", str(out))
+        out.mkdir(parents=True, exist_ok=True)
+        return {**wanted, "complete": False, "tokens": 0, "documents": 0, "shards": [],
+                "skipped": {}, "skipped_examples": []}
+    for key, value in wanted.items():
+        if manifest.get(key) != value:
+            raise InvalidArgumentError(
+                f"{out}: written by a run with a different {key} ({manifest.get(key)!r}, now {value!r}); "
+                "resume with the same inputs, tokenizer and options, or use a new out_dir"
+            )
+    # A shard written after the last manifest update, and temporary files, go: the run
+    # goes on from the last listed shard.
+    listed = {f for s in manifest["shards"] for f in (s["tokens_file"], s["offsets_file"])}
+    for f in out.iterdir():
+        temporary = f.name.startswith((".shard-", f".{MANIFEST}.")) and f.name.endswith(".tmp")
+        stale = temporary or (f.name.startswith("shard-") and f.name not in listed)
+        if stale:
+            f.unlink()
+    for s in manifest["shards"]:
+        if (out / s["tokens_file"]).stat().st_size != s["tokens"] * np.dtype(manifest["dtype"]).itemsize:
+            raise InvalidArgumentError(f"{out / s['tokens_file']}: size does not match the manifest (a damaged output)")
+    return manifest
+
+
+def _resume_position(manifest: dict[str, Any]) -> Position:
+    if not manifest["shards"]:
+        return Position(0, 0, 0)
+    end = manifest["shards"][-1]["end"]
+    return Position(end["input"], end["record"], end["offset"])
+
+
+def _progress(enabled: bool, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc="tokenize", unit="tok", unit_scale=True, initial=initial)
+
+
