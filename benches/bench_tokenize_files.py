@@ -75,8 +75,8 @@ def run_datasets(tok, paths, num_proc):
     parts = []
     if txt:
         parts.append(datasets.load_dataset("text", data_files=txt, split="train"))
-    if jsonl:
-        parts.append(datasets.load_dataset("json", data_files=jsonl, split="train").select_columns(["text"]))
+    for path in jsonl:  # one at a time: their other fields differ
+        parts.append(datasets.load_dataset("json", data_files=path, split="train").select_columns(["text"]))
     ds = datasets.concatenate_datasets(parts)
     t1 = time.perf_counter()
     out = ds.map(lambda b: {"input_ids": tok(b["text"])["input_ids"]}, batched=True, num_proc=num_proc,

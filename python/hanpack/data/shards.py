@@ -41,6 +41,7 @@ FORMAT = "hanpack-token-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
 MAX_EXAMPLES = 1000  # skipped records listed with file and line; all of them are counted
+SYNC_BYTES = 8 << 20
 
 
 @dataclass(frozen=True, order=True)
@@ -105,6 +106,7 @@ class ShardWriter:
         self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self._tokens = 0
+        self._unsynced = 0  # bytes of the open shard written since its last flush to disk
         self._bounds: list[np.ndarray] = []
         self._pending: list[tuple[Position, str, str]] = []  # skipped records not yet committed
         self.written_tokens = 0  # tokens this run added (for the progress bar)
@@ -148,10 +150,18 @@ class ShardWriter:
             self._file = open(self.out_dir / f".{shard_name(len(self.manifest['shards']))}.bin.tmp", "wb")
             self._hash = hashlib.sha256()
             self._tokens = 0
+            self._unsynced = 0
             self._bounds = [np.zeros(1, np.int64)]
-        data = ids.astype(self.dtype, copy=False).tobytes()
-        self._file.write(data)
+        data = np.ascontiguousarray(ids.astype(self.dtype, copy=False))
+        self._file.write(data)  # the array's buffer: no bytes copy
         self._hash.update(data)
+        self._unsynced += data.nbytes
+        if self._unsynced >= SYNC_BYTES:
+            # Flushed to disk as it grows, while the next batches encode, so that closing
+            # the shard does not wait for all of it (the last close is the run's tail).
+            self._file.flush()
+            os.fdatasync(self._file.fileno())
+            self._unsynced = 0
         self._bounds.append(bounds[1:] + self._tokens)
         self._tokens += len(ids)
         self.written_tokens += len(ids)

@@ -36,6 +36,8 @@ PROBLEM_KINDS = (
 )
 _FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet"}
 _COMPRESSIONS = (".gz", ".zst")
+READ_BYTES = 1 << 16
+AFTER_LAST_LINE = -1  # a Problem's record: right after the lines read so far
 
 
 def input_format(path: str) -> tuple[str, str | None]:
@@ -76,15 +78,23 @@ class Problem:
 
 @dataclass
 class RawBatch:
-    """Documents in order; ``records[i]`` and ``offsets[i]`` are the part-relative record
-    count and the file byte offset (-1 where the file cannot seek) after document ``i``."""
+    """Either ``data``, whole lines that start at byte ``start_offset`` of the file (-1
+    where it cannot seek) after ``skipped_lines`` lines passed over, or ``span``, a byte
+    range of a plain file for the tokenizer to read, or ``texts``:
+    documents in order, where ``records[i]`` and ``offsets[i]`` are the part-relative
+    record count and the byte offset after document ``i``, ``n_records`` records in all."""
 
+    data: bytes | None = None
+    path: str = ""
+    span: tuple[int, int] | None = None  # or: bytes [a, b) of the plain file `path`, read by the tokenizer
+    json_field: str | None = None  # lines are JSON objects with the text in this field
+    skipped_lines: int = 0
+    start_offset: int = -1
+    n_records: int = 0
     texts: list[str] = field(default_factory=list)
     records: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-    nbytes: int = 0
-    records_read: int = 0  # on a part's last batch: how many records the part held
 
 
 def split_parts(index: int, path: str, part_bytes: int) -> list[Part]:
@@ -107,87 +117,95 @@ def split_parts(index: int, path: str, part_bytes: int) -> list[Part]:
 
 
 def read_part(part: Part, *, text_field: str, batch_bytes: int) -> Iterator[RawBatch]:
-    """Batches of about ``batch_bytes`` of text from ``part``. A file that cannot be opened,
-    or that breaks off (a truncated ``.gz``), ends the part with an ``unreadable`` problem."""
+    """Batches of about ``batch_bytes`` from ``part``: whole lines of a text or JSON-lines
+    file as bytes (the tokenizer splits them into records and counts them, in parallel),
+    or the texts of a parquet file. A file that cannot be opened, or that breaks off (a
+    truncated ``.gz``), ends the part with an ``unreadable`` problem."""
     fmt, compression = input_format(part.path)
     if fmt == "parquet":
         yield from _read_parquet(part, text_field, batch_bytes)
         return
-    batch = RawBatch()
-    record = 0
+    json_field = text_field if fmt == "jsonl" else None
+    if compression is None:  # the tokenizer reads plain files itself (no GIL, no copies)
+        try:
+            end = os.path.getsize(part.path) if part.end is None else part.end
+            with open(part.path, "rb"):
+                pass
+        except OSError as e:
+            yield RawBatch(problems=[Problem("unreadable", 0, f"cannot be opened: {e}")])
+            return
+        yield RawBatch(path=part.path, span=(part.start, end), json_field=json_field)
+        return
+    skipped = 0  # lines passed over to resume in a file that cannot seek
+    opened = False
+    problems: list[Problem] = []
     try:
         with _open_lines(part.path, compression, part.start) as f:
-            seekable = compression is None
-            offset = part.start if seekable else -1
-            for raw in f:
-                record += 1
-                if seekable:
-                    offset += len(raw)
-                    if part.end is not None and offset > part.end:
-                        record -= 1
-                        break
-                if record <= part.skip:
+            opened = True
+            offset = part.start if compression is None else -1
+            # A compressed file is read in small blocks, so that one that breaks off loses
+            # only the block it breaks in; a plain file in batch-sized ones (fewer copies).
+            block = READ_BYTES if compression else batch_bytes
+            for chunk in _line_chunks(f, batch_bytes, None if part.end is None else part.end - part.start, block):
+                if skipped < part.skip:
+                    lines = chunk.count(b"\n") + (not chunk.endswith(b"\n"))
+                    if skipped + lines <= part.skip:
+                        skipped += lines
+                        continue
+                    chunk = chunk[_after_lines(chunk, part.skip - skipped):]
+                    yield RawBatch(data=chunk, json_field=json_field, skipped_lines=part.skip, start_offset=offset)
+                    skipped = part.skip
                     continue
-                text = _document(raw, fmt, text_field, record, batch.problems)
-                if text is None:
-                    continue
-                batch.texts.append(text)
-                batch.records.append(record)
-                batch.offsets.append(offset)
-                batch.nbytes += len(raw)
-                if batch.nbytes >= batch_bytes:
-                    yield batch
-                    batch = RawBatch()
+                yield RawBatch(data=chunk, json_field=json_field, start_offset=offset)
+                if offset >= 0:
+                    offset += len(chunk)
     except (OSError, EOFError, _zstd_errors()) as e:
-        # line 0: the whole file
-        where, line = ("cannot be opened", 0) if record == 0 else (f"breaks off after line {record}", record + 1)
-        batch.problems.append(Problem("unreadable", line, f"{where}: {e}"))
-    batch.records_read = record
-    yield batch
+        # AFTER_LAST_LINE: the reader of the batches knows how many lines came before
+        problems.append(Problem("unreadable", AFTER_LAST_LINE, str(e)) if opened
+                        else Problem("unreadable", 0, f"cannot be opened: {e}"))  # 0: the whole file
+    yield RawBatch(problems=problems)
 
 
-def _document(raw: bytes, fmt: str, text_field: str, record: int, problems: list[Problem]) -> str | None:
-    """The document of one line, or None with the reason appended to ``problems``."""
-    end = len(raw)
-    if end and raw[end - 1] == 0x0A:
-        end -= 1
-        if end and raw[end - 1] == 0x0D:
-            end -= 1
-    if end == 0:
-        problems.append(Problem("empty", record, "empty line"))
-        return None
-    try:
-        line = raw[:end].decode("utf-8")
-    except UnicodeDecodeError as e:
-        problems.append(Problem("invalid_utf8", record, f"invalid UTF-8 at byte {e.start} of the line"))
-        return None
-    if fmt == "txt":
-        return line
-    try:
-        obj = json.loads(line)
-    except ValueError as e:
-        problems.append(Problem("invalid_json", record, f"not JSON: {e}"))
-        return None
-    if not isinstance(obj, dict) or text_field not in obj:
-        what = "an object" if isinstance(obj, dict) else f"a JSON {type(obj).__name__}, not an object"
-        problems.append(Problem("missing_field", record, f"{what} without the field {text_field!r}"))
-        return None
-    text = obj[text_field]
-    if not isinstance(text, str):
-        problems.append(Problem("not_text", record, f"field {text_field!r} is {type(text).__name__}, not a string"))
-        return None
-    if "\\u" in line and not _encodable(text):
-        problems.append(Problem("invalid_unicode", record, f"field {text_field!r} holds a lone surrogate escape"))
-        return None
-    return text
+def _line_chunks(f: BinaryIO, size: int, limit: int | None, block_size: int) -> Iterator[bytes]:
+    """Chunks of whole lines of at least ``size`` bytes (the last one shorter), up to
+    ``limit`` bytes, read ``block_size`` bytes at a time. When the file breaks off (a
+    truncated ``.gz``), the whole lines before the failing block come out first."""
+    buf = bytearray()
+    cut = 0  # end of the last whole line in buf
+    while True:
+        n = block_size if limit is None else min(block_size, limit)
+        try:
+            block = f.read(n) if n > 0 else b""
+        except (OSError, EOFError, _zstd_errors()):
+            if cut:
+                yield bytes(memoryview(buf)[:cut])
+            raise
+        if limit is not None:
+            limit -= len(block)
+        if not block:
+            if buf:
+                yield bytes(buf)
+            return
+        nl = block.rfind(b"\n")  # only new data is searched: linear however long the lines
+        if nl >= 0:
+            cut = len(buf) + nl + 1
+        if not buf and cut == len(block):  # the common case: one block of whole lines
+            cut = 0
+            yield block
+            continue
+        buf += block
+        if cut >= size:
+            yield bytes(memoryview(buf)[:cut])
+            del buf[:cut]
+            cut = 0
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _after_lines(chunk: bytes, n: int) -> int:
+    """Byte position after the first ``n`` lines of ``chunk``."""
+    pos = 0
+    for _ in range(n):
+        pos = chunk.index(b"\n", pos) + 1
+    return pos
 
 
 class _OpenLines:
@@ -228,41 +246,39 @@ def _zstd_errors() -> type[BaseException]:
 
 
 def _read_parquet(part: Part, text_field: str, batch_bytes: int) -> Iterator[RawBatch]:
+    """Rows of a parquet file as texts (records are rows, numbered from 1 within the file)."""
     import pyarrow.parquet as pq
 
     batch = RawBatch()
-    record = 0
+    record = counted = nbytes = 0
     try:
         pf = pq.ParquetFile(part.path)
         if text_field not in pf.schema_arrow.names:
-            batch.problems.append(Problem("missing_field", 1, f"no column {text_field!r} (columns: {pf.schema_arrow.names})"))
+            batch.problems.append(Problem("missing_field", 0, f"no column {text_field!r} (columns: {pf.schema_arrow.names})"))
             yield batch
             return
         for chunk in pf.iter_batches(columns=[text_field], batch_size=4096):
-            column = chunk.column(0)
-            values = column.to_pylist()
-            for value in values:
+            for value in chunk.column(0).to_pylist():
                 record += 1
                 if record <= part.skip:
                     continue
                 if value is None:
                     batch.problems.append(Problem("missing_field", record, f"row {record} has no {text_field!r} (null)"))
-                    continue
-                if not isinstance(value, str):
+                elif not isinstance(value, str):
                     batch.problems.append(Problem("not_text", record, f"column {text_field!r} holds {type(value).__name__}, not strings"))
-                    continue
-                if not value:
+                elif not value:
                     batch.problems.append(Problem("empty", record, "empty string"))
-                    continue
-                batch.texts.append(value)
-                batch.records.append(record)
-                batch.offsets.append(-1)
-                batch.nbytes += len(value)
-            if batch.nbytes >= batch_bytes:
+                else:
+                    batch.texts.append(value)
+                    batch.records.append(record)
+                    batch.offsets.append(-1)
+                    nbytes += len(value)
+            if nbytes >= batch_bytes:
+                batch.n_records, counted, nbytes = record - counted, record, 0
                 yield batch
                 batch = RawBatch()
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         where, row = ("cannot be read", 0) if record == 0 else (f"breaks off after row {record}", record + 1)
         batch.problems.append(Problem("unreadable", row, f"{where}: {e}"))
-    batch.records_read = record
+    batch.n_records = record - counted
     yield batch

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..exceptions import DataInputError, InvalidArgumentError
 from .shards import FORMAT, MANIFEST, VERSION, Position, ShardWriter, read_manifest
-from .sources import Part, Problem, RawBatch, input_format, read_part, split_parts
+from .sources import AFTER_LAST_LINE, Part, Problem, RawBatch, input_format, read_part, split_parts
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer, _check_threads
@@ -59,6 +59,15 @@ class TokenizeResult:
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class _EncodeOptions:
+    """How documents are encoded (special-token text is always ordinary text here)."""
+
+    add_bos: bool
+    add_eos: bool
+    narrow: bool  # ids as uint16 straight from the tokenizer (line batches)
+
+
 @dataclass
 class _Encoded:
     """One encoded stretch of a part: documents, their part-relative records, problems."""
@@ -68,7 +77,7 @@ class _Encoded:
     records: np.ndarray
     offsets: np.ndarray
     problems: list[Problem] = field(default_factory=list)
-    records_read: int = 0  # records (lines, rows) the part held; set by its last stretch
+    n_records: int = 0  # records (lines, rows) the stretch covers, documents or not
 
 
 def tokenize_files(
@@ -122,13 +131,13 @@ def tokenize_files(
     writer = ShardWriter(out, manifest, shard_tokens=shard_tokens, dtype=np_dtype, inputs=paths)
     if not manifest["complete"]:
         start = _resume_position(manifest)
-        encode_kw = dict(add_bos=add_bos, add_eos=add_eos, allowed_special=(), disallowed_special=())
+        opts = _EncodeOptions(bool(add_bos), bool(add_eos), narrow=np_dtype.itemsize == 2)
         bar = _progress(progress, manifest["tokens"])
         try:
             if client is None:
-                stream = _local_stream(paths, start, tokenizer, text_field, encode_kw, num_threads)
+                stream = _local_stream(paths, start, tokenizer, text_field, opts, num_threads)
             else:
-                stream = _cluster_stream(paths, start, tokenizer, text_field, encode_kw, client, part_bytes)
+                stream = _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_bytes)
             shown = 0
             for part, base, enc in stream:
                 _deliver(writer, part, base, enc, paths, on_error)
@@ -164,61 +173,131 @@ def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: l
 
 # -- the local pipeline ------------------------------------------------------------------
 
-_DONE = object()
-
-
-def _local_stream(paths, start, tokenizer, text_field, encode_kw, num_threads) -> Iterator[tuple[Part, int, _Encoded]]:
-    """Batches read by a background thread and encoded here on all cores; with
+def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Iterator[tuple[Part, int, _Encoded]]:
+    """Three stages on their own threads: reading (holds the GIL), encoding (on all cores,
+    without it) and the caller's writing, each a couple of batches ahead of the next. With
     ``num_threads=1`` everything runs on this one thread."""
+    read = ((part, base, batch) for part, base in _resume_parts(paths, start)
+            for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES))
     if num_threads == 1:
-        for part, base in _resume_parts(paths, start):
-            for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES):
-                yield part, base, _encode(tokenizer, batch, encode_kw, 1)
+        yield from _encode_in_order(read, tokenizer, opts, 1)
         return
-    batches: queue.Queue = queue.Queue(maxsize=2)
+
+    def encode_all() -> Iterator[tuple[Part, int, _Encoded]]:
+        batches = _in_background(read, "hanpack-reader")
+        try:
+            yield from _encode_in_order(batches, tokenizer, opts, num_threads)
+        finally:
+            batches.close()
+
+    yield from _in_background(encode_all(), "hanpack-encoder")
+
+
+def _in_background(items: Iterator, name: str, depth: int = 2) -> Iterator:
+    """``items`` produced on a background thread, up to ``depth`` ahead of the consumer.
+    An exception there is raised here; closing this generator stops and joins the thread
+    (which closes ``items``)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
-    def read_all() -> None:
-        try:
-            for part, base in _resume_parts(paths, start):
-                for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES):
-                    while not stop.is_set():
-                        try:
-                            batches.put((part, base, batch), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
-                        return
-            batches.put(_DONE)
-        except BaseException as e:  # handed to the consuming thread, which raises it
-            batches.put(e)
+    def put(item: tuple[bool, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    reader = threading.Thread(target=read_all, name="hanpack-reader", daemon=True)
-    reader.start()
+    def run() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((False, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            put((False, e))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
     try:
         while True:
-            item = batches.get()
-            if item is _DONE:
+            more, item = q.get()
+            if not more:
+                if item is not None:
+                    raise item
                 return
-            if isinstance(item, BaseException):
-                raise item
-            part, base, batch = item
-            yield part, base, _encode(tokenizer, batch, encode_kw, num_threads)
+            yield item
     finally:
         stop.set()
-        reader.join()
+        thread.join()
 
 
-def _encode(tokenizer: "Tokenizer", batch: RawBatch, encode_kw: dict, num_threads: int | None) -> _Encoded:
+def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None,
+             before: int) -> Iterator[_Encoded]:
+    """One batch encoded, in stretches; ``before``: records of the part before it (line
+    batches are numbered here, parquet batches by their reader)."""
+    kw = dict(json_field=batch.json_field, narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos,
+              num_threads=num_threads)
+    if batch.span is not None:  # a plain file: the tokenizer reads it, a batch at a time
+        offset, end = batch.span
+        while offset < end:
+            try:
+                out, consumed = tokenizer._encode_file_lines(batch.path, offset, end, BATCH_BYTES, **kw)
+            except OSError as e:
+                problem = Problem("unreadable", before + 1, f"breaks off after line {before}: {e}")
+                yield _Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int64),
+                               np.zeros(0, np.int64), [problem], 0)
+                return
+            enc = _lines_encoded(out, before, offset)
+            before += enc.n_records
+            offset += consumed
+            yield enc
+        return
+    if batch.data is not None:
+        yield _lines_encoded(tokenizer._encode_lines(batch.data, **kw), before, batch.start_offset)
+        return
     if batch.texts:
-        ids, bounds = tokenizer.encode_batch_numpy(batch.texts, num_threads=num_threads, **encode_kw)
+        ids, bounds = tokenizer.encode_batch_numpy(
+            batch.texts, add_bos=opts.add_bos, add_eos=opts.add_eos, allowed_special=(),
+            disallowed_special=(), num_threads=num_threads,
+        )
     else:
         ids, bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
-    return _Encoded(
-        ids, bounds, np.asarray(batch.records, np.int64), np.asarray(batch.offsets, np.int64), batch.problems,
-        batch.records_read,
+    problems = [
+        Problem(p.kind, before + 1, f"breaks off after line {before}: {p.message}")
+        if p.record == AFTER_LAST_LINE else p
+        for p in batch.problems
+    ]
+    yield _Encoded(
+        ids, bounds, np.asarray(batch.records, np.int64), np.asarray(batch.offsets, np.int64), problems, batch.n_records,
     )
+
+
+def _lines_encoded(out: tuple, before: int, start_offset: int) -> _Encoded:
+    """``Tokenizer._encode_lines``' result for lines that follow ``before`` lines of the
+    part and start at byte ``start_offset`` of the file (-1: cannot seek)."""
+    ids, bounds, lines, ends, skipped, n = out
+    problems = [Problem(kind, before + line, message) for kind, line, message in skipped]
+    offsets = ends + start_offset if start_offset >= 0 else np.full(len(ends), -1, np.int64)
+    return _Encoded(ids, bounds, lines + before, offsets, problems, n)
+
+
+def _encode_in_order(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "Tokenizer", opts: "_EncodeOptions",
+                     num_threads: int | None) -> Iterator[tuple[Part, int, _Encoded]]:
+    """Encodes batches in input order, counting each part's records as they go by."""
+    current, before = None, 0
+    for part, base, batch in batches:
+        if part is not current:
+            current, before = part, 0
+        before += batch.skipped_lines
+        for enc in _encoded(tokenizer, batch, opts, num_threads, before):
+            before += enc.n_records
+            yield part, base, enc
 
 
 def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int]]:
@@ -234,7 +313,7 @@ def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int
 
 # -- the cluster pipeline ----------------------------------------------------------------
 
-def _cluster_stream(paths, start, tokenizer, text_field, encode_kw, client, part_bytes) -> Iterator[tuple[Part, int, _Encoded]]:
+def _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_bytes) -> Iterator[tuple[Part, int, _Encoded]]:
     """Parts encoded by Dask workers, taken back in input order (a bounded window ahead)."""
     parts: list[tuple[Part, int | None]] = []
     for whole, base in _resume_parts(paths, start):
@@ -246,7 +325,7 @@ def _cluster_stream(paths, start, tokenizer, text_field, encode_kw, client, part
     todo = iter(parts)
     counted: dict[int, int] = {}  # input -> records before the next part
     for item in todo:
-        pending.append((item, client.submit(_encode_part, item[0], tok, text_field, encode_kw, pure=False)))
+        pending.append((item, client.submit(_encode_part, item[0], tok, text_field, opts, pure=False)))
         if len(pending) >= window:
             yield _taken(pending, counted)
     while pending:
@@ -258,7 +337,7 @@ def _taken(pending: deque, counted: dict[int, int]) -> tuple[Part, int, _Encoded
     enc = future.result()
     if base is None:
         base = counted[part.input]
-    counted[part.input] = base + enc.records_read
+    counted[part.input] = base + enc.n_records
     return part, base, enc
 
 
@@ -270,17 +349,20 @@ def _split_from(part: Part, part_bytes: int) -> list[Part]:
     return pieces
 
 
-def _encode_part(part: Part, tokenizer: "Tokenizer", text_field: str, encode_kw: dict) -> _Encoded:
+def _encode_part(part: Part, tokenizer: "Tokenizer", text_field: str, opts: "_EncodeOptions") -> _Encoded:
     """Runs on a worker: a whole part, read and encoded on one thread (the cluster's workers
-    are the parallelism)."""
-    chunks = [_encode(tokenizer, b, encode_kw, 1) for b in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES)]
-    ids = np.concatenate([c.ids for c in chunks])
+    are the parallelism), as one stretch."""
+    batches = ((part, 0, b) for b in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES))
+    chunks = [enc for _, _, enc in _encode_in_order(batches, tokenizer, opts, 1)]
     sizes = np.concatenate([np.diff(c.bounds) for c in chunks])
-    bounds = np.concatenate([np.zeros(1, np.int64), np.cumsum(sizes, dtype=np.int64)])
-    records = np.concatenate([c.records for c in chunks])
-    problems = [p for c in chunks for p in c.problems]
-    offsets = np.concatenate([c.offsets for c in chunks])
-    return _Encoded(ids, bounds, records, offsets, problems, sum(c.records_read for c in chunks))
+    return _Encoded(
+        ids=np.concatenate([c.ids for c in chunks]),
+        bounds=np.concatenate([np.zeros(1, np.int64), np.cumsum(sizes, dtype=np.int64)]),
+        records=np.concatenate([c.records for c in chunks]),
+        offsets=np.concatenate([c.offsets for c in chunks]),
+        problems=[p for c in chunks for p in c.problems],
+        n_records=sum(c.n_records for c in chunks),
+    )
 
 
 # -- run description, resume -------------------------------------------------------------

@@ -2,5 +2,6 @@
 
 pub mod gguf;
 pub mod gguf_writer;
+pub mod records;
 pub mod safetensors;
 pub mod safetensors_writer;
