@@ -287,6 +287,9 @@ def test_runs_that_must_not_resume_are_refused(tmp_path, tok):
         tokenize_files(paths, tok, tmp_path / "out", shard_tokens=401, progress=False)
     with pytest.raises(InvalidArgumentError, match="different inputs"):
         tokenize_files(paths[:1], tok, tmp_path / "out", shard_tokens=400, progress=False)
+    with pytest.raises(InvalidArgumentError, match="add_bos"):  # before any output exists
+        tokenize_files(paths, hanpack.Tokenizer.from_file(_no_bos_model(tmp_path)), tmp_path / "nobos", add_bos=True)
+    assert not (tmp_path / "nobos").exists()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError):
@@ -302,6 +305,32 @@ def test_runs_that_must_not_resume_are_refused(tmp_path, tok):
     with pytest.raises(InvalidArgumentError, match="unknown input format"):
         tokenize_files([tmp_path / "x.csv"], tok, tmp_path / "new", progress=False)
     assert not (tmp_path / "new").exists()
+
+
+def _no_bos_model(folder: Path) -> Path:
+    """A SentencePiece model trained here without a BOS piece."""
+    model = folder / "nobos.model"
+    text = folder / "train.txt"
+    text.write_text("\n".join(sample_lines()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(folder / "nobos"), vocab_size=600,
+                                   bos_id=-1, model_type="bpe", character_coverage=1.0, minloglevel=2)
+    return model
+
+
+def test_a_run_that_wrote_no_shard_may_start_over(tmp_path, tok, monkeypatch):
+    paths = write_inputs(tmp_path)[:2]
+
+    def stop(self, end):
+        raise Interrupt()
+
+    monkeypatch.setattr(shards_module.ShardWriter, "_close", stop)
+    with pytest.raises(Interrupt):
+        tokenize_files(paths, tok, tmp_path / "out", shard_tokens=100, progress=False)
+    monkeypatch.undo()
+    r = tokenize_files(paths, tok, tmp_path / "out", shard_tokens=101, progress=False)  # other options: fine
+    assert r.resumed_shards == 0 and r.shards > 1
+    tokenize_files(paths, tok, tmp_path / "ref", shard_tokens=101, progress=False)
+    assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "ref")
 
 
 def test_large_vocabularies_get_uint32_tokens(tmp_path):

@@ -119,6 +119,7 @@ def tokenize_files(
     if not isinstance(text_field, str):
         raise InvalidArgumentError(f"text_field must be a str, not {type(text_field).__name__}")
     np_dtype = _token_dtype(dtype, tokenizer.vocab_size)
+    tokenizer.encode("", add_bos=add_bos, add_eos=add_eos)  # a BOS/EOS the tokenizer lacks fails before any output
     num_threads = _check_threads(num_threads)
     if on_error == "stop":
         for p in paths:
@@ -424,8 +425,9 @@ def _start_or_resume(out: Path, wanted: dict[str, Any]) -> dict[str, Any]:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise FileExistsError(17, "exists and is not a tokenize_files output (hanpack never overwrites)", str(out))
         out.mkdir(parents=True, exist_ok=True)
-        return {**wanted, "complete": False, "tokens": 0, "documents": 0, "shards": [],
-                "skipped": {}, "skipped_examples": []}
+        return _fresh_manifest(wanted)
+    if not manifest["shards"] and not manifest["complete"]:
+        return _start_or_resume_fresh(out, wanted)  # nothing was kept: any run may start over
     for key, value in wanted.items():
         if manifest.get(key) != value:
             raise InvalidArgumentError(
@@ -444,6 +446,18 @@ def _start_or_resume(out: Path, wanted: dict[str, Any]) -> dict[str, Any]:
         if (out / s["tokens_file"]).stat().st_size != s["tokens"] * np.dtype(manifest["dtype"]).itemsize:
             raise InvalidArgumentError(f"{out / s['tokens_file']}: size does not match the manifest (a damaged output)")
     return manifest
+
+
+def _fresh_manifest(wanted: dict[str, Any]) -> dict[str, Any]:
+    return {**wanted, "complete": False, "tokens": 0, "documents": 0, "shards": [], "skipped": {}, "skipped_examples": []}
+
+
+def _start_or_resume_fresh(out: Path, wanted: dict[str, Any]) -> dict[str, Any]:
+    """A new start in an output that holds no shard yet (its leftovers deleted)."""
+    for f in out.iterdir():
+        if f.name.startswith(("shard-", ".shard-", f".{MANIFEST}.")):
+            f.unlink()
+    return _fresh_manifest(wanted)
 
 
 def _resume_position(manifest: dict[str, Any]) -> Position:
