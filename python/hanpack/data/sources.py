@@ -80,9 +80,10 @@ class Problem:
 class RawBatch:
     """Either ``data``, whole lines that start at byte ``start_offset`` of the file (-1
     where it cannot seek) after ``skipped_lines`` lines passed over, or ``span``, a byte
-    range of a plain file for the tokenizer to read, or ``texts``:
-    documents in order, where ``records[i]`` and ``offsets[i]`` are the part-relative
-    record count and the byte offset after document ``i``, ``n_records`` records in all."""
+    range of a plain file for the tokenizer to read, or ``texts``: documents in order,
+    where ``records[i]`` and ``offsets[i]`` are the record count from the batch's start
+    and the byte offset after document ``i``, ``n_records`` records in all. Problems are
+    numbered from the batch's start too (0: the whole file; AFTER_LAST_LINE)."""
 
     data: bytes | None = None
     path: str = ""
@@ -103,17 +104,22 @@ def split_parts(index: int, path: str, part_bytes: int) -> list[Part]:
     fmt, compression = input_format(path)
     if fmt == "parquet" or compression or part_bytes <= 0:
         return [Part(index, path)]
-    size = os.path.getsize(path)
-    cuts = [0]
+    cuts = line_cuts(path, 0, os.path.getsize(path), part_bytes)
+    return [Part(index, path, a, b) for a, b in zip(cuts, cuts[1:-1] + [None])]
+
+
+def line_cuts(path: str, start: int, end: int, size: int) -> list[int]:
+    """``start``, line starts about ``size`` bytes apart, and ``end``."""
+    cuts = [start]
     with open(path, "rb") as f:
-        while cuts[-1] + part_bytes < size:
-            f.seek(cuts[-1] + part_bytes - 1)  # a line starting exactly at the target is kept whole
+        while cuts[-1] + size < end:
+            f.seek(cuts[-1] + size - 1)  # a line starting exactly at the target is kept whole
             f.readline()
             pos = f.tell()
-            if pos >= size:
+            if pos >= end:
                 break
             cuts.append(pos)
-    return [Part(index, path, a, b) for a, b in zip(cuts, cuts[1:] + [None])]
+    return cuts + [end]
 
 
 def read_part(part: Part, *, text_field: str, batch_bytes: int) -> Iterator[RawBatch]:
@@ -129,12 +135,12 @@ def read_part(part: Part, *, text_field: str, batch_bytes: int) -> Iterator[RawB
     if compression is None:  # the tokenizer reads plain files itself (no GIL, no copies)
         try:
             end = os.path.getsize(part.path) if part.end is None else part.end
-            with open(part.path, "rb"):
-                pass
+            cuts = line_cuts(part.path, part.start, end, batch_bytes)
         except OSError as e:
             yield RawBatch(problems=[Problem("unreadable", 0, f"cannot be opened: {e}")])
             return
-        yield RawBatch(path=part.path, span=(part.start, end), json_field=json_field)
+        for a, b in zip(cuts, cuts[1:]):  # independent batches: several can encode at once
+            yield RawBatch(path=part.path, span=(a, b), json_field=json_field)
         return
     skipped = 0  # lines passed over to resume in a file that cannot seek
     opened = False
@@ -263,14 +269,14 @@ def _read_parquet(part: Part, text_field: str, batch_bytes: int) -> Iterator[Raw
                 if record <= part.skip:
                     continue
                 if value is None:
-                    batch.problems.append(Problem("missing_field", record, f"row {record} has no {text_field!r} (null)"))
+                    batch.problems.append(Problem("missing_field", record - counted, f"no {text_field!r} (null)"))
                 elif not isinstance(value, str):
-                    batch.problems.append(Problem("not_text", record, f"column {text_field!r} holds {type(value).__name__}, not strings"))
+                    batch.problems.append(Problem("not_text", record - counted, f"column {text_field!r} holds {type(value).__name__}, not strings"))
                 elif not value:
-                    batch.problems.append(Problem("empty", record, "empty string"))
+                    batch.problems.append(Problem("empty", record - counted, "empty string"))
                 else:
                     batch.texts.append(value)
-                    batch.records.append(record)
+                    batch.records.append(record - counted)
                     batch.offsets.append(-1)
                     nbytes += len(value)
             if nbytes >= batch_bytes:
@@ -278,7 +284,7 @@ def _read_parquet(part: Part, text_field: str, batch_bytes: int) -> Iterator[Raw
                 yield batch
                 batch = RawBatch()
     except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        where, row = ("cannot be read", 0) if record == 0 else (f"breaks off after row {record}", record + 1)
-        batch.problems.append(Problem("unreadable", row, f"{where}: {e}"))
+        batch.problems.append(Problem("unreadable", AFTER_LAST_LINE, str(e)) if record
+                              else Problem("unreadable", 0, f"cannot be read: {e}"))
     batch.n_records = record - counted
     yield batch

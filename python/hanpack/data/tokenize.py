@@ -39,6 +39,7 @@ __all__ = ["tokenize_files", "TokenizeResult"]
 PathLike = Union[str, "os.PathLike[str]"]
 BATCH_BYTES = 4 << 20  # text per encode call: large enough to keep all cores busy
 PART_BYTES = 64 << 20  # text per cluster task
+ENCODE_WORKERS = 2  # batches encoding at once (sharing one pool of all cores)
 
 
 @dataclass(frozen=True)
@@ -175,23 +176,19 @@ def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: l
 # -- the local pipeline ------------------------------------------------------------------
 
 def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Iterator[tuple[Part, int, _Encoded]]:
-    """Three stages on their own threads: reading (holds the GIL), encoding (on all cores,
-    without it) and the caller's writing, each a couple of batches ahead of the next. With
-    ``num_threads=1`` everything runs on this one thread."""
+    """Reading on a background thread (it holds the GIL), encoding two batches at a time on
+    all cores (without it), writing on the caller's thread. With ``num_threads=1``
+    everything runs on this one thread."""
     read = ((part, base, batch) for part, base in _resume_parts(paths, start)
             for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES))
     if num_threads == 1:
         yield from _encode_in_order(read, tokenizer, opts, 1)
         return
-
-    def encode_all() -> Iterator[tuple[Part, int, _Encoded]]:
-        batches = _in_background(read, "hanpack-reader")
-        try:
-            yield from _encode_in_order(batches, tokenizer, opts, num_threads)
-        finally:
-            batches.close()
-
-    yield from _in_background(encode_all(), "hanpack-encoder")
+    batches = _in_background(read, "hanpack-reader")
+    try:
+        yield from _encode_in_order(batches, tokenizer, opts, num_threads, workers=ENCODE_WORKERS)
+    finally:
+        batches.close()
 
 
 def _in_background(items: Iterator, name: str, depth: int = 2) -> Iterator:
@@ -238,30 +235,26 @@ def _in_background(items: Iterator, name: str, depth: int = 2) -> Iterator:
         thread.join()
 
 
-def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None,
-             before: int) -> Iterator[_Encoded]:
-    """One batch encoded, in stretches; ``before``: records of the part before it (line
-    batches are numbered here, parquet batches by their reader)."""
+def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:
+    """One batch encoded, in stretches whose records are numbered from the batch's start."""
     kw = dict(json_field=batch.json_field, narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos,
               num_threads=num_threads)
     if batch.span is not None:  # a plain file: the tokenizer reads it, a batch at a time
-        offset, end = batch.span
+        out: list[_Encoded] = []
+        (offset, end), lines = batch.span, 0
         while offset < end:
             try:
-                out, consumed = tokenizer._encode_file_lines(batch.path, offset, end, BATCH_BYTES, **kw)
+                result, consumed = tokenizer._encode_file_lines(batch.path, offset, end, BATCH_BYTES, **kw)
             except OSError as e:
-                problem = Problem("unreadable", before + 1, f"breaks off after line {before}: {e}")
-                yield _Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int64),
-                               np.zeros(0, np.int64), [problem], 0)
-                return
-            enc = _lines_encoded(out, before, offset)
-            before += enc.n_records
+                out.append(_Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int64),
+                                    np.zeros(0, np.int64), [Problem("unreadable", AFTER_LAST_LINE, str(e))], 0))
+                break
+            out.append(_lines_encoded(result, lines, offset))
+            lines += out[-1].n_records
             offset += consumed
-            yield enc
-        return
+        return out
     if batch.data is not None:
-        yield _lines_encoded(tokenizer._encode_lines(batch.data, **kw), before, batch.start_offset)
-        return
+        return [_lines_encoded(tokenizer._encode_lines(batch.data, **kw), 0, batch.start_offset)]
     if batch.texts:
         ids, bounds = tokenizer.encode_batch_numpy(
             batch.texts, add_bos=opts.add_bos, add_eos=opts.add_eos, allowed_special=(),
@@ -269,36 +262,69 @@ def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", nu
         )
     else:
         ids, bounds = np.zeros(0, np.int32), np.zeros(1, np.int64)
-    problems = [
-        Problem(p.kind, before + 1, f"breaks off after line {before}: {p.message}")
-        if p.record == AFTER_LAST_LINE else p
-        for p in batch.problems
-    ]
-    yield _Encoded(
-        ids, bounds, np.asarray(batch.records, np.int64), np.asarray(batch.offsets, np.int64), problems, batch.n_records,
-    )
+    return [_Encoded(ids, bounds, np.asarray(batch.records, np.int64), np.asarray(batch.offsets, np.int64),
+                     list(batch.problems), batch.n_records)]
 
 
 def _lines_encoded(out: tuple, before: int, start_offset: int) -> _Encoded:
-    """``Tokenizer._encode_lines``' result for lines that follow ``before`` lines of the
-    part and start at byte ``start_offset`` of the file (-1: cannot seek)."""
+    """``Tokenizer._encode_lines``' result for lines that follow ``before`` lines and start
+    at byte ``start_offset`` of the file (-1: cannot seek)."""
     ids, bounds, lines, ends, skipped, n = out
     problems = [Problem(kind, before + line, message) for kind, line, message in skipped]
     offsets = ends + start_offset if start_offset >= 0 else np.full(len(ends), -1, np.int64)
     return _Encoded(ids, bounds, lines + before, offsets, problems, n)
 
 
+def _placed(enc: _Encoded, before: int) -> _Encoded:
+    """A stretch numbered from the part's start, ``before`` records of the part preceding it."""
+    if before:
+        enc.records = enc.records + before
+    enc.problems = [
+        Problem(p.kind, before + 1, f"breaks off after line {before}: {p.message}") if p.record == AFTER_LAST_LINE
+        else Problem(p.kind, p.record + before, p.message) if p.record else p  # 0: the whole file
+        for p in enc.problems
+    ]
+    return enc
+
+
 def _encode_in_order(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "Tokenizer", opts: "_EncodeOptions",
-                     num_threads: int | None) -> Iterator[tuple[Part, int, _Encoded]]:
-    """Encodes batches in input order, counting each part's records as they go by."""
+                     num_threads: int | None, workers: int = 1) -> Iterator[tuple[Part, int, _Encoded]]:
+    """Encodes batches, ``workers`` at a time (their rayon tasks share one pool, so the
+    cores stay busy across one batch's end and the next one's start), and yields the
+    stretches in input order, numbered from each part's start."""
     current, before = None, 0
-    for part, base, batch in batches:
+
+    def encode(item: tuple[Part, int, RawBatch]) -> tuple[Part, int, RawBatch, list[_Encoded]]:
+        return (*item, _encoded(tokenizer, item[2], opts, num_threads))
+
+    for part, base, batch, stretches in _ordered_map(encode, batches, workers):
         if part is not current:
             current, before = part, 0
         before += batch.skipped_lines
-        for enc in _encoded(tokenizer, batch, opts, num_threads, before):
-            before += enc.n_records
-            yield part, base, enc
+        for enc in stretches:  # each numbered from the batch's start
+            yield part, base, _placed(enc, before)
+        before += sum(enc.n_records for enc in stretches)
+
+
+def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
+    """``map(fn, items)`` on ``workers`` threads, a few items ahead, results in order."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    pending: deque = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="hanpack-encoder") as pool:
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()
 
 
 def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int]]:
