@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
+from .._background import in_background
 from ..exceptions import DataInputError, InvalidArgumentError
 from .shards import FORMAT, MANIFEST, VERSION, Position, ShardWriter, read_manifest
 from .sources import AFTER_LAST_LINE, Part, Problem, RawBatch, input_format, read_part, split_parts
@@ -184,55 +183,11 @@ def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Ite
     if num_threads == 1:
         yield from _encode_in_order(read, tokenizer, opts, 1)
         return
-    batches = _in_background(read, "hanpack-reader")
+    batches = in_background(read, "hanpack-reader")
     try:
         yield from _encode_in_order(batches, tokenizer, opts, num_threads, workers=ENCODE_WORKERS)
     finally:
         batches.close()
-
-
-def _in_background(items: Iterator, name: str, depth: int = 2) -> Iterator:
-    """``items`` produced on a background thread, up to ``depth`` ahead of the consumer.
-    An exception there is raised here; closing this generator stops and joins the thread
-    (which closes ``items``)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for item in items:
-                if not put((True, item)):
-                    return
-            put((False, None))
-        except BaseException as e:  # handed to the consumer, which raises it
-            put((False, e))
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    thread = threading.Thread(target=run, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, item = q.get()
-            if not more:
-                if item is not None:
-                    raise item
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:

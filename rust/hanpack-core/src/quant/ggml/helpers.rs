@@ -39,15 +39,59 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 /// `(|m|, m)` for the first value `m` of largest magnitude (`(0, 0)` for all zeros: ggml
 /// starts from +0.0 and replaces only on a strictly larger magnitude).
 #[inline(always)]
+#[inline(always)]
 pub fn abs_max(x: &[f32]) -> (f32, f32) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
+    // ggml scans for the first value of largest magnitude. The largest magnitude is found
+    // in eight lanes (a maximum is exact in any order, and NaN never wins a `>`, as in the
+    // scan), then the first value that has it: the same answer, and it vectorises.
+    let mut lanes = [0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for k in 0..8 {
+            let a = c[k].abs();
+            lanes[k] = if a > lanes[k] { a } else { lanes[k] };
         }
     }
+    let mut amax = 0f32;
+    for a in lanes
+        .into_iter()
+        .chain(chunks.remainder().iter().map(|v| v.abs()))
+    {
+        amax = if a > amax { a } else { amax };
+    }
+    if amax == 0.0 {
+        return (0.0, 0.0);
+    }
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0);
     (amax, max)
+}
+
+/// `f as i8` (truncation toward zero, saturating, NaN to 0) as an `i32`, written as
+/// selects and an in-range conversion so that loops of it vectorise.
+#[inline(always)]
+pub fn trunc_sat_i8(f: f32) -> i32 {
+    let c = if f.is_nan() {
+        0.0
+    } else if f < -128.0 {
+        -128.0
+    } else if f > 127.0 {
+        127.0
+    } else {
+        f
+    };
+    // SAFETY: `c` is finite and within i32 (clamped just above).
+    unsafe { c.to_int_unchecked::<i32>() }
+}
+
+/// C's `roundf` (half away from zero), as `f32::round`, in operations that vectorise.
+#[inline(always)]
+pub fn round_half_away(f: f32) -> f32 {
+    let t = f.trunc();
+    if (f - t).abs() >= 0.5 {
+        t + 1f32.copysign(f)
+    } else {
+        t
+    }
 }
 
 /// Where a weight's importance comes from when a search has no explicit weights.
@@ -387,3 +431,26 @@ pub fn sum_sq(x: &[f32]) -> f32 {
     }
     s
 }
+
+/// Runtime dispatch: the same code compiled for AVX2 (the lane searches vectorise) or
+/// for baseline x86-64; results are identical (no FMA, same operation order).
+macro_rules! avx2_dispatch {
+    ($name:ident, $avx2:ident, $imp:ident, $block:ty) => {
+        pub fn $name(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { $avx2(x, y, imatrix) };
+            }
+            $imp(x, y, imatrix)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
+            $imp(x, y, imatrix)
+        }
+    };
+}
+
+pub(crate) use avx2_dispatch;

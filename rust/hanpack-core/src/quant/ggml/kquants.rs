@@ -14,8 +14,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::helpers::{
-    fp16, imatrix_weights, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants,
-    nearest_int, sum_sq, to_fp16, MinSearch, QxWeights, GROUP_MAX_EPS,
+    avx2_dispatch, fp16, imatrix_weights, make_q3_quants, make_qkx_quants, make_qp_quants,
+    make_qx_quants, nearest_int, sum_sq, to_fp16, MinSearch, QxWeights, GROUP_MAX_EPS,
 };
 use super::lanes::{make_qkx2_lanes, make_qx_lanes, transpose, Lanes, LANES};
 use super::QK_K;
@@ -660,27 +660,6 @@ pub fn dequantize_row_q6_k(x: &[BlockQ6K], y: &mut [f32]) {
             }
         }
     }
-}
-
-/// Runtime dispatch: the same code compiled for AVX2 (the lane searches vectorise) or
-/// for baseline x86-64; results are identical (no FMA, same operation order).
-macro_rules! avx2_dispatch {
-    ($name:ident, $avx2:ident, $imp:ident, $block:ty) => {
-        pub fn $name(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU has AVX2 (checked just above).
-                return unsafe { $avx2(x, y, imatrix) };
-            }
-            $imp(x, y, imatrix)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        unsafe fn $avx2(x: &[f32], y: &mut [$block], imatrix: Option<&[f32]>) {
-            $imp(x, y, imatrix)
-        }
-    };
 }
 
 avx2_dispatch!(

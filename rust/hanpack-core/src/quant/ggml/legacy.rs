@@ -13,8 +13,8 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::helpers::{
-    abs_max, fp16, imatrix_weights, make_qkx_quants, make_qx_quants, sum_sq, to_fp16, MinSearch,
-    QxWeights,
+    abs_max, avx2_dispatch, fp16, imatrix_weights, make_qkx_quants, make_qx_quants,
+    round_half_away, sum_sq, to_fp16, trunc_sat_i8, MinSearch, QxWeights,
 };
 
 pub const QK: usize = 32;
@@ -70,6 +70,7 @@ pub struct BlockQ8_0 {
 }
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 2 + QK);
 
+#[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
     for &v in x {
@@ -83,6 +84,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+#[inline(always)]
 fn inverse(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
@@ -92,6 +94,7 @@ fn inverse(d: f32) -> f32 {
 }
 
 /// Packs 5-bit codes: low nibbles into `qs`, bit 4 of code `j` into bit `j` of `qh`.
+#[inline(always)]
 fn pack5(codes: &[u8; QK], qs: &mut [u8; QK / 2], qh: &mut [u8; 4]) {
     let mut h = 0u32;
     for j in 0..QK / 2 {
@@ -119,7 +122,8 @@ fn weighted_min_search(nmax: i32) -> MinSearch {
     }
 }
 
-pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0], imatrix: Option<&[f32]>) {
+#[inline(always)] // into its AVX2 copy, so the loops are compiled for AVX2
+fn quantize_row_q4_0_impl(x: &[f32], y: &mut [BlockQ4_0], imatrix: Option<&[f32]>) {
     if let Some(qw) = imatrix {
         let sigma2 = row_sigma2(x);
         let (mut weight, mut l) = ([0f32; QK], [0i8; QK]);
@@ -138,14 +142,15 @@ pub fn quantize_row_q4_0(x: &[f32], y: &mut [BlockQ4_0], imatrix: Option<&[f32]>
         let id = inverse(d);
         b.d = to_fp16(d);
         for j in 0..QK / 2 {
-            let q0 = ((xb[j] * id + 8.5) as i8).min(15) as u8;
-            let q1 = ((xb[j + QK / 2] * id + 8.5) as i8).min(15) as u8;
+            let q0 = trunc_sat_i8(xb[j] * id + 8.5).min(15) as u8;
+            let q1 = trunc_sat_i8(xb[j + QK / 2] * id + 8.5).min(15) as u8;
             b.qs[j] = q0 | (q1 << 4);
         }
     }
 }
 
-pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1], imatrix: Option<&[f32]>) {
+#[inline(always)] // into its AVX2 copy, so the loops are compiled for AVX2
+fn quantize_row_q4_1_impl(x: &[f32], y: &mut [BlockQ4_1], imatrix: Option<&[f32]>) {
     if let Some(qw) = imatrix {
         let sigma2 = row_sigma2(x);
         let (mut weight, mut l, mut laux) = ([0f32; QK], [0u8; QK], [0u8; QK]);
@@ -175,7 +180,8 @@ pub fn quantize_row_q4_1(x: &[f32], y: &mut [BlockQ4_1], imatrix: Option<&[f32]>
     }
 }
 
-pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0], imatrix: Option<&[f32]>) {
+#[inline(always)] // into its AVX2 copy, so the loops are compiled for AVX2
+fn quantize_row_q5_0_impl(x: &[f32], y: &mut [BlockQ5_0], imatrix: Option<&[f32]>) {
     let mut codes = [0u8; QK];
     if let Some(qw) = imatrix {
         let sigma2 = row_sigma2(x);
@@ -196,13 +202,14 @@ pub fn quantize_row_q5_0(x: &[f32], y: &mut [BlockQ5_0], imatrix: Option<&[f32]>
         let id = inverse(d);
         b.d = to_fp16(d);
         for (c, &v) in codes.iter_mut().zip(xb) {
-            *c = ((v * id + 16.5) as i8).min(31) as u8;
+            *c = trunc_sat_i8(v * id + 16.5).min(31) as u8;
         }
         pack5(&codes, &mut b.qs, &mut b.qh);
     }
 }
 
-pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1], imatrix: Option<&[f32]>) {
+#[inline(always)] // into its AVX2 copy, so the loops are compiled for AVX2
+fn quantize_row_q5_1_impl(x: &[f32], y: &mut [BlockQ5_1], imatrix: Option<&[f32]>) {
     let mut codes = [0u8; QK];
     if let Some(qw) = imatrix {
         let sigma2 = row_sigma2(x);
@@ -232,19 +239,16 @@ pub fn quantize_row_q5_1(x: &[f32], y: &mut [BlockQ5_1], imatrix: Option<&[f32]>
     }
 }
 
-/// Q8_0 has no importance-weighted variant in ggml.
-pub fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+/// Q8_0 has no importance-weighted variant in ggml (`imatrix` is ignored).
+#[inline(always)] // into its AVX2 copy, so the loops are compiled for AVX2
+fn quantize_row_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0], _imatrix: Option<&[f32]>) {
     for (b, xb) in y.iter_mut().zip(x.chunks_exact(QK)) {
-        let mut amax = 0f32;
-        for &v in xb {
-            amax = amax.max(v.abs());
-        }
+        let amax = abs_max(xb).0;
         let d = amax / 127.0;
         let id = inverse(d);
         b.d = to_fp16(d);
         for (q, &v) in b.qs.iter_mut().zip(xb) {
-            // `f32::round` rounds half away from zero, as C's roundf.
-            *q = (v * id).round() as i8;
+            *q = trunc_sat_i8(round_half_away(v * id)) as i8;
         }
     }
 }
@@ -306,3 +310,35 @@ pub fn dequantize_row_q8_0(x: &[BlockQ8_0], y: &mut [f32]) {
         }
     }
 }
+
+// The no-imatrix loops vectorise when compiled for AVX2 (same operations, same results).
+avx2_dispatch!(
+    quantize_row_q4_0,
+    q4_0_avx2,
+    quantize_row_q4_0_impl,
+    BlockQ4_0
+);
+avx2_dispatch!(
+    quantize_row_q4_1,
+    q4_1_avx2,
+    quantize_row_q4_1_impl,
+    BlockQ4_1
+);
+avx2_dispatch!(
+    quantize_row_q5_0,
+    q5_0_avx2,
+    quantize_row_q5_0_impl,
+    BlockQ5_0
+);
+avx2_dispatch!(
+    quantize_row_q5_1,
+    q5_1_avx2,
+    quantize_row_q5_1_impl,
+    BlockQ5_1
+);
+avx2_dispatch!(
+    quantize_row_q8_0,
+    q8_0_avx2,
+    quantize_row_q8_0_impl,
+    BlockQ8_0
+);

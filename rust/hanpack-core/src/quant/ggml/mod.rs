@@ -242,7 +242,7 @@ fn quantize_row(ty: GgmlType, x: &[f32], out: &mut [u8], imatrix: Option<&[f32]>
         GgmlType::Q4_1 => legacy::quantize_row_q4_1(x, cast(out), imatrix),
         GgmlType::Q5_0 => legacy::quantize_row_q5_0(x, cast(out), imatrix),
         GgmlType::Q5_1 => legacy::quantize_row_q5_1(x, cast(out), imatrix),
-        GgmlType::Q8_0 => legacy::quantize_row_q8_0(x, cast(out)),
+        GgmlType::Q8_0 => legacy::quantize_row_q8_0(x, cast(out), None),
         GgmlType::Q2_K => kquants::quantize_row_q2_k(x, cast(out), imatrix),
         GgmlType::Q3_K => kquants::quantize_row_q3_k(x, cast(out), imatrix),
         GgmlType::Q4_K => kquants::quantize_row_q4_k(x, cast(out), imatrix),

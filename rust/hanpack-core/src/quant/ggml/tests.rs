@@ -228,3 +228,65 @@ fn the_lane_searches_equal_the_scalar_ones_bit_for_bit() {
         }
     }
 }
+
+/// ggml's sequential first-largest-magnitude scan, the reference for `abs_max`.
+fn abs_max_scan(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    (amax, max)
+}
+
+#[test]
+fn vectorisable_helpers_equal_the_scalar_operations() {
+    use super::helpers::{abs_max, round_half_away, trunc_sat_i8};
+    let mut rng = Rng(29);
+    let specials = [
+        0.0,
+        -0.0,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.5,
+        -0.5,
+        1.5,
+        -2.5,
+        127.5,
+        -128.5,
+        1e30,
+        -1e30,
+    ];
+    for len in [0usize, 1, 7, 8, 9, 32, 33, 256] {
+        for _ in 0..200 {
+            let x: Vec<f32> = (0..len)
+                .map(|_| match rng.below(6) {
+                    0 => specials[rng.below(specials.len() as u64) as usize],
+                    1 => (rng.below(5) as f32 - 2.0) * 0.25, // ties of magnitude
+                    _ => (rng.below(1 << 24) as f32 - 8388608.0) / 65536.0,
+                })
+                .collect();
+            let (a, b) = (abs_max(&x), abs_max_scan(&x));
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "{x:?}"
+            );
+        }
+    }
+    let mut values: Vec<f32> = specials.to_vec();
+    values.extend((0..100_000).map(|_| f32::from_bits(rng.next() as u32)));
+    values.extend((0..100_000).map(|_| (rng.below(1 << 20) as f32 - 524288.0) / 2048.0));
+    values.extend((-600..600).map(|i| i as f32 * 0.25));
+    for v in values {
+        assert_eq!(trunc_sat_i8(v), (v as i8) as i32, "{v}");
+        let (r, want) = (round_half_away(v), v.round());
+        assert!(
+            r.to_bits() == want.to_bits() || (r.is_nan() && want.is_nan()),
+            "{v}: {r} vs {want}"
+        );
+    }
+}
