@@ -280,6 +280,23 @@ def test_bad_input_skipped_is_counted_with_file_and_line(tmp_path, tok, sp, name
         assert 1000 < len(docs) < 5000 + 1 and docs[0] == sp.encode("a0")  # the lines before the break
 
 
+def test_a_file_that_shrinks_during_the_run_is_reported_not_looped_on(tmp_path, tok, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("第一行\n第二行\n", encoding="utf-8")
+    real = tokenize_module.read_part
+
+    def shrinking(part, **kw):
+        batches = list(real(part, **kw))  # spans planned at the full size ...
+        text.write_text("第一行\n", encoding="utf-8")  # ... then the file loses a line
+        return iter(batches)
+
+    monkeypatch.setattr(tokenize_module, "read_part", shrinking)
+    r = tokenize_files([text], tok, tmp_path / "out", progress=False, on_error="skip")
+    assert r.skipped == {"unreadable": 1} and r.documents == 1
+    example = json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped_examples"][0]
+    assert example.startswith(f"{text}:2: unreadable: breaks off after line 1: the file ends at byte 10")
+
+
 def test_runs_that_must_not_resume_are_refused(tmp_path, tok):
     paths = write_inputs(tmp_path)[:2]
     tokenize_files(paths, tok, tmp_path / "out", shard_tokens=400, progress=False)

@@ -1,7 +1,9 @@
 """``tokenize_files``: input files to token shards, on all cores or on a Dask cluster.
 
-Locally, a reader thread parses the inputs while the tokenizer encodes the previous batch
-on all cores (the GIL released). With ``client=`` (a ``dask.distributed.Client``), the
+Locally, plain text and JSON-lines files are cut into line-aligned spans that the
+tokenizer reads, splits into records and encodes itself (GIL released, all cores, two
+spans at a time); compressed and parquet files are read by a background thread. The
+caller's thread writes the shards. With ``client=`` (a ``dask.distributed.Client``), the
 inputs are cut into parts that the workers read and encode themselves, and this process
 writes the results in input order with the same :class:`~hanpack.data.shards.ShardWriter`,
 so both give byte-identical shards (the workers must see the input paths; the shards are
@@ -31,7 +33,7 @@ from .shards import FORMAT, MANIFEST, VERSION, Position, ShardWriter, read_manif
 from .sources import AFTER_LAST_LINE, Part, Problem, RawBatch, input_format, read_part, split_parts
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer, _check_threads
+    from ..tokenizer import Tokenizer
 
 __all__ = ["tokenize_files", "TokenizeResult"]
 
@@ -165,9 +167,9 @@ def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: l
         if p.kind != "empty" and on_error == "stop":
             # Documents before it in this stretch are not written: the manifest stays at the
             # last whole shard, so the run can be repeated once the input is fixed.
-            raise DataInputError(paths[part.input], base + p.record, p.kind, p.message)
+            raise DataInputError(paths[part.input], base + p.record if p.record else 0, p.kind, p.message)
     for p in enc.problems:
-        writer.skip(Position(part.input, base + p.record), p.kind, p.message)
+        writer.skip(Position(part.input, base + p.record if p.record else 0), p.kind, p.message)
     if len(enc.bounds) > 1:
         writer.add(part.input, enc.ids, enc.bounds, enc.records + base, enc.offsets)
 
@@ -191,25 +193,27 @@ def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Ite
 
 
 def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:
-    """One batch encoded, in stretches whose records are numbered from the batch's start."""
+    """One batch encoded, in stretches whose records are each numbered from their own start."""
     kw = dict(json_field=batch.json_field, narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos,
               num_threads=num_threads)
     if batch.span is not None:  # a plain file: the tokenizer reads it, a batch at a time
         out: list[_Encoded] = []
-        (offset, end), lines = batch.span, 0
+        offset, end = batch.span
         while offset < end:
             try:
                 result, consumed = tokenizer._encode_file_lines(batch.path, offset, end, BATCH_BYTES, **kw)
             except OSError as e:
-                out.append(_Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int64),
-                                    np.zeros(0, np.int64), [Problem("unreadable", AFTER_LAST_LINE, str(e))], 0))
+                out.append(_nothing_but(Problem("unreadable", AFTER_LAST_LINE, str(e))))
                 break
-            out.append(_lines_encoded(result, lines, offset))
-            lines += out[-1].n_records
+            if consumed == 0:  # never loop on a file that shrank under the run
+                out.append(_nothing_but(Problem("unreadable", AFTER_LAST_LINE, f"the file ends at byte {offset}, "
+                                                f"before the {end} bytes it had when the run began")))
+                break
+            out.append(_lines_encoded(result, offset))
             offset += consumed
         return out
     if batch.data is not None:
-        return [_lines_encoded(tokenizer._encode_lines(batch.data, **kw), 0, batch.start_offset)]
+        return [_lines_encoded(tokenizer._encode_lines(batch.data, **kw), batch.start_offset)]
     if batch.texts:
         ids, bounds = tokenizer.encode_batch_numpy(
             batch.texts, add_bos=opts.add_bos, add_eos=opts.add_eos, allowed_special=(),
@@ -221,13 +225,17 @@ def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", nu
                      list(batch.problems), batch.n_records)]
 
 
-def _lines_encoded(out: tuple, before: int, start_offset: int) -> _Encoded:
-    """``Tokenizer._encode_lines``' result for lines that follow ``before`` lines and start
-    at byte ``start_offset`` of the file (-1: cannot seek)."""
+def _nothing_but(problem: Problem) -> _Encoded:
+    return _Encoded(np.zeros(0, np.int32), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), [problem], 0)
+
+
+def _lines_encoded(out: tuple, start_offset: int) -> _Encoded:
+    """``Tokenizer._encode_lines``' result (lines numbered from the stretch's start) for
+    lines that start at byte ``start_offset`` of the file (-1: cannot seek)."""
     ids, bounds, lines, ends, skipped, n = out
-    problems = [Problem(kind, before + line, message) for kind, line, message in skipped]
+    problems = [Problem(kind, line, message) for kind, line, message in skipped]
     offsets = ends + start_offset if start_offset >= 0 else np.full(len(ends), -1, np.int64)
-    return _Encoded(ids, bounds, lines + before, offsets, problems, n)
+    return _Encoded(ids, bounds, lines, offsets, problems, n)
 
 
 def _placed(enc: _Encoded, before: int) -> _Encoded:
@@ -256,9 +264,10 @@ def _encode_in_order(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "
         if part is not current:
             current, before = part, 0
         before += batch.skipped_lines
-        for enc in stretches:  # each numbered from the batch's start
-            yield part, base, _placed(enc, before)
-        before += sum(enc.n_records for enc in stretches)
+        for enc in stretches:
+            enc = _placed(enc, before)
+            before += enc.n_records
+            yield part, base, enc
 
 
 def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
