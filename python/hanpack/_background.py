@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator, TypeVar
+from typing import Any, Generator, Iterator, TypeVar
 
 T = TypeVar("T")
 
 __all__ = ["in_background"]
 
 
-def in_background(items: Iterator[T], name: str, depth: int = 2) -> Iterator[T]:
+def in_background(items: Iterator[T], name: str, depth: int = 2) -> Generator[T, None, None]:
     """``items`` produced on a background thread, up to ``depth`` ahead of the consumer.
     An exception there is raised here; closing this generator stops and joins the thread
     (which closes ``items``)."""

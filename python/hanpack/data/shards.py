@@ -152,8 +152,8 @@ class ShardWriter:
             self._tokens = 0
             self._unsynced = 0
             self._bounds = [np.zeros(1, np.int64)]
-        data = np.ascontiguousarray(ids.astype(self.dtype, copy=False))
-        self._file.write(data)  # the array's buffer: no bytes copy
+        data = np.ascontiguousarray(ids.astype(self.dtype, copy=False)).data  # its buffer: no bytes copy
+        self._file.write(data)
         self._hash.update(data)
         self._unsynced += data.nbytes
         if self._unsynced >= SYNC_BYTES:
@@ -195,7 +195,8 @@ class ShardWriter:
         self._save_manifest()
 
     def _commit_skipped(self, end: Position | None) -> None:
-        keep, done = [], []
+        keep: list[tuple[Position, str, str]] = []
+        done: list[tuple[Position, str, str]] = []
         for item in self._pending:
             (done if end is None or (item[0].input, item[0].record) < (end.input, end.record) else keep).append(item)
         self._pending = keep

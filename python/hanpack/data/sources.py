@@ -4,16 +4,18 @@ Formats, by file name (a ``.gz`` or ``.zst`` suffix adds decompression):
 
 * ``.txt`` — one document per line (lines end at ``\\n``; a ``\\r`` before it is dropped).
   Empty lines are not documents; they are counted as ``empty``.
-* ``.jsonl`` / ``.ndjson`` — one JSON object per line; the document is its ``text_field``,
-  which must be a str. Empty lines are counted as ``empty``.
+* ``.jsonl`` / ``.ndjson`` — one JSON object per line (strict JSON, RFC 8259: no NaN);
+  the document is its ``text_field``, which must be a string. Empty lines are counted as
+  ``empty``.
 * ``.parquet`` — one document per row of column ``text_field`` (needs ``pyarrow``).
 
 A file is read as :class:`Part` s. A local run reads each input as one part from where a
 previous run stopped; a cluster run splits uncompressed text files into byte ranges that
-start at line starts, so workers read their own ranges. Records (lines, or parquet rows)
-are numbered from 1 within the file; a part that does not know how many records precede
-it (a byte range of a split file) numbers them from its own start and the caller adds the
-count of the parts before it.
+start at line starts, so workers read their own ranges. A part comes as batches: byte
+spans of a plain file (the tokenizer reads them and splits their lines into records:
+``hanpack_core::io::records``), whole lines of a decompressed file, or parquet texts.
+Records (lines, or parquet rows) are numbered from 1 within the file; batches number
+them from their own start and the caller adds the count of the records before them.
 
 A record that cannot become a document is a :class:`Problem` with its kind and line,
 never silently dropped: the caller stops or counts it, as its policy says.
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator

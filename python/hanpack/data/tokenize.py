@@ -194,14 +194,16 @@ def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Ite
 
 def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:
     """One batch encoded, in stretches whose records are each numbered from their own start."""
-    kw = dict(json_field=batch.json_field, narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos,
-              num_threads=num_threads)
+    common = dict(narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos)
     if batch.span is not None:  # a plain file: the tokenizer reads it, a batch at a time
         out: list[_Encoded] = []
         offset, end = batch.span
         while offset < end:
             try:
-                result, consumed = tokenizer._encode_file_lines(batch.path, offset, end, BATCH_BYTES, **kw)
+                result, consumed = tokenizer._encode_file_lines(
+                    batch.path, offset, end, BATCH_BYTES, json_field=batch.json_field, num_threads=num_threads,
+                    **common,
+                )
             except OSError as e:
                 out.append(_nothing_but(Problem("unreadable", AFTER_LAST_LINE, str(e))))
                 break
@@ -213,7 +215,8 @@ def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", nu
             offset += consumed
         return out
     if batch.data is not None:
-        return [_lines_encoded(tokenizer._encode_lines(batch.data, **kw), batch.start_offset)]
+        lines = tokenizer._encode_lines(batch.data, json_field=batch.json_field, num_threads=num_threads, **common)
+        return [_lines_encoded(lines, batch.start_offset)]
     if batch.texts:
         ids, bounds = tokenizer.encode_batch_numpy(
             batch.texts, add_bos=opts.add_bos, add_eos=opts.add_eos, allowed_special=(),
