@@ -335,7 +335,8 @@ fn arranged_inputs(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
 mod int3_avx2 {
     use std::arch::x86_64::*;
 
-    use super::{int4_avx2::hsum, Job, BLOCK};
+    use super::int4_avx2::{fma4, hsum, sum4};
+    use super::{Job, BLOCK};
 
     const BLOCK_BYTES: usize = 12;
 
@@ -395,8 +396,7 @@ mod int3_avx2 {
                 for (g, &s) in sf.iter().enumerate() {
                     // Two blocks per step into separate accumulators (one FMA chain per
                     // accumulator is latency-bound otherwise), as in the int4 kernel.
-                    let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
-                    let [mut c0, mut c1, mut c2, mut c3] = [zero; 4];
+                    let (mut a, mut c) = ([zero; 4], [zero; 4]);
                     let mut k = g * blocks_per_group;
                     let end = ((g + 1) * blocks_per_group).min(n_blocks);
                     while k + 2 <= end {
@@ -404,30 +404,19 @@ mod int3_avx2 {
                         _mm_prefetch::<_MM_HINT_T0>(
                             row.as_ptr().add(k * BLOCK_BYTES).wrapping_add(1024) as *const i8,
                         );
-                        let q = codes(&row[k * BLOCK_BYTES..]);
-                        let u = codes(&row[(k + 1) * BLOCK_BYTES..]);
                         let p = xb.as_ptr().add(k * BLOCK);
-                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
-                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
-                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
-                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
-                        c0 = _mm256_fmadd_ps(u[0], _mm256_loadu_ps(p.add(32)), c0);
-                        c1 = _mm256_fmadd_ps(u[1], _mm256_loadu_ps(p.add(40)), c1);
-                        c2 = _mm256_fmadd_ps(u[2], _mm256_loadu_ps(p.add(48)), c2);
-                        c3 = _mm256_fmadd_ps(u[3], _mm256_loadu_ps(p.add(56)), c3);
+                        fma4(&codes(&row[k * BLOCK_BYTES..]), p, &mut a);
+                        fma4(&codes(&row[(k + 1) * BLOCK_BYTES..]), p.add(BLOCK), &mut c);
                         k += 2;
                     }
                     if k < end {
-                        let q = codes(&row[k * BLOCK_BYTES..]);
-                        let p = xb.as_ptr().add(k * BLOCK);
-                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
-                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
-                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
-                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
+                        fma4(
+                            &codes(&row[k * BLOCK_BYTES..]),
+                            xb.as_ptr().add(k * BLOCK),
+                            &mut a,
+                        );
                     }
-                    let s4 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
-                    let s8 = _mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3));
-                    yv = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_add_ps(s4, s8), yv);
+                    yv = _mm256_fmadd_ps(_mm256_set1_ps(s), _mm256_add_ps(sum4(&a), sum4(&c)), yv);
                 }
                 *yb = hsum(yv) - job.zero_terms(b, &sf, &zf);
             }
@@ -467,6 +456,21 @@ mod int4_avx2 {
         ]
     }
 
+    /// `a[j] += q[j] · p[8j..8j + 8]`: one block's 32 products into four accumulators.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma4(q: &[__m256; 4], p: *const f32, a: &mut [__m256; 4]) {
+        for j in 0..4 {
+            a[j] = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(p.add(8 * j)), a[j]);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sum4(a: &[__m256; 4]) -> __m256 {
+        _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))
+    }
+
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn hsum(v: __m256) -> f32 {
@@ -500,8 +504,7 @@ mod int4_avx2 {
                 let end = ((g + 1) * blocks_per_group).min(n_blocks);
                 if batch == 1 {
                     // Registers only: the common decode case.
-                    let [mut a0, mut a1, mut a2, mut a3] = [zero; 4];
-                    let [mut b0, mut b1, mut b2, mut b3] = [zero; 4];
+                    let (mut a, mut c) = ([zero; 4], [zero; 4]);
                     let x0 = xa.as_ptr();
                     // Two blocks per step into separate accumulators: one FMA chain
                     // per accumulator is latency-bound otherwise.
@@ -511,50 +514,31 @@ mod int4_avx2 {
                         _mm_prefetch::<_MM_HINT_T0>(
                             row.as_ptr().add(k * 16).wrapping_add(1024) as *const i8
                         );
-                        let q = codes(&row[k * 16..k * 16 + 16]);
-                        let u = codes(&row[k * 16 + 16..k * 16 + 32]);
                         let p = x0.add(k * BLOCK);
-                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
-                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
-                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
-                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
-                        b0 = _mm256_fmadd_ps(u[0], _mm256_loadu_ps(p.add(32)), b0);
-                        b1 = _mm256_fmadd_ps(u[1], _mm256_loadu_ps(p.add(40)), b1);
-                        b2 = _mm256_fmadd_ps(u[2], _mm256_loadu_ps(p.add(48)), b2);
-                        b3 = _mm256_fmadd_ps(u[3], _mm256_loadu_ps(p.add(56)), b3);
+                        fma4(&codes(&row[k * 16..k * 16 + 16]), p, &mut a);
+                        fma4(&codes(&row[k * 16 + 16..k * 16 + 32]), p.add(BLOCK), &mut c);
                         k += 2;
                     }
-                    a0 = _mm256_add_ps(a0, b0);
-                    a1 = _mm256_add_ps(a1, b1);
-                    a2 = _mm256_add_ps(a2, b2);
-                    a3 = _mm256_add_ps(a3, b3);
                     while k < end {
-                        let q = codes(&row[k * 16..k * 16 + 16]);
-                        let p = x0.add(k * BLOCK);
-                        a0 = _mm256_fmadd_ps(q[0], _mm256_loadu_ps(p), a0);
-                        a1 = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(p.add(8)), a1);
-                        a2 = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(p.add(16)), a2);
-                        a3 = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(p.add(24)), a3);
+                        fma4(&codes(&row[k * 16..k * 16 + 16]), x0.add(k * BLOCK), &mut a);
                         k += 1;
                     }
-                    acc[0] = [a0, a1, a2, a3];
+                    for j in 0..4 {
+                        a[j] = _mm256_add_ps(a[j], c[j]);
+                    }
+                    acc[0] = a;
                 } else {
                     while k < end {
                         let q = codes(&row[k * 16..k * 16 + 16]);
                         for (b, a) in acc.iter_mut().enumerate() {
-                            let x = &xa[b * job.padded + k * BLOCK..][..BLOCK];
-                            let p = x.as_ptr();
-                            for (j, aj) in a.iter_mut().enumerate() {
-                                *aj = _mm256_fmadd_ps(q[j], _mm256_loadu_ps(p.add(8 * j)), *aj);
-                            }
+                            fma4(&q, xa[b * job.padded + k * BLOCK..][..BLOCK].as_ptr(), a);
                         }
                         k += 1;
                     }
                 }
                 let s = _mm256_set1_ps(sf[g]);
                 for (a, v) in acc.iter_mut().zip(yv.iter_mut()) {
-                    let sum = _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
-                    *v = _mm256_fmadd_ps(s, sum, *v);
+                    *v = _mm256_fmadd_ps(s, sum4(a), *v);
                     *a = [zero; 4];
                 }
             }

@@ -39,7 +39,6 @@ pub fn f32_to_bf16(x: f32) -> u16 {
 /// `(|m|, m)` for the first value `m` of largest magnitude (`(0, 0)` for all zeros: ggml
 /// starts from +0.0 and replaces only on a strictly larger magnitude).
 #[inline(always)]
-#[inline(always)]
 pub fn abs_max(x: &[f32]) -> (f32, f32) {
     // ggml scans for the first value of largest magnitude. The largest magnitude is found
     // in eight lanes (a maximum is exact in any order, and NaN never wins a `>`, as in the
