@@ -45,8 +45,8 @@ class SpmTokenizer:
     def encode_batch(
         self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int | None = None
     ) -> list[list[int]]: ...
-    def encode_file_lines(
-        self, path: str, start: int, end: int, size: int, json_field: str | None, narrow: bool, add_bos: bool,
+    def encode_lines(
+        self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
         add_eos: bool, num_threads: int | None = None,
     ) -> tuple[
         tuple[
@@ -54,13 +54,6 @@ class SpmTokenizer:
             npt.NDArray[np.int64], list[tuple[str, int, str]], int,
         ],
         int,
-    ]: ...
-    def encode_lines(
-        self, data: bytes, json_field: str | None, narrow: bool, add_bos: bool, add_eos: bool,
-        num_threads: int | None = None,
-    ) -> tuple[
-        npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
-        list[tuple[str, int, str]], int,
     ]: ...
     def encode_batch_flat(
         self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int | None = None
@@ -135,8 +128,8 @@ class BpeTokenizer:
         allowed: list[str] | None = None,
         disallowed: list[str] | None = None,
     ) -> list[list[int]]: ...
-    def encode_file_lines(
-        self, path: str, start: int, end: int, size: int, json_field: str | None, narrow: bool, add_bos: bool,
+    def encode_lines(
+        self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
         add_eos: bool, num_threads: int | None = None,
     ) -> tuple[
         tuple[
@@ -144,13 +137,6 @@ class BpeTokenizer:
             npt.NDArray[np.int64], list[tuple[str, int, str]], int,
         ],
         int,
-    ]: ...
-    def encode_lines(
-        self, data: bytes, json_field: str | None, narrow: bool, add_bos: bool, add_eos: bool,
-        num_threads: int | None = None,
-    ) -> tuple[
-        npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
-        list[tuple[str, int, str]], int,
     ]: ...
     def encode_batch_flat(
         self,

@@ -370,24 +370,18 @@ class Tokenizer(_core.TokenizerBase):
         return self._model.encode_batch_flat(*args)
 
     def _encode_lines(
-        self, data: bytes, *, json_field: str | None, narrow: bool, add_bos: bool, add_eos: bool,
-        num_threads: int | None,
-    ) -> tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray", list[tuple[str, int, str]], int]:
-        """For :mod:`hanpack.data`: the documents of whole ``.txt`` lines (or ``.jsonl``
-        lines, text in ``json_field``) encoded on all cores, special-token text as ordinary
-        text. Returns ids (uint16 when ``narrow`` and the vocabulary fits, else uint32),
-        document bounds, each document's line (from 1) and the byte offset after it, the
-        other lines as ``(kind, line, message)``, and the line count."""
-        return self._model.encode_lines(data, json_field, narrow, add_bos, add_eos, num_threads)
-
-    def _encode_file_lines(
-        self, path: str, start: int, end: int, size: int, *, json_field: str | None, narrow: bool, add_bos: bool,
+        self, source: "bytes | tuple[str, int, int, int]", *, json_field: str | None, narrow: bool, add_bos: bool,
         add_eos: bool, num_threads: int | None,
     ) -> tuple[tuple["np.ndarray", "np.ndarray", "np.ndarray", "np.ndarray", list[tuple[str, int, str]], int], int]:
-        """:meth:`_encode_lines` of the whole lines of ``path`` from byte ``start`` (about
-        ``size`` bytes, never past ``end``), read without the GIL; also returns the bytes
-        read. ``OSError`` when the file cannot be read."""
-        return self._model.encode_file_lines(path, start, end, size, json_field, narrow, add_bos, add_eos, num_threads)
+        """For :mod:`hanpack.data`: the documents of whole ``.txt`` lines (or ``.jsonl``
+        lines, text in ``json_field``) encoded on all cores, special-token text as ordinary
+        text. ``source``: the lines as bytes, or ``(path, start, end, size)``, the whole
+        lines of a file from byte ``start`` (about ``size`` bytes, never past ``end``), read
+        without the GIL (``OSError`` when it cannot be). Returns ids (uint16 when
+        ``narrow`` and the vocabulary fits, else uint32), document bounds, each document's
+        line (from 1) and the byte offset after it, the other lines as ``(kind, line,
+        message)`` and the line count; and the bytes of lines read."""
+        return self._model.encode_lines(source, json_field, narrow, add_bos, add_eos, num_threads)
 
     def encode_as_pieces(self, text: str) -> list[str]:
         """Pieces of ``text`` (``SentencePieceProcessor.encode(text, out_type=str)``; for

@@ -195,13 +195,13 @@ def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Ite
 def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:
     """One batch encoded, in stretches whose records are each numbered from their own start."""
     common = dict(narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos)
-    if batch.span is not None:  # a plain file: the tokenizer reads it, a batch at a time
+    if batch.span is not None:  # a span of a plain file, cut at line starts: the tokenizer reads it whole
         out: list[_Encoded] = []
         offset, end = batch.span
-        while offset < end:
+        while offset < end:  # once, unless the file shrank under the run
             try:
-                result, consumed = tokenizer._encode_file_lines(
-                    batch.path, offset, end, BATCH_BYTES, json_field=batch.json_field, num_threads=num_threads,
+                result, consumed = tokenizer._encode_lines(
+                    (batch.path, offset, end, end - offset), json_field=batch.json_field, num_threads=num_threads,
                     **common,
                 )
             except OSError as e:
@@ -215,8 +215,8 @@ def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", nu
             offset += consumed
         return out
     if batch.data is not None:
-        lines = tokenizer._encode_lines(batch.data, json_field=batch.json_field, num_threads=num_threads, **common)
-        return [_lines_encoded(lines, batch.start_offset)]
+        result, _ = tokenizer._encode_lines(batch.data, json_field=batch.json_field, num_threads=num_threads, **common)
+        return [_lines_encoded(result, batch.start_offset)]
     if batch.texts:
         ids, bounds = tokenizer.encode_batch_numpy(
             batch.texts, add_bos=opts.add_bos, add_eos=opts.add_eos, allowed_special=(),

@@ -8,9 +8,10 @@ use std::path::Path;
 use hanpack_core::io::records::{line_record, read_whole_lines, Record};
 use hanpack_core::HanpackError;
 use numpy::PyArray1;
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyList, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
 use rayon::prelude::*;
 
 use crate::convert::{append_ids, IdCache};
@@ -217,55 +218,39 @@ fn line_ranges(data: &[u8], n: usize) -> Vec<Range<usize>> {
     out
 }
 
-/// Splits `data` (whole lines of a `.txt` or, with `json_field`, a `.jsonl` file) into
-/// records (`hanpack_core::io::records`) and encodes the documents: byte ranges in
-/// parallel (the line search too), then gathered in order in parallel.
+/// Splits whole lines of a `.txt` or, with `json_field`, a `.jsonl` file into records
+/// (`hanpack_core::io::records`) and encodes the documents: byte ranges in parallel (the
+/// line search too), then gathered in order in parallel. `source` is the lines as
+/// `bytes`, or `(path, start, end, size)`: the whole lines of that file from byte `start`
+/// (about `size` bytes, never past `end`), read here without the GIL. Also returns how
+/// many bytes of lines that was.
 pub fn encode_lines<'py>(
     py: Python<'py>,
-    data: &[u8],
-    json_field: Option<&str>,
-    narrow: bool,
-    num_threads: Option<usize>,
-    encode: impl EncodeInto,
-) -> PyResult<LinesOut<'py>> {
-    let out = run_detached(py, || {
-        Ok(lines_encoded(
-            data,
-            json_field,
-            narrow,
-            num_threads,
-            &encode,
-        )?)
-    })?;
-    Ok(out.into_py(py))
-}
-
-/// `encode_lines` of the whole lines of `path` from byte `start` (about `size` bytes, up
-/// to `end`), read without the GIL; also returns how many bytes that was.
-#[allow(clippy::too_many_arguments)]
-pub fn encode_file_lines<'py>(
-    py: Python<'py>,
-    path: &str,
-    start: u64,
-    end: u64,
-    size: usize,
+    source: &Bound<'py, PyAny>,
     json_field: Option<&str>,
     narrow: bool,
     num_threads: Option<usize>,
     encode: impl EncodeInto,
 ) -> PyResult<(LinesOut<'py>, usize)> {
-    let (out, consumed) = run_detached(py, || {
-        let data = read_whole_lines(Path::new(path), start, end, size).map_err(|source| {
-            HanpackError::Io {
-                path: path.into(),
-                source,
-            }
-        })?;
-        Ok((
-            lines_encoded(&data, json_field, narrow, num_threads, &encode)?,
-            data.len(),
-        ))
-    })?;
+    let encoded = |data: &[u8]| lines_encoded(data, json_field, narrow, num_threads, &encode);
+    let (out, consumed) = if let Ok(bytes) = source.cast::<PyBytes>() {
+        let data = bytes.as_bytes();
+        run_detached(py, || Ok((encoded(data)?, data.len())))?
+    } else {
+        let (path, start, end, size): (String, u64, u64, usize) =
+            source.extract().map_err(|_| {
+                PyTypeError::new_err("source must be bytes or a (path, start, end, size) tuple")
+            })?;
+        run_detached(py, || {
+            let data = read_whole_lines(Path::new(&path), start, end, size).map_err(|source| {
+                HanpackError::Io {
+                    path: path.clone().into(),
+                    source,
+                }
+            })?;
+            Ok((encoded(&data)?, data.len()))
+        })?
+    };
     Ok((out.into_py(py), consumed))
 }
 

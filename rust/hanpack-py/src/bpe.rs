@@ -211,17 +211,14 @@ impl BpeTokenizer {
         })
     }
 
-    /// `encode_lines` of a file's whole lines from byte `start`, read without the GIL
-    /// (see `batch::encode_file_lines`); also returns the bytes read.
-    #[pyo3(signature = (path, start, end, size, json_field, narrow, add_bos, add_eos, num_threads=None))]
+    /// Encodes the documents of whole `.txt` / `.jsonl` lines, given as bytes or as a file
+    /// span (see `batch::encode_lines`); special-token text is ordinary text there.
+    #[pyo3(signature = (source, json_field, narrow, add_bos, add_eos, num_threads=None))]
     #[allow(clippy::too_many_arguments)]
-    fn encode_file_lines<'py>(
+    fn encode_lines<'py>(
         &self,
         py: Python<'py>,
-        path: &str,
-        start: u64,
-        end: u64,
-        size: usize,
+        source: &Bound<'py, PyAny>,
         json_field: Option<&str>,
         narrow: bool,
         add_bos: bool,
@@ -231,45 +228,10 @@ impl BpeTokenizer {
         let m = &self.model;
         let policy = run(py, || self.policy(Some(Vec::new()), Some(Vec::new())))?;
         let policy = &policy;
-        let narrow = narrow && self.model.vocab_size() <= 1 << 16;
-        batch::encode_file_lines(
-            py,
-            path,
-            start,
-            end,
-            size,
-            json_field,
-            narrow,
-            num_threads,
-            |t, out| m.encode_into(t, policy, add_bos, add_eos, out),
-        )
-    }
-
-    /// Encodes the documents of whole `.txt` / `.jsonl` lines (see `batch::encode_lines`);
-    /// special-token text is ordinary text there.
-    #[pyo3(signature = (data, json_field, narrow, add_bos, add_eos, num_threads=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn encode_lines<'py>(
-        &self,
-        py: Python<'py>,
-        data: &[u8],
-        json_field: Option<&str>,
-        narrow: bool,
-        add_bos: bool,
-        add_eos: bool,
-        num_threads: Option<usize>,
-    ) -> PyResult<batch::LinesOut<'py>> {
-        let m = &self.model;
-        let policy = run(py, || self.policy(Some(Vec::new()), Some(Vec::new())))?;
-        let policy = &policy;
-        batch::encode_lines(
-            py,
-            data,
-            json_field,
-            narrow && self.model.vocab_size() <= 1 << 16,
-            num_threads,
-            |t, out| m.encode_into(t, policy, add_bos, add_eos, out),
-        )
+        let narrow = narrow && m.vocab_size() <= 1 << 16;
+        batch::encode_lines(py, source, json_field, narrow, num_threads, |t, out| {
+            m.encode_into(t, policy, add_bos, add_eos, out)
+        })
     }
 
     #[pyo3(signature = (ids, skip_special=false))]

@@ -201,7 +201,7 @@ impl Job<'_, '_> {
                     Bits::B4
                         if self.batch == 1 && std::arch::is_x86_feature_detected!("avx512f") =>
                     {
-                        return unsafe { int4_avx512::rows(self, xa, first, dst) };
+                        return unsafe { avx512::rows::<4>(self, xa, first, dst) };
                     }
                     // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
                     Bits::B4 => return unsafe { int4_avx2::rows(self, xa, first, dst) },
@@ -209,7 +209,7 @@ impl Job<'_, '_> {
                     Bits::B3
                         if self.batch == 1 && std::arch::is_x86_feature_detected!("avx512f") =>
                     {
-                        return unsafe { int3_avx512::rows(self, xa, first, dst) };
+                        return unsafe { avx512::rows::<3>(self, xa, first, dst) };
                     }
                     // SAFETY: as above.
                     Bits::B3 => return unsafe { int3_avx2::rows(self, xa, first, dst) },
@@ -561,19 +561,25 @@ mod int4_avx2 {
     }
 }
 
-/// The int4 kernel for batch 1 in AVX-512: a block's 16 bytes widen to one 16-lane
-/// vector, whose low nibbles (codes `2j`) and high nibbles (`16 · q_{2j+1}`) meet the same
-/// arranged inputs as the AVX2 kernel's, so a block is one widen, two masks, two
-/// conversions and two FMAs (half the AVX2 kernel's instructions).
+/// The int4 and int3 kernels for batch 1 in AVX-512, one loop for both: a block's codes
+/// come as two 16-lane float vectors in the AVX2 kernels' arranged order, so the inputs
+/// are the same (see [`arranged_inputs`]).
+///
+/// * int4: the block's 16 bytes widen to one 16-lane vector, whose low nibbles (codes
+///   `2j`) and high nibbles (`16 · q_{2j+1}`) are masked in place: one widen, two masks,
+///   two conversions and two FMAs per block (half the AVX2 kernel's instructions).
+/// * int3: the AVX2 kernel's four 8-lane code vectors (lane `j` of vector `k` = code
+///   `4j + k`) two at a time: the low plane's 8 bytes sit in both halves and shift by `2k`
+///   per half, the high plane shifts by `4j + k` per lane.
 #[cfg(target_arch = "x86_64")]
-mod int4_avx512 {
+mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Job, BLOCK};
 
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn codes(src: *const u8) -> (__m512, __m512) {
+    unsafe fn int4_codes(src: *const u8) -> (__m512, __m512) {
         let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(src as *const __m128i));
         (
             _mm512_cvtepi32_ps(_mm512_and_si512(b, _mm512_set1_epi32(0x0F))),
@@ -581,68 +587,57 @@ mod int4_avx512 {
         )
     }
 
-    /// `Job::rows_with`'s contract for int4 weights and batch 1.
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
-        let l = job.w.layout;
-        let ng = l.n_groups();
-        let blocks_per_group = l.group_size.div_ceil(BLOCK);
-        let zero = _mm512_setzero_ps();
-        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
-        let x0 = xa.as_ptr();
-        for (i, y) in dst.iter_mut().enumerate() {
-            let row = job.row_params(first + i, &mut sf, &mut zf);
-            let n_blocks = row.len() / 16;
-            let w = row.as_ptr();
-            let mut yv = zero;
-            let mut k = 0;
-            for (g, &s) in sf.iter().enumerate() {
-                let end = ((g + 1) * blocks_per_group).min(n_blocks);
-                // Two blocks per step into separate accumulators (FMA latency).
-                let [mut a0, mut a1, mut c0, mut c1] = [zero; 4];
-                while k + 2 <= end {
-                    // As in the AVX2 kernel: keep the DRAM stream going.
-                    _mm_prefetch::<_MM_HINT_T0>(w.add(k * 16).wrapping_add(1024) as *const i8);
-                    let (q0, q1) = codes(w.add(k * 16));
-                    let (u0, u1) = codes(w.add(k * 16 + 16));
-                    let p = x0.add(k * BLOCK);
-                    a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(p), a0);
-                    a1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(p.add(16)), a1);
-                    c0 = _mm512_fmadd_ps(u0, _mm512_loadu_ps(p.add(32)), c0);
-                    c1 = _mm512_fmadd_ps(u1, _mm512_loadu_ps(p.add(48)), c1);
-                    k += 2;
-                }
-                if k < end {
-                    let (q0, q1) = codes(w.add(k * 16));
-                    let p = x0.add(k * BLOCK);
-                    a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(p), a0);
-                    a1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(p.add(16)), a1);
-                    k += 1;
-                }
-                let sum = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(c0, c1));
-                yv = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, yv);
-            }
-            *y = _mm512_reduce_add_ps(yv) - job.zero_terms(0, &sf, &zf);
-        }
-    }
-}
-
-/// The int3 kernel for batch 1 in AVX-512: the AVX2 kernel's four 8-lane code vectors
-/// (lane `j` of vector `k` = code `4j + k`) taken two at a time, so the arranged inputs
-/// are the same: the low plane's 8 bytes sit in both halves and shift by `2k` per half,
-/// the high plane shifts by `4j + k` per lane.
-#[cfg(target_arch = "x86_64")]
-mod int3_avx512 {
-    use std::arch::x86_64::*;
-
-    use super::{Job, BLOCK};
-
-    const BLOCK_BYTES: usize = 12;
-
-    /// Codes `4j + k` for `k` in {0, 1} (lanes 0–7, 8–15) and {2, 3}, as floats.
+    /// Per-lane shifts of the int3 code vectors for codes `k` (lanes 0-7) and `k + 1`
+    /// (lanes 8-15), `k` = 0 and 2: the low plane's `2k`, the high plane's `4j + k`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn codes(src: *const u8, shifts: &[__m512i; 4]) -> (__m512, __m512) {
+    unsafe fn int3_shifts() -> [__m512i; 4] {
+        let low = |k: i32| {
+            _mm512_setr_epi32(
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+                2 * k + 2,
+            )
+        };
+        let high = |k: i32| {
+            _mm512_setr_epi32(
+                k,
+                4 + k,
+                8 + k,
+                12 + k,
+                16 + k,
+                20 + k,
+                24 + k,
+                28 + k,
+                k + 1,
+                5 + k,
+                9 + k,
+                13 + k,
+                17 + k,
+                21 + k,
+                25 + k,
+                29 + k,
+            )
+        };
+        [low(0), high(0), low(2), high(2)]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn int3_codes(src: *const u8, shifts: &[__m512i; 4]) -> (__m512, __m512) {
         let bytes = _mm_loadl_epi64(src as *const __m128i);
         let low = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
         let h = _mm512_set1_epi32(i32::from_le_bytes([
@@ -673,73 +668,50 @@ mod int3_avx512 {
         )
     }
 
-    /// `Job::rows_with`'s contract for int3 weights and batch 1.
+    /// A block's codes for `BITS` (a function, not a closure, for the reason above).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn codes<const BITS: u32>(src: *const u8, shifts: &[__m512i; 4]) -> (__m512, __m512) {
+        if BITS == 4 {
+            int4_codes(src)
+        } else {
+            int3_codes(src, shifts)
+        }
+    }
+
+    /// `Job::rows_with`'s contract for int4 (`BITS` = 4) or int3 (3) weights and batch 1.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn rows(job: &Job<'_, '_>, xa: &[f32], first: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn rows<const BITS: u32>(
+        job: &Job<'_, '_>,
+        xa: &[f32],
+        first: usize,
+        dst: &mut [f32],
+    ) {
+        let block_bytes = BITS as usize * BLOCK / 8;
         let l = job.w.layout;
         let ng = l.n_groups();
         let blocks_per_group = l.group_size.div_ceil(BLOCK);
         let zero = _mm512_setzero_ps();
-        let lane = |k: i32| {
-            // Per lane of the vector for codes k (lanes 0-7) and k + 1 (lanes 8-15): the
-            // low plane's shift 2k, and the high plane's 4j + k.
-            let low = _mm512_setr_epi32(
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-            );
-            let high = _mm512_setr_epi32(
-                k,
-                4 + k,
-                8 + k,
-                12 + k,
-                16 + k,
-                20 + k,
-                24 + k,
-                28 + k,
-                k + 1,
-                5 + k,
-                9 + k,
-                13 + k,
-                17 + k,
-                21 + k,
-                25 + k,
-                29 + k,
-            );
-            (low, high)
-        };
-        let ((l01, h01), (l23, h23)) = (lane(0), lane(2));
-        let shifts = [l01, h01, l23, h23];
+        let shifts = int3_shifts();
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         let x0 = xa.as_ptr();
         for (i, y) in dst.iter_mut().enumerate() {
             let row = job.row_params(first + i, &mut sf, &mut zf);
-            let n_blocks = row.len() / BLOCK_BYTES;
+            let n_blocks = row.len() / block_bytes;
             let w = row.as_ptr();
             let mut yv = zero;
             let mut k = 0;
             for (g, &s) in sf.iter().enumerate() {
                 let end = ((g + 1) * blocks_per_group).min(n_blocks);
+                // Two blocks per step into separate accumulators (FMA latency).
                 let [mut a0, mut a1, mut c0, mut c1] = [zero; 4];
                 while k + 2 <= end {
+                    // As in the AVX2 kernels: keep the DRAM stream going.
                     _mm_prefetch::<_MM_HINT_T0>(
-                        w.add(k * BLOCK_BYTES).wrapping_add(1024) as *const i8
+                        w.add(k * block_bytes).wrapping_add(1024) as *const i8
                     );
-                    let (q0, q1) = codes(w.add(k * BLOCK_BYTES), &shifts);
-                    let (u0, u1) = codes(w.add((k + 1) * BLOCK_BYTES), &shifts);
+                    let (q0, q1) = codes::<BITS>(w.add(k * block_bytes), &shifts);
+                    let (u0, u1) = codes::<BITS>(w.add((k + 1) * block_bytes), &shifts);
                     let p = x0.add(k * BLOCK);
                     a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(p), a0);
                     a1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(p.add(16)), a1);
@@ -748,7 +720,7 @@ mod int3_avx512 {
                     k += 2;
                 }
                 if k < end {
-                    let (q0, q1) = codes(w.add(k * BLOCK_BYTES), &shifts);
+                    let (q0, q1) = codes::<BITS>(w.add(k * block_bytes), &shifts);
                     let p = x0.add(k * BLOCK);
                     a0 = _mm512_fmadd_ps(q0, _mm512_loadu_ps(p), a0);
                     a1 = _mm512_fmadd_ps(q1, _mm512_loadu_ps(p.add(16)), a1);
