@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+mod common;
+
 use hanpack_core::tokenizer::bpe::added::Policy;
 use hanpack_core::tokenizer::bpe::hf_json::from_json;
 
@@ -21,17 +23,9 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    let bytes: usize = lines.iter().map(String::len).sum();
+    let (lines, bytes) = common::corpus_lines(files);
     let policy = Policy::allow_all();
-    let rounds = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let rounds = common::rounds(5);
     let mut ids = Vec::new();
     let mut best = f64::INFINITY;
     let mut n = 0;
@@ -51,27 +45,7 @@ fn main() {
         best * 1e6 / lines.len() as f64
     );
     // Scaling of the core alone (no Python): all lines on 1 thread and on all cores.
-    for threads in [
-        1,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    ] {
-        use rayon::prelude::*;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        let best = (0..rounds)
-            .map(|_| {
-                let t0 = Instant::now();
-                pool.install(|| {
-                    lines.par_chunks(256).for_each(|c| {
-                        c.iter()
-                            .for_each(|l| drop(tok.encode(l, &policy, false, false)))
-                    })
-                });
-                t0.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
-        println!("{threads} thread(s): {:.1} MB/s", bytes as f64 / best / 1e6);
-    }
+    common::print_scaling(&lines, bytes, rounds, |l| {
+        drop(tok.encode(l, &policy, false, false))
+    });
 }

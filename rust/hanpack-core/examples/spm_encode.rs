@@ -3,6 +3,8 @@
 
 use std::time::Instant;
 
+mod common;
+
 use hanpack_core::tokenizer::spm::SpmModel;
 
 fn main() {
@@ -15,18 +17,9 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let mut lines = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        lines.extend(text.lines().map(str::to_owned));
-    }
-    let bytes: usize = lines.iter().map(String::len).sum();
+    let (lines, bytes) = common::corpus_lines(files);
     let mut ids = Vec::new();
-    for round in 0..std::env::var("ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
-    {
+    for round in 0..common::rounds(3) {
         let t0 = Instant::now();
         let mut n = 0;
         for l in &lines {
@@ -41,28 +34,7 @@ fn main() {
         );
     }
     // Scaling of the core alone (no Python): all lines on 1 thread and on all cores.
-    for threads in [
-        1,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
-    ] {
-        use rayon::prelude::*;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        let best = (0..3)
-            .map(|_| {
-                let t0 = Instant::now();
-                pool.install(|| {
-                    lines
-                        .par_chunks(256)
-                        .for_each(|c| c.iter().for_each(|l| drop(model.encode(l, false, false))))
-                });
-                t0.elapsed().as_secs_f64()
-            })
-            .fold(f64::INFINITY, f64::min);
-        println!("{threads} thread(s): {:.1} MB/s", bytes as f64 / best / 1e6);
-    }
+    common::print_scaling(&lines, bytes, 3, |l| drop(model.encode(l, false, false)));
     let all: Vec<Vec<i64>> = lines
         .iter()
         .map(|l| {
