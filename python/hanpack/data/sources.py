@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-__all__ = ["Part", "Problem", "RawBatch", "PROBLEM_KINDS", "input_format", "read_part", "split_parts"]
+__all__ = ["Part", "Problem", "RawBatch", "PROBLEM_KINDS", "input_format", "line_cuts", "read_part"]
 
 # Every way a record can fail to become a document ("empty" is not an error: it is counted).
 PROBLEM_KINDS = (
@@ -97,16 +97,6 @@ class RawBatch:
     records: list[int] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-
-
-def split_parts(index: int, path: str, part_bytes: int) -> list[Part]:
-    """Byte ranges of about ``part_bytes`` that start at line starts (uncompressed text
-    files); any other file is one part."""
-    fmt, compression = input_format(path)
-    if fmt == "parquet" or compression or part_bytes <= 0:
-        return [Part(index, path)]
-    cuts = line_cuts(path, 0, os.path.getsize(path), part_bytes)
-    return [Part(index, path, a, b) for a, b in zip(cuts, cuts[1:-1] + [None])]
 
 
 def line_cuts(path: str, start: int, end: int, size: int) -> list[int]:

@@ -30,7 +30,7 @@ import numpy as np
 from .._background import in_background
 from ..exceptions import DataInputError, InvalidArgumentError
 from .shards import FORMAT, MANIFEST, VERSION, Position, ShardWriter, read_manifest
-from .sources import AFTER_LAST_LINE, Part, Problem, RawBatch, input_format, read_part, split_parts
+from .sources import AFTER_LAST_LINE, Part, Problem, RawBatch, input_format, line_cuts, read_part
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -316,9 +316,8 @@ def _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_byte
     tok = client.scatter(tokenizer, broadcast=True)
     window = 2 * max(1, len(client.scheduler_info().get("workers", {})))
     pending: deque = deque()
-    todo = iter(parts)
     counted: dict[int, int] = {}  # input -> records before the next part
-    for item in todo:
+    for item in parts:
         pending.append((item, client.submit(_encode_part, item[0], tok, text_field, opts, pure=False)))
         if len(pending) >= window:
             yield _taken(pending, counted)
@@ -336,11 +335,17 @@ def _taken(pending: deque, counted: dict[int, int]) -> tuple[Part, int, _Encoded
 
 
 def _split_from(part: Part, part_bytes: int) -> list[Part]:
-    """``split_parts`` of the file, from a resume offset on."""
-    pieces = [p for p in split_parts(part.input, part.path, part_bytes) if p.end is None or p.end > part.start]
-    first = pieces[0]
-    pieces[0] = Part(first.input, first.path, start=part.start, end=first.end)
-    return pieces
+    """``part`` (a plain file from its resume offset on) cut into line-aligned byte ranges
+    of about ``part_bytes``; any other file, or one that cannot be read here (its worker
+    reports that), stays whole."""
+    fmt, compression = input_format(part.path)
+    if fmt == "parquet" or compression or part_bytes <= 0:
+        return [part]
+    try:
+        cuts = line_cuts(part.path, part.start, os.path.getsize(part.path), part_bytes)
+    except OSError:
+        return [part]
+    return [Part(part.input, part.path, a, b) for a, b in zip(cuts, cuts[1:])]
 
 
 def _encode_part(part: Part, tokenizer: "Tokenizer", text_field: str, opts: "_EncodeOptions") -> _Encoded:
