@@ -1,7 +1,7 @@
 //! SentencePiece Unigram encoding: the Viterbi best path of `EncodeOptimized`
 //! (`unigram_model.cc` of sentencepiece 0.2.3), id for id.
 //!
-//! For each character position, all pieces starting there are found with a trie; the best
+//! For each character position, all pieces starting there are found with a byte trie; the best
 //! path ending at each position is kept (ties keep the first path found). A position with
 //! no single-character piece gets an unknown node scored `min_score - 10`. USER_DEFINED
 //! pieces score `0.1 * (len_bytes - 1)`; UNUSED pieces are skipped. Path scores are f32,
@@ -12,6 +12,7 @@
 use super::proto::PieceType;
 use super::vocab::PieceTable;
 use super::Token;
+use crate::tokenizer::utf8::one_char_len;
 
 /// Subtracted from the lowest NORMAL score to score an unknown character.
 const UNK_PENALTY: f32 = 10.0;
@@ -27,7 +28,7 @@ pub struct UnigramModel {
 struct BestPath {
     id: u32,
     score: f32,
-    /// Character index where the last piece starts; -1 = not reached yet.
+    /// Byte offset where the last piece starts; -1 = not reached yet.
     starts_at: i32,
 }
 
@@ -35,7 +36,6 @@ struct BestPath {
 #[derive(Default)]
 pub struct UnigramScratch {
     best: Vec<BestPath>,
-    char_offsets: Vec<u32>,
 }
 
 impl UnigramModel {
@@ -65,11 +65,10 @@ impl UnigramModel {
         if text.is_empty() {
             return;
         }
-        let offsets = &mut scratch.char_offsets;
-        offsets.clear();
-        offsets.extend(text.char_indices().map(|(i, _)| i as u32));
-        offsets.push(text.len() as u32);
-        let n = offsets.len() - 1;
+        // Lattice positions are byte offsets, as in sentencepiece (only character
+        // boundaries are ever reached).
+        let bytes = text.as_bytes();
+        let n = bytes.len();
         let best = &mut scratch.best;
         best.clear();
         best.resize(
@@ -84,7 +83,9 @@ impl UnigramModel {
 
         // Furthest position any path has reached (for the score reset).
         let mut max_frontier = 0usize;
-        for start in 0..n {
+        let mut start = 0usize;
+        while start < n {
+            let char_len = one_char_len(bytes[start]).min(n - start);
             let mut till_here = best[start].score;
             if !(-SCORE_RESET_THRESHOLD..=SCORE_RESET_THRESHOLD).contains(&till_here) {
                 let offset = till_here;
@@ -97,17 +98,15 @@ impl UnigramModel {
             }
             let mut has_single = false;
             if let Some(trie) = table.trie() {
-                let tail = &text[offsets[start] as usize..];
-                for (id, len_chars) in trie.common_prefix_search(tail.chars()) {
+                trie.common_prefixes(&bytes[start..], |len, id| {
                     let ty = table.piece_type(id);
                     if ty == PieceType::Unused {
-                        continue;
+                        return;
                     }
-                    let end = start + len_chars;
+                    let end = start + len;
                     max_frontier = max_frontier.max(end);
                     let score = if ty == PieceType::UserDefined {
-                        let len_bytes = (offsets[end] - offsets[start]) as f64;
-                        (0.1 * (len_bytes - 1.0)) as f32
+                        (0.1 * (len as f64 - 1.0)) as f32
                     } else {
                         table.score(id)
                     };
@@ -119,15 +118,15 @@ impl UnigramModel {
                             starts_at: start as i32,
                         };
                     }
-                    if len_chars == 1 {
+                    if len == char_len {
                         has_single = true;
                     }
-                }
+                });
             }
             if !has_single {
-                max_frontier = max_frontier.max(start + 1);
+                max_frontier = max_frontier.max(start + char_len);
                 let cand = unk_score + till_here;
-                let slot = &mut best[start + 1];
+                let slot = &mut best[start + char_len];
                 if slot.starts_at == -1 || cand > slot.score {
                     *slot = BestPath {
                         id: unk,
@@ -136,6 +135,7 @@ impl UnigramModel {
                     };
                 }
             }
+            start += char_len;
         }
 
         // Backtrack, then reverse the appended part.
@@ -145,8 +145,8 @@ impl UnigramModel {
             let node = best[end];
             let start = node.starts_at.max(0) as usize;
             out.push(Token {
-                start: offsets[start],
-                end: offsets[end],
+                start: start as u32,
+                end: end as u32,
                 id: node.id,
             });
             if start >= end {

@@ -6,14 +6,15 @@
 //! Memory is kept small on purpose (a loaded tokenizer should cost at most a few times its
 //! file size): texts live in one arena, the hash maps store only `u32` ids and hash the
 //! arena slice on demand. The NORMAL map is a hash table for BPE (exact lookups of
-//! concatenated pairs are its hot path) and a character trie for Unigram (prefix search is
-//! its hot path, and the trie answers exact lookups too, so no second index is kept).
+//! concatenated pairs are its hot path) and a byte trie for Unigram (prefix search is its
+//! hot path, and the trie answers exact lookups too, so no second index is kept).
 
 use hashbrown::HashTable;
 use rustc_hash::FxBuildHasher;
 use std::hash::BuildHasher;
 
 use super::proto::PieceType;
+use crate::tokenizer::darts::DoubleArray;
 use crate::tokenizer::padded;
 
 /// How the NORMAL/USER_DEFINED/UNUSED pieces are indexed.
@@ -28,7 +29,8 @@ pub enum IndexKind {
 enum NormalIndex {
     /// Every indexed piece, of any type (the `reserved` map stays empty).
     Hash(HashTable<u32>),
-    Trie(Option<crawdad::Trie>),
+    /// Unigram: a byte trie over NORMAL/USER_DEFINED/UNUSED pieces, as sentencepiece keeps.
+    Trie(DoubleArray),
 }
 
 pub struct PieceTable {
@@ -122,21 +124,21 @@ impl PieceTable {
             IndexKind::Trie => {
                 let text_of =
                     |i: u32| &arena[offsets[i as usize] as usize..offsets[i as usize + 1] as usize];
-                let mut records: Vec<(&str, u32)> =
-                    trie_records.iter().map(|&(i, _)| (text_of(i), i)).collect();
+                let mut records: Vec<(&[u8], u32)> = trie_records
+                    .iter()
+                    .map(|&(i, _)| (text_of(i).as_bytes(), i))
+                    .collect();
                 records.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 if let Some(w) = records.windows(2).find(|w| w[0].0 == w[1].0) {
-                    return Err(BuildError::Duplicate(w[0].0.to_owned()));
+                    return Err(BuildError::Duplicate(
+                        String::from_utf8_lossy(w[0].0).into_owned(),
+                    ));
                 }
                 // sentencepiece refuses a Unigram model with nothing to put in its trie.
-                let trie = if records.is_empty() {
+                if records.is_empty() {
                     return Err(BuildError::Index("no pieces are loaded (the model has no NORMAL, USER_DEFINED or UNUSED piece)".into()));
-                } else {
-                    Some(
-                        crawdad::Trie::from_records(records)
-                            .map_err(|e| BuildError::Index(e.to_string()))?,
-                    )
-                };
+                }
+                let trie = DoubleArray::build(&records).map_err(BuildError::Index)?;
                 NormalIndex::Trie(trie)
             }
         };
@@ -196,10 +198,10 @@ impl PieceTable {
         type_from_u8(self.types[id as usize])
     }
 
-    /// The character trie over NORMAL/USER_DEFINED/UNUSED pieces (Unigram tables only).
-    pub fn trie(&self) -> Option<&crawdad::Trie> {
+    /// The byte trie over NORMAL/USER_DEFINED/UNUSED pieces (Unigram tables only).
+    pub fn trie(&self) -> Option<&DoubleArray> {
         match &self.normal {
-            NormalIndex::Trie(t) => t.as_ref(),
+            NormalIndex::Trie(t) => Some(t),
             NormalIndex::Hash(_) => None,
         }
     }
@@ -213,7 +215,7 @@ impl PieceTable {
                 .find(hash_str(text), |&i| self.piece(i) == text)
                 .copied()
                 .filter(|&i| is_normal_type(self.piece_type(i))),
-            NormalIndex::Trie(t) => t.as_ref()?.exact_match(text.chars()),
+            NormalIndex::Trie(t) => t.exact_match(text.as_bytes()),
         }
     }
 
@@ -231,7 +233,7 @@ impl PieceTable {
                         return Some(i);
                     }
                 }
-                t.as_ref()?.exact_match(text.chars())
+                t.exact_match(text.as_bytes())
             }
         }
     }
@@ -247,7 +249,7 @@ impl PieceTable {
     pub fn heap_bytes(&self) -> usize {
         let normal = match &self.normal {
             NormalIndex::Hash(h) => h.capacity() * 5,
-            NormalIndex::Trie(t) => t.as_ref().map_or(0, |t| t.heap_bytes()),
+            NormalIndex::Trie(t) => t.heap_bytes(),
         };
         self.arena.capacity()
             + self.offsets.capacity() * 4
