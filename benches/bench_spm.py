@@ -346,9 +346,12 @@ for line in lines:
     t.encode(line)
 settle()
 r2 = rss()
-# A second copy of the same model: what one more loaded tokenizer costs, without the
-# process-wide one-time costs of the library's first use that the first load includes.
+# A second copy of the same model, used on the same lines: what one more loaded tokenizer
+# costs, without the process-wide one-time costs of the library's first use that the first
+# load and encode include (code pages, per-thread buffers, hanpack's cache of id ints).
 t2 = hanpack.Tokenizer.from_file(path) if lib == "hanpack" else sentencepiece.SentencePieceProcessor(model_file=path)
+for line in lines:
+    t2.encode(line)
 settle()
 r3 = rss()
 print(json.dumps({"load": r1 - r0, "peak_during_load": h1 - t0, "after_encode": r2 - r0, "second_load": r3 - r2,
@@ -416,8 +419,9 @@ def print_memory(rows: list[dict], runs: int) -> None:
           " heap pages already resident, so it reads lower and noisier);\n   peak = VmHWM after loading - total RSS before (file-backed pages included)"
           + (" (VmHWM reset just before loading: the load's own transient peak)" if reset else " (VmHWM not reset: may include import-time peaks)")
           + ";\n   +enc = RSS growth after also encoding 0.5 MB of Chinese line by line (per-thread caches);"
-          "\n   2nd = RSS growth from loading the same model once more, / file size: the cost of one more loaded"
-          " tokenizer,\n   without the one-time costs of the library's first use in the process that 'ratio' includes.")
+          "\n   2nd = RSS growth from loading the same model once more and encoding the same lines with it, / file size:"
+          " the cost of one more\n   loaded and used tokenizer, without the process-wide one-time costs of the library's first use"
+          " that 'ratio' and '+enc' include\n   (code pages, per-thread buffers, hanpack's cache of one int object per id value).")
     # The target is for SentencePiece models; a tiktoken rank file named .model (LLaMA-3's)
     # loads in hanpack as byte-level BPE and is reported on its own line.
     spm_rows = [r for r in rows if "error" not in r["sentencepiece"]]

@@ -14,7 +14,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 use rayon::prelude::*;
 
-use crate::convert::{append_ids, IdCache};
+use crate::convert::{append_ids, id_list};
 use crate::errors::{run_detached, Failure};
 use crate::pipeline::pipelined;
 use crate::pool;
@@ -38,7 +38,6 @@ impl<F: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync> DecodeInto f
 /// A list of id lists; workers encode chunks while this thread builds the Python lists.
 pub fn encode_lists<'py>(
     py: Python<'py>,
-    ints: &IdCache,
     vocab_size: usize,
     texts: &[PyBackedStr],
     num_threads: Option<usize>,
@@ -66,7 +65,7 @@ pub fn encode_lists<'py>(
         |(ids, ends): (Vec<u32>, Vec<usize>)| {
             let mut start = 0;
             for end in ends {
-                out.append(ints.list(py, &ids[start..end], vocab_size)?)?;
+                out.append(id_list(py, &ids[start..end], vocab_size)?)?;
                 start = end;
             }
             Ok(())

@@ -16,13 +16,12 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::convert::{ids_from_py, str_from_utf8, texts_from_list, with_ids, IdCache};
+use crate::convert::{id_list, ids_from_py, str_from_utf8, texts_from_list, with_ids};
 use crate::errors::{run, run_detached, run_sized, Failure};
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct BpeTokenizer {
     model: Arc<Model>,
-    ints: IdCache,
     /// tiktoken's default (no special token allowed, every one disallowed), made once: it
     /// is what nearly every call uses, and building it per call cost an allocation.
     default_policy: Policy,
@@ -33,7 +32,6 @@ impl BpeTokenizer {
         let default_policy = model.policy(Some(&[]), None)?;
         Ok(Self {
             model: Arc::new(model),
-            ints: IdCache::new(),
             default_policy,
         })
     }
@@ -62,7 +60,7 @@ impl BpeTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let (m, policy) = (&self.model, &self.default_policy);
         let ids = run_detached(py, || Ok(m.encode(text, policy, add_bos, add_eos)?))?;
-        self.ints.list(py, &ids, m.vocab_size())
+        id_list(py, &ids, m.vocab_size())
     }
 }
 
@@ -142,7 +140,7 @@ impl BpeTokenizer {
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let ids = run_detached(py, || Ok(m.encode(&text, &policy, add_bos, add_eos)?))?;
-        self.ints.list(py, &ids, m.vocab_size())
+        id_list(py, &ids, m.vocab_size())
     }
 
     #[pyo3(signature = (text, allowed=None, disallowed=None))]
@@ -179,14 +177,9 @@ impl BpeTokenizer {
         let m = &self.model;
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
-        batch::encode_lists(
-            py,
-            &self.ints,
-            m.vocab_size(),
-            &texts,
-            num_threads,
-            |t, out| m.encode_into(t, policy, add_bos, add_eos, out),
-        )
+        batch::encode_lists(py, m.vocab_size(), &texts, num_threads, |t, out| {
+            m.encode_into(t, policy, add_bos, add_eos, out)
+        })
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).

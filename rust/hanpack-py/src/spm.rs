@@ -10,7 +10,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::convert::{str_from_utf8, texts_from_list, with_ids, IdCache};
+use crate::convert::{id_list, str_from_utf8, texts_from_list, with_ids};
 use crate::errors::{run, run_detached, run_sized};
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
@@ -28,14 +28,12 @@ fn release_freed_memory() {
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct SpmTokenizer {
     model: Arc<SpmModel>,
-    ints: IdCache,
 }
 
 impl SpmTokenizer {
     pub(crate) fn new(model: SpmModel) -> Self {
         Self {
             model: Arc::new(model),
-            ints: IdCache::new(),
         }
     }
 
@@ -48,7 +46,7 @@ impl SpmTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
         let ids = run_detached(py, || Ok(m.encode(text, add_bos, add_eos)?))?;
-        self.ints.list(py, &ids, m.vocab_size())
+        id_list(py, &ids, m.vocab_size())
     }
 }
 
@@ -107,14 +105,9 @@ impl SpmTokenizer {
     ) -> PyResult<Bound<'py, PyList>> {
         let texts = texts_from_list(texts)?;
         let m = &self.model;
-        batch::encode_lists(
-            py,
-            &self.ints,
-            m.vocab_size(),
-            &texts,
-            num_threads,
-            |t, out| m.encode_into(t, add_bos, add_eos, out),
-        )
+        batch::encode_lists(py, m.vocab_size(), &texts, num_threads, |t, out| {
+            m.encode_into(t, add_bos, add_eos, out)
+        })
     }
 
     /// Flat ids (int32) and row offsets (int64, len(texts) + 1).
