@@ -63,3 +63,33 @@ def test_round_trip_without_specials(name, text):
     ids = tok.encode(text, disallowed_special=())
     # Without a normalizer, byte-level BPE is lossless.
     assert tok.decode(ids) == tok.normalize(text)
+
+
+@lru_cache(maxsize=None)
+def _byte_token_ids(name: str) -> list[int]:
+    """Ids of tokens that are not whole UTF-8 text (pieces of characters, lone bytes)."""
+    ref, tok = tokenizers(name)
+    out = []
+    for i in range(ref.get_vocab_size()):
+        try:
+            tok._model.decode_bytes([i]).decode("utf-8")
+        except UnicodeDecodeError:
+            out.append(i)
+    return out
+
+
+@pytest.mark.parametrize("name", ["tiny", "llama3", "qwen2"])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), skip=st.booleans())
+def test_decode_of_any_ids_matches_hf(name, data, skip):
+    """Any id sequence, also one that cuts characters or holds lone bytes (U+FFFD), or
+    special tokens to skip, decodes as HF does."""
+    ref, tok = tokenizers(name)
+    n = ref.get_vocab_size()
+    pieces = _byte_token_ids(name)
+    some_id = st.integers(0, n - 1)
+    ids = data.draw(st.lists(
+        st.one_of(some_id, st.sampled_from(pieces), st.sampled_from(tok.encode("中文漢字😀 é"))) if pieces else some_id,
+        max_size=40,
+    ))
+    assert tok.decode(ids, skip_special_tokens=skip) == ref.decode(ids, skip_special_tokens=skip)

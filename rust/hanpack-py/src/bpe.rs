@@ -16,7 +16,9 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::convert::{id_list, ids_from_py, str_from_utf8, texts_from_list, with_ids};
+use crate::convert::{
+    id_list, ids_from_py, str_from_ucs2, str_from_utf8, texts_from_list, with_ids,
+};
 use crate::errors::{run, run_detached, run_sized, Failure};
 
 #[pyclass(frozen, module = "hanpack._core")]
@@ -236,6 +238,16 @@ impl BpeTokenizer {
     ) -> PyResult<Bound<'py, PyString>> {
         let m = &self.model;
         with_ids(ids, |ids| {
+            // Whole BMP text straight to UTF-16 (no UTF-8 decoding in Python); anything
+            // else, and every error, through bytes.
+            let direct = str_from_ucs2(py, |units| {
+                run_sized(py, ids.len(), || {
+                    Ok(m.decode_ucs2_into(ids, skip_special, units))
+                })
+            })?;
+            if let Some(s) = direct {
+                return Ok(s);
+            }
             str_from_utf8(py, |buf| {
                 run_sized(py, ids.len(), || {
                     Ok(m.decode_bytes_into(ids, skip_special, buf)?)

@@ -164,6 +164,7 @@ const KEEP_IDS: usize = 1 << 16;
 thread_local! {
     static IDS: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
     static TEXT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    static UNITS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Calls `f` with the ids of `obj` in a per-thread buffer: a per-line `decode` otherwise
@@ -222,6 +223,39 @@ pub fn str_from_utf8<'py>(
     });
     if buf.capacity() <= KEEP_IDS * 8 {
         TEXT.set(buf);
+    }
+    r
+}
+
+/// A Python str from the UTF-16 units (all below U+10000) `f` appends to a per-thread
+/// buffer, or `None` when `f` says it could not write the text (see
+/// `hanpack_core::tokenizer::ucs2`). Python picks the narrowest storage for the result.
+pub fn str_from_ucs2<'py>(
+    py: Python<'py>,
+    f: impl FnOnce(&mut Vec<u16>) -> PyResult<bool>,
+) -> PyResult<Option<Bound<'py, PyString>>> {
+    let mut buf = UNITS.take();
+    buf.clear();
+    let r = f(&mut buf).and_then(|done| {
+        if !done {
+            return Ok(None);
+        }
+        // SAFETY: the pointer and length describe `buf`, alive for the call, whose units
+        // are all below U+10000 (no surrogates), as the two-byte kind requires; the result
+        // is a new reference or NULL with an exception set.
+        unsafe {
+            let s = ffi::PyUnicode_FromKindAndData(
+                ffi::PyUnicode_2BYTE_KIND as std::os::raw::c_int,
+                buf.as_ptr().cast(),
+                buf.len() as ffi::Py_ssize_t,
+            );
+            Ok(Some(
+                Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked::<PyString>(),
+            ))
+        }
+    });
+    if buf.capacity() <= KEEP_IDS * 4 {
+        UNITS.set(buf);
     }
     r
 }

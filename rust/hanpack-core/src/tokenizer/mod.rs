@@ -19,4 +19,5 @@ pub mod padded;
 pub mod pair_filter;
 pub mod pretokenize;
 pub mod spm;
+pub mod ucs2;
 pub mod utf8;

@@ -36,6 +36,19 @@ impl BpeTokenizer {
         Ok(())
     }
 
+    /// Appends the text of `ids` as UTF-16 units (all below U+10000) to `out`; `false`
+    /// when that is not possible here (text that needs U+FFFD or a character beyond
+    /// U+FFFF, or an unknown id): the caller then uses [`Self::decode_bytes_into`], which
+    /// also reports unknown ids. `out` then holds a partial result.
+    pub fn decode_ucs2_into(&self, ids: &[i64], skip_special: bool, out: &mut Vec<u16>) -> bool {
+        self.ucs2.decode_into(
+            ids,
+            |i| skip_special && self.is_special(i),
+            |i| self.vocab.bytes_of(i).unwrap_or(&[]),
+            out,
+        )
+    }
+
     pub fn decode_bytes(&self, ids: &[i64], skip_special: bool) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         self.decode_bytes_into(ids, skip_special, &mut out)?;

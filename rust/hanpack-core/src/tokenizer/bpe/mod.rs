@@ -35,6 +35,7 @@ use stages::{Normalizer, PreTokenizer};
 use vocab::Vocab;
 
 use crate::error::{HanpackError, Result};
+use crate::tokenizer::ucs2::Ucs2Slots;
 
 /// Ids added around the text when the caller asks for BOS / EOS (HF's post-processor).
 #[derive(Debug, Clone, Default)]
@@ -65,6 +66,8 @@ pub struct BpeTokenizer {
     pub source: Source,
     /// id → whether it is a special added token (skipped by `skip_special` decoding).
     special: Vec<bool>,
+    /// Token texts as UTF-16 units, for decoding to Python strings (see [`crate::tokenizer::ucs2`]).
+    pub ucs2: Ucs2Slots,
     /// Distinguishes models in the per-thread piece cache.
     cache_key: usize,
 }
@@ -117,6 +120,7 @@ impl BpeTokenizer {
             }
         }
         let cache_key = NEXT_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ucs2 = Ucs2Slots::build(vocab.len(), |i| vocab.bytes_of(i as u32));
         Ok(Self {
             origin: origin.to_owned(),
             vocab,
@@ -127,6 +131,7 @@ impl BpeTokenizer {
             unk,
             source,
             special,
+            ucs2,
             cache_key,
         })
     }
