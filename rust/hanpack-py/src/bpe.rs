@@ -17,9 +17,9 @@ use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
 use crate::convert::{
-    id_list, ids_from_py, str_from_ucs2, str_from_utf8, texts_from_list, with_ids,
+    id_list, ids_from_py, str_from_ucs2, str_from_utf8, texts_from_list, with_id_buffer, with_ids,
 };
-use crate::errors::{run, run_detached, run_sized, Failure};
+use crate::errors::{run, run_detached, run_sized, Failure, DETACH_MIN_IDS, DETACH_MIN_TEXT};
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct BpeTokenizer {
@@ -61,8 +61,12 @@ impl BpeTokenizer {
         add_eos: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let (m, policy) = (&self.model, &self.default_policy);
-        let ids = run_detached(py, || Ok(m.encode(text, policy, add_bos, add_eos)?))?;
-        id_list(py, &ids, m.vocab_size())
+        with_id_buffer(|ids| {
+            run_sized(py, text.len(), DETACH_MIN_TEXT, || {
+                Ok(m.encode_into(text, policy, add_bos, add_eos, ids)?)
+            })?;
+            id_list(py, ids, m.vocab_size())
+        })
     }
 }
 
@@ -241,7 +245,7 @@ impl BpeTokenizer {
             // Whole BMP text straight to UTF-16 (no UTF-8 decoding in Python); anything
             // else, and every error, through bytes.
             let direct = str_from_ucs2(py, |units| {
-                run_sized(py, ids.len(), || {
+                run_sized(py, ids.len(), DETACH_MIN_IDS, || {
                     Ok(m.decode_ucs2_into(ids, skip_special, units))
                 })
             })?;
@@ -249,7 +253,7 @@ impl BpeTokenizer {
                 return Ok(s);
             }
             str_from_utf8(py, |buf| {
-                run_sized(py, ids.len(), || {
+                run_sized(py, ids.len(), DETACH_MIN_IDS, || {
                     Ok(m.decode_bytes_into(ids, skip_special, buf)?)
                 })
             })

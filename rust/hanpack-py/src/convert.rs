@@ -63,6 +63,7 @@ pub fn id_list<'py>(
             }
             ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item);
         }
+        ffi::PyObject_GC_UnTrack(list.as_ptr().cast());
         Ok(list)
     }
 }
@@ -165,6 +166,7 @@ thread_local! {
     static IDS: std::cell::Cell<Vec<i64>> = const { std::cell::Cell::new(Vec::new()) };
     static TEXT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
     static UNITS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
+    static TOKEN_IDS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Calls `f` with the ids of `obj` in a per-thread buffer: a per-line `decode` otherwise
@@ -256,6 +258,18 @@ pub fn str_from_ucs2<'py>(
     });
     if buf.capacity() <= KEEP_IDS * 4 {
         UNITS.set(buf);
+    }
+    r
+}
+
+/// Calls `f` with an empty per-thread buffer for token ids (a per-text `encode` otherwise
+/// allocates and frees one per call).
+pub fn with_id_buffer<R>(f: impl FnOnce(&mut Vec<u32>) -> PyResult<R>) -> PyResult<R> {
+    let mut buf = TOKEN_IDS.take();
+    buf.clear();
+    let r = f(&mut buf);
+    if buf.capacity() <= KEEP_IDS {
+        TOKEN_IDS.set(buf);
     }
     r
 }

@@ -10,8 +10,8 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::convert::{id_list, str_from_utf8, texts_from_list, with_ids};
-use crate::errors::{run, run_detached, run_sized};
+use crate::convert::{id_list, str_from_utf8, texts_from_list, with_id_buffer, with_ids};
+use crate::errors::{run, run_detached, run_sized, DETACH_MIN_IDS, DETACH_MIN_TEXT};
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
 /// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
@@ -45,8 +45,12 @@ impl SpmTokenizer {
         add_eos: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        let ids = run_detached(py, || Ok(m.encode(text, add_bos, add_eos)?))?;
-        id_list(py, &ids, m.vocab_size())
+        with_id_buffer(|ids| {
+            run_sized(py, text.len(), DETACH_MIN_TEXT, || {
+                Ok(m.encode_into(text, add_bos, add_eos, ids)?)
+            })?;
+            id_list(py, ids, m.vocab_size())
+        })
     }
 }
 
@@ -158,7 +162,9 @@ impl SpmTokenizer {
         with_ids(ids, |ids| {
             str_from_utf8(py, |buf| {
                 let mut text = String::from_utf8(std::mem::take(buf)).unwrap_or_default();
-                let r = run_sized(py, ids.len(), || Ok(m.decode_into(ids, &mut text)?));
+                let r = run_sized(py, ids.len(), DETACH_MIN_IDS, || {
+                    Ok(m.decode_into(ids, &mut text)?)
+                });
                 *buf = text.into_bytes();
                 r
             })
