@@ -24,6 +24,7 @@ use crate::tokenizer::pair_filter::{mix, PairFilter};
 use super::prefix_matcher::PrefixMatcher;
 use super::proto::PieceType;
 use super::vocab::PieceTable;
+use super::word_cache::WordCache;
 use super::Token;
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 
@@ -119,8 +120,8 @@ pub struct BpeScratch {
     owner: u64,
     pairs: Vec<PairSlot>,
     chars: Vec<CharSlot>,
-    /// Tokens of recently seen words (offsets relative to the word).
-    words: HashMap<Box<str>, Box<[Token]>>,
+    /// Tokens of recently seen segments.
+    words: WordCache,
 }
 
 impl BpeScratch {
@@ -217,11 +218,6 @@ impl JoinFilter {
         self.0.may_contain(Self::key(a, b))
     }
 }
-
-/// Words longer than this are encoded, not cached.
-const MAX_CACHED_WORD: usize = 64;
-/// The word cache is cleared when it holds this many words (bounded memory per thread).
-const MAX_CACHED_WORDS: usize = 1 << 16;
 
 impl BpeModel {
     pub fn new(table: &PieceTable) -> Self {
@@ -366,32 +362,23 @@ impl BpeModel {
             }
             return;
         }
-        if word.len() > MAX_CACHED_WORD {
-            self.encode_word(table, matcher, unk, word, base, scratch, out);
-            return;
-        }
-        if let Some(cached) = scratch.words.get(word) {
-            out.extend(cached.iter().map(|t| Token {
-                start: t.start + base,
-                end: t.end + base,
-                id: t.id,
-            }));
+        if scratch.words.get(word.as_bytes(), |s, e, id| {
+            out.push(Token {
+                start: s + base,
+                end: e + base,
+                id,
+            })
+        }) {
             return;
         }
         let first = out.len();
         self.encode_word(table, matcher, unk, word, base, scratch, out);
-        if scratch.words.len() >= MAX_CACHED_WORDS {
-            scratch.words.clear();
-        }
-        let rel: Box<[Token]> = out[first..]
-            .iter()
-            .map(|t| Token {
-                start: t.start - base,
-                end: t.end - base,
-                id: t.id,
-            })
-            .collect();
-        scratch.words.insert(word.into(), rel);
+        scratch.words.insert(
+            word.as_bytes(),
+            out[first..]
+                .iter()
+                .map(|t| (t.start - base, t.end - base, t.id)),
+        );
     }
 
     /// BPE over one span of the normalized text (the whole text, or one word when words

@@ -13,6 +13,7 @@ pub mod prefix_matcher;
 pub mod proto;
 pub mod unigram;
 pub mod vocab;
+pub mod word_cache;
 
 use std::cell::RefCell;
 use std::path::Path;
