@@ -4,8 +4,10 @@ immutability."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import pickle
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +122,31 @@ def test_empty_batches(pair):
     assert ids.dtype == np.int32 and offsets.dtype == np.int64
     assert ids.tolist() == [] and offsets.tolist() == [0]
     assert tok.encode("") == [] and tok.decode([]) == ""
+
+
+def test_id_lists_are_ordinary_lists_outside_the_cyclic_gc(pair, sample_lines):
+    """Id lists hold only ints, so they are returned untracked by the cyclic GC (documented
+    on ``encode``); they still behave as lists, and are freed by reference counting."""
+    sp, tok = pair
+    ids = tok.encode(sample_lines[0])
+    rows = tok.encode_batch(sample_lines[:3])
+    assert type(ids) is list and ids == sp.encode(sample_lines[0])
+    assert not gc.is_tracked(ids) and not any(gc.is_tracked(r) for r in rows)
+    assert gc.is_tracked(rows)  # the outer list holds lists
+    ids.append(7)
+    ids.sort()
+    assert pickle.loads(pickle.dumps(ids)) == ids
+
+    class Marker:
+        pass
+
+    # Reference counting alone frees a list that is no longer referenced (and what it holds).
+    holder = tok.encode(sample_lines[0])
+    m = Marker()
+    ref = weakref.ref(m)
+    holder.append(m)
+    del holder, m
+    assert ref() is None
 
 
 def test_batches_accept_any_iterable(pair, sample_lines):
