@@ -7,23 +7,10 @@ use std::time::Instant;
 mod common;
 
 use hanpack_core::tokenizer::bpe::added::Policy;
-use hanpack_core::tokenizer::bpe::hf_json::from_json;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((path, files)) = args.split_first() else {
-        eprintln!("usage: bpe_decode TOKENIZER.json FILE...");
-        std::process::exit(2);
-    };
-    let data = std::fs::read(path).unwrap_or_else(|e| {
-        eprintln!("{path}: {e}");
-        std::process::exit(1)
-    });
-    let tok = from_json(&data, path).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(1)
-    });
-    let (lines, _) = common::corpus_lines(files);
+    let (tok, files) = common::bpe_args("bpe_decode");
+    let (lines, _) = common::corpus_lines(&files);
     let policy = Policy::allow_all();
     let rows: Vec<Vec<i64>> = lines
         .iter()

@@ -1,9 +1,34 @@
-//! What the encoding examples share: the lines of the files, the round count, and the
-//! core's scaling from one thread to all cores.
+//! What the encoding examples share: the arguments, the lines of the files, the round
+//! count, and the core's scaling from one thread to all cores.
+
+// Each example compiles this module on its own and uses only part of it.
+#![allow(dead_code)]
 
 use std::time::Instant;
 
+use hanpack_core::tokenizer::bpe::hf_json::from_json;
+use hanpack_core::tokenizer::bpe::BpeTokenizer;
+
 use rayon::prelude::*;
+
+/// `TOKENIZER.json FILE...` from the command line: the loaded tokenizer and the files
+/// (exits with a message on bad arguments or an unreadable tokenizer).
+pub fn bpe_args(example: &str) -> (BpeTokenizer, Vec<String>) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((path, files)) = args.split_first() else {
+        eprintln!("usage: {example} TOKENIZER.json FILE...");
+        std::process::exit(2);
+    };
+    let data = std::fs::read(path).unwrap_or_else(|e| {
+        eprintln!("{path}: {e}");
+        std::process::exit(1)
+    });
+    let tok = from_json(&data, path).unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1)
+    });
+    (tok, files.to_vec())
+}
 
 /// Every line of `files` and their total bytes (a file that cannot be read gives none).
 pub fn corpus_lines(files: &[String]) -> (Vec<String>, usize) {

@@ -75,25 +75,10 @@ impl DoubleArray {
 
     /// The longest key that is a prefix of `key`: `(length, value)`.
     /// Equivalent to sentencepiece's `commonPrefixSearch` followed by taking the longest.
+    #[inline]
     pub fn longest_prefix(&self, key: &[u8]) -> Option<(usize, u32)> {
-        let units = &self.units;
-        let mut node = match units.first() {
-            Some(&u) => offset(u),
-            None => return None,
-        };
         let mut best = None;
-        for (i, &b) in key.iter().enumerate() {
-            node ^= b as usize;
-            let Some(&unit) = units.get(node) else { break };
-            if label(unit) != b as u32 {
-                break;
-            }
-            node ^= offset(unit);
-            if has_leaf(unit) {
-                let Some(&leaf) = units.get(node) else { break };
-                best = Some((i + 1, value(leaf)));
-            }
-        }
+        self.common_prefixes(key, |len, value| best = Some((len, value)));
         best
     }
 
