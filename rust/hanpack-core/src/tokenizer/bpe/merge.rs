@@ -110,6 +110,9 @@ struct Scratch {
     char_ids: Vec<u32>,
 }
 
+/// Scratch buffers that grew past a piece of this many bytes are freed after the call.
+const KEEP_SCRATCH_PIECE: usize = 4 << 20;
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -217,6 +220,11 @@ pub fn encode_piece(vocab: &Vocab, piece: &[u8], unk: Option<u32>, out: &mut Vec
                 short_bpe(vocab, piece, unk, &mut scratch, out);
             } else {
                 cut_bpe(vocab, piece, unk, &mut scratch, out);
+            }
+            // A huge piece leaves buffers of its size behind (~40 bytes per byte); they
+            // are given back, so a thread's memory stays bounded by ordinary pieces.
+            if scratch.ids.capacity() > KEEP_SCRATCH_PIECE {
+                *scratch = Scratch::default();
             }
         }
         // Not re-entrant in practice; never panic if it were.
@@ -426,4 +434,10 @@ pub fn all_paths(vocab: &Vocab, piece: &[u8]) -> [Vec<u32>; 3] {
     heap_bpe(vocab, piece, None, &mut s, &mut b);
     cut_bpe(vocab, piece, None, &mut s, &mut c);
     [a, b, c]
+}
+
+/// The capacity of this thread's scratch id buffer (for tests of its bound).
+#[cfg(test)]
+pub fn scratch_ids_capacity() -> usize {
+    SCRATCH.with(|s| s.borrow().ids.capacity())
 }

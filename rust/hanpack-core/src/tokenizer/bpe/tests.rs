@@ -111,6 +111,23 @@ fn long_pieces_with_runs_agree_with_reference() {
     }
 }
 
+/// A huge piece is encoded in full, and the thread does not keep buffers of its size.
+#[test]
+fn a_huge_piece_does_not_leave_its_buffers_behind() {
+    let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
+    let mut out = Vec::new();
+    encode_piece(&t.vocab, "a".repeat(4000).as_bytes(), None, &mut out);
+    assert_eq!(out.len(), 1000);
+    let huge = "a".repeat((4 << 20) + 4);
+    out.clear();
+    encode_piece(&t.vocab, huge.as_bytes(), None, &mut out);
+    // Every four 'a's are the "aaaa" token, as in the reference on a shorter run.
+    let aaaa = reference_bpe(&t.vocab, b"aaaa", None);
+    assert_eq!(aaaa.len(), 1);
+    assert_eq!(out, vec![aaaa[0]; huge.len() / 4]);
+    assert!(super::merge::scratch_ids_capacity() <= 4 << 20);
+}
+
 /// A tiktoken vocabulary over a few Chinese characters with tokens that span character
 /// boundaries whole and partially (a tail of one character and a head of the next, as
 /// byte-level vocabularies have), so cutting long pieces must respect every kind.

@@ -92,6 +92,9 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Scratch buffers that grew past a text of this many bytes are freed after the call.
+const KEEP_SCRATCH_TEXT: usize = 4 << 20;
+
 fn flag(v: Option<bool>, default: bool) -> bool {
     v.unwrap_or(default)
 }
@@ -447,7 +450,13 @@ impl SpmModel {
                     &mut s.tokens,
                 ),
             }
-            f(&s.normalized, &s.tokens)
+            let r = f(&s.normalized, &s.tokens);
+            // A huge text leaves buffers of its size behind (~40 bytes per character);
+            // they are given back, so a thread's memory stays bounded by ordinary texts.
+            if s.normalized.capacity() > KEEP_SCRATCH_TEXT {
+                *s = Scratch::default();
+            }
+            r
         })
     }
 

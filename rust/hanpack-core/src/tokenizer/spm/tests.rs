@@ -126,6 +126,21 @@ fn long_repetitive_input_is_linear() {
     assert_eq!(ids.len(), 200_001); // "▁" then one "a" each (no "▁a" piece)
 }
 
+#[test]
+fn a_huge_text_does_not_leave_its_buffers_behind() {
+    let m = SpmModel::from_bytes(&tiny_bpe(), "tiny").unwrap();
+    let normalized_capacity = || SCRATCH.with(|s| s.borrow().normalized.capacity());
+    m.encode(&"ab ".repeat(1000), false, false).unwrap();
+    assert!(normalized_capacity() >= 3000); // ordinary texts keep their buffers
+    let huge = "a".repeat(KEEP_SCRATCH_TEXT + 1);
+    assert_eq!(m.encode(&huge, false, false).unwrap().len(), huge.len() + 1);
+    assert!(normalized_capacity() < KEEP_SCRATCH_TEXT);
+    assert_eq!(
+        m.encode("ab", false, false).unwrap(),
+        m.encode("ab", false, false).unwrap()
+    );
+}
+
 /// Random byte corruptions of a valid model either fail to load with an error or load and
 /// encode/decode without panicking (a tiny deterministic fuzzer, no extra crates).
 #[test]
