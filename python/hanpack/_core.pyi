@@ -31,6 +31,16 @@ class TokenizerBase:
         disallowed_special: Literal["all"] | AbstractSet[str] | Sequence[str] | None = None,
     ) -> list[int]: ...
     def decode(self, ids: Sequence[int] | npt.NDArray[np.integer], *, skip_special_tokens: bool = False) -> str: ...
+    def _encode_lines_core(
+        self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
+        add_eos: bool, num_threads: int | None = None,
+    ) -> tuple[
+        tuple[
+            npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64],
+            npt.NDArray[np.int64], list[tuple[str, int, str]], int,
+        ],
+        int,
+    ]: ...
 
 @final
 class SpmTokenizer:
@@ -45,16 +55,6 @@ class SpmTokenizer:
     def encode_batch(
         self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int | None = None
     ) -> list[list[int]]: ...
-    def encode_lines(
-        self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
-        add_eos: bool, num_threads: int | None = None,
-    ) -> tuple[
-        tuple[
-            npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64],
-            npt.NDArray[np.int64], list[tuple[str, int, str]], int,
-        ],
-        int,
-    ]: ...
     def encode_batch_flat(
         self, texts: list[str], add_bos: bool, add_eos: bool, num_threads: int | None = None
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
@@ -128,16 +128,6 @@ class BpeTokenizer:
         allowed: list[str] | None = None,
         disallowed: list[str] | None = None,
     ) -> list[list[int]]: ...
-    def encode_lines(
-        self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
-        add_eos: bool, num_threads: int | None = None,
-    ) -> tuple[
-        tuple[
-            npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64],
-            npt.NDArray[np.int64], list[tuple[str, int, str]], int,
-        ],
-        int,
-    ]: ...
     def encode_batch_flat(
         self,
         texts: list[str],

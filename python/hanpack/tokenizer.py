@@ -381,7 +381,7 @@ class Tokenizer(_core.TokenizerBase):
         ``narrow`` and the vocabulary fits, else uint32), document bounds, each document's
         line (from 1) and the byte offset after it, the other lines as ``(kind, line,
         message)`` and the line count; and the bytes of lines read."""
-        return self._model.encode_lines(source, json_field, narrow, add_bos, add_eos, num_threads)
+        return self._encode_lines_core(source, json_field, narrow, add_bos, add_eos, num_threads)
 
     def encode_as_pieces(self, text: str) -> list[str]:
         """Pieces of ``text`` (``SentencePieceProcessor.encode(text, out_type=str)``; for

@@ -228,9 +228,12 @@ pub fn encode_lines<'py>(
     source: &Bound<'py, PyAny>,
     json_field: Option<&str>,
     narrow: bool,
+    vocab_size: usize,
     num_threads: Option<usize>,
     encode: impl EncodeInto,
 ) -> PyResult<(LinesOut<'py>, usize)> {
+    // uint16 ids only when every id fits.
+    let narrow = narrow && vocab_size <= 1 << 16;
     let encoded = |data: &[u8]| lines_encoded(data, json_field, narrow, num_threads, &encode);
     let (out, consumed) = if let Ok(bytes) = source.cast::<PyBytes>() {
         let data = bytes.as_bytes();

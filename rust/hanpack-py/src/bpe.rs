@@ -27,15 +27,25 @@ pub struct BpeTokenizer {
     /// tiktoken's default (no special token allowed, every one disallowed), made once: it
     /// is what nearly every call uses, and building it per call cost an allocation.
     default_policy: Policy,
+    /// Special-token text as ordinary text (nothing allowed or disallowed): what corpus
+    /// files are encoded with.
+    plain_policy: Policy,
 }
 
 impl BpeTokenizer {
     pub(crate) fn new(model: Model) -> Result<Self, Failure> {
         let default_policy = model.policy(Some(&[]), None)?;
+        let plain_policy = model.policy(Some(&[]), Some(&[]))?;
         Ok(Self {
             model: Arc::new(model),
             default_policy,
+            plain_policy,
         })
+    }
+
+    /// The model and the policy `TokenizerBase`'s corpus-line encoding uses.
+    pub(crate) fn plain(&self) -> (&Model, &Policy) {
+        (&self.model, &self.plain_policy)
     }
 
     fn policy(
@@ -206,29 +216,6 @@ impl BpeTokenizer {
         let policy = run(py, || self.policy(allowed, disallowed))?;
         let policy = &policy;
         batch::encode_flat(py, &texts, num_threads, |t, out| {
-            m.encode_into(t, policy, add_bos, add_eos, out)
-        })
-    }
-
-    /// Encodes the documents of whole `.txt` / `.jsonl` lines, given as bytes or as a file
-    /// span (see `batch::encode_lines`); special-token text is ordinary text there.
-    #[pyo3(signature = (source, json_field, narrow, add_bos, add_eos, num_threads=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn encode_lines<'py>(
-        &self,
-        py: Python<'py>,
-        source: &Bound<'py, PyAny>,
-        json_field: Option<&str>,
-        narrow: bool,
-        add_bos: bool,
-        add_eos: bool,
-        num_threads: Option<usize>,
-    ) -> PyResult<(batch::LinesOut<'py>, usize)> {
-        let m = &self.model;
-        let policy = run(py, || self.policy(Some(Vec::new()), Some(Vec::new())))?;
-        let policy = &policy;
-        let narrow = narrow && m.vocab_size() <= 1 << 16;
-        batch::encode_lines(py, source, json_field, narrow, num_threads, |t, out| {
             m.encode_into(t, policy, add_bos, add_eos, out)
         })
     }

@@ -37,6 +37,10 @@ impl SpmTokenizer {
         }
     }
 
+    pub(crate) fn core(&self) -> &SpmModel {
+        &self.model
+    }
+
     pub(crate) fn encode_text<'py>(
         &self,
         py: Python<'py>,
@@ -128,27 +132,6 @@ impl SpmTokenizer {
         let texts = texts_from_list(texts)?;
         let m = &self.model;
         batch::encode_flat(py, &texts, num_threads, |t, out| {
-            m.encode_into(t, add_bos, add_eos, out)
-        })
-    }
-
-    /// Encodes the documents of whole `.txt` / `.jsonl` lines, given as bytes or as a file
-    /// span (see `batch::encode_lines`).
-    #[pyo3(signature = (source, json_field, narrow, add_bos, add_eos, num_threads=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn encode_lines<'py>(
-        &self,
-        py: Python<'py>,
-        source: &Bound<'py, PyAny>,
-        json_field: Option<&str>,
-        narrow: bool,
-        add_bos: bool,
-        add_eos: bool,
-        num_threads: Option<usize>,
-    ) -> PyResult<(batch::LinesOut<'py>, usize)> {
-        let m = &self.model;
-        let narrow = narrow && m.vocab_size() <= 1 << 16;
-        batch::encode_lines(py, source, json_field, narrow, num_threads, |t, out| {
             m.encode_into(t, add_bos, add_eos, out)
         })
     }
