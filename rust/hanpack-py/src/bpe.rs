@@ -304,7 +304,7 @@ impl BpeTokenizer {
     }
     #[getter]
     fn heap_bytes(&self) -> usize {
-        self.model.vocab.heap_bytes()
+        self.model.vocab.heap_bytes() + self.model.ucs2.heap_bytes()
     }
     #[getter]
     fn bos_id(&self) -> i64 {
