@@ -10,7 +10,7 @@
 //! exactly that order, so a long repetitive run costs O(1) per merge instead of O(log n)
 //! operations on a heap far larger than the cache (measured ~4x faster on 1 MB of 'a').
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
@@ -26,10 +26,68 @@ pub trait Keyed: Copy + Ord {
 /// Words with at least this many symbols use the run layer.
 pub const RUNS_FROM: usize = 1024;
 
+/// A run's candidates, in queue order: appended at the back, taken from `head`. A run
+/// only grows while one word is merged (each candidate is queued once), so nothing is
+/// moved to reuse the front's space.
+struct Run<P> {
+    items: Vec<P>,
+    head: usize,
+}
+
+/// How many candidates ahead of a run's ends the cache lines are requested. On the
+/// Sapphire Rapids VM the hardware prefetchers did not keep up with a megabyte word's
+/// runs: with these hints 1 MB of 'a' (Chinese-LLaMA) went from 54 to 35 ns per byte.
+const PREFETCH_AHEAD: usize = 32;
+
+impl<P: Copy> Run<P> {
+    fn clear(&mut self) {
+        self.items.clear();
+        self.head = 0;
+    }
+
+    #[inline]
+    fn front(&self) -> Option<&P> {
+        self.items.get(self.head)
+    }
+
+    #[inline]
+    fn back(&self) -> Option<&P> {
+        self.items[self.head..].last()
+    }
+
+    #[inline]
+    fn push_back(&mut self, p: P) {
+        self.items.push(p);
+        // The slot a later push will write (within the buffer, or a harmless hint past it).
+        prefetch_ptr(
+            self.items
+                .as_ptr()
+                .wrapping_add(self.items.len() + PREFETCH_AHEAD),
+        );
+    }
+
+    #[inline]
+    fn pop_front(&mut self) -> Option<P> {
+        let p = *self.items.get(self.head)?;
+        self.head += 1;
+        prefetch_ptr(self.items.as_ptr().wrapping_add(self.head + PREFETCH_AHEAD));
+        Some(p)
+    }
+}
+
+impl<P> Default for Run<P> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            head: 0,
+        }
+    }
+}
+
 pub struct Agenda<P: Keyed> {
     heap: BinaryHeap<P>,
     runs_enabled: bool,
-    runs: Vec<VecDeque<P>>,
+    runs: Vec<Run<P>>,
     run_of_score: FxHashMap<u32, usize>,
     /// (key of the run's front, run index) for every non-empty run.
     fronts: BinaryHeap<(u64, usize)>,
@@ -116,7 +174,7 @@ impl<P: Keyed> Agenda<P> {
             }
         };
         if r == self.runs.len() {
-            self.runs.push(VecDeque::new());
+            self.runs.push(Run::default());
         }
         let run = &mut self.runs[r];
         // Same score, so a larger key means a smaller `left`: append only when `p` comes
@@ -164,6 +222,19 @@ impl<P: Keyed> Agenda<P> {
             }
         }
     }
+}
+
+/// A hint to load the cache line at `p`; prefetching never faults, whatever the address.
+#[inline(always)]
+pub(crate) fn prefetch_ptr<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]

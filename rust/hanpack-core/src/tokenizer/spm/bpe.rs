@@ -26,25 +26,55 @@ use super::proto::PieceType;
 use super::vocab::PieceTable;
 use super::word_cache::WordCache;
 use super::Token;
-use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
+use crate::tokenizer::agenda::{prefetch_ptr, Agenda, Keyed, RUNS_FROM};
 
 /// Ids at or above this are characters that are not pieces (`CHAR_ID | codepoint`).
 const CHAR_ID: u32 = 0x8000_0000;
+/// How far ahead of a long word's merge sweep and output walk symbols are requested
+/// (the hardware prefetchers did not follow them: see `agenda`).
+const SYMBOLS_AHEAD: usize = 32;
 /// A pair that is not a piece, in the pair cache.
 const NOT_A_PIECE: u32 = u32::MAX;
 
+/// A user-defined symbol (never merged), as a bit of `Symbol::id` (piece ids stay below
+/// it: see [`MAX_PIECES`]; `CHAR_ID | codepoint` has it clear, codepoints being < 2^21).
+const FROZEN: u32 = 0x4000_0000;
+/// Vocabularies at most this large: piece ids must leave `FROZEN` and `CHAR_ID` free.
+pub const MAX_PIECES: usize = FROZEN as usize;
+/// `Symbol::next` of a symbol merged into its left neighbour.
+const MERGED: i32 = -1;
+
+/// One symbol of the word being merged, 16 bytes (24 with its own end offset and flag
+/// made a megabyte word's merge ~10% slower: it streams through the symbols).
+///
+/// Symbols are indexed by their first character, and symbol `n` (one past the last) is a
+/// sentinel whose `start` is the text's length, so a live symbol's text is
+/// `start..symbols[next].start`.
 #[derive(Clone, Copy, Debug)]
 struct Symbol {
-    /// Byte range of the symbol's text in the normalized string; empty once merged away.
+    /// Byte offset of the symbol's text in the normalized string (never changes: a merge
+    /// keeps the left symbol).
     start: u32,
-    end: u32,
-    /// Neighbour indices, -1 at either end.
+    /// Neighbour indices: `prev` is -1 at the start; `next` is `MERGED` once merged away
+    /// and the sentinel's index for the last symbol.
     prev: i32,
     next: i32,
-    /// Names the text: a piece id, or `CHAR_ID | codepoint`.
+    /// Names the text: a piece id, or `CHAR_ID | codepoint`; `FROZEN` set for a
+    /// user-defined symbol (then a piece id or `NOT_A_PIECE`).
     id: u32,
-    /// A USER_DEFINED symbol: never merged.
-    freeze: bool,
+}
+
+impl Symbol {
+    /// The id the symbol is emitted with.
+    #[inline]
+    fn token_id(&self, unk: u32) -> u32 {
+        let id = self.id & !FROZEN;
+        if id >= CHAR_ID {
+            unk
+        } else {
+            id
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,13 +84,14 @@ struct Pair {
     /// ties, the leftmost pair (sentencepiece's comparator). Integer keys made heap
     /// operations ~2x cheaper than comparing (f32, u32) tuples.
     key: u64,
-    /// Byte length of the merged piece when the pair was pushed (stale check). The right
-    /// side is not stored: it is the left's next symbol at pop time. That is the pushed
-    /// right side exactly while the pair is valid, and whenever either side changed, the
-    /// left is empty or the two lengths no longer add up to `size` (sides only grow, and
-    /// the right can only be absorbed by the left). 16-byte entries instead of 24 cut a
-    /// long word's agenda traffic by a third.
-    size: u32,
+    /// The right side's `next` when the pair was pushed (stale check). The right side is
+    /// not stored: it is the left's next symbol at pop time. That is the pushed right side
+    /// exactly while the pair is valid, and whenever either side changed, the left is
+    /// `MERGED` or its next symbol's `next` is no longer `end`: indices only grow, so if
+    /// the left absorbed the right, its next symbol lies at or beyond `end` and that
+    /// symbol's `next` beyond it; if the right grew, its `next` grew. 16-byte entries
+    /// instead of 24 cut a long word's agenda traffic by a third.
+    end: u32,
     /// The merged piece.
     id: u32,
 }
@@ -220,7 +251,13 @@ impl JoinFilter {
 }
 
 impl BpeModel {
-    pub fn new(table: &PieceTable) -> Self {
+    pub fn new(table: &PieceTable) -> Result<Self, String> {
+        if table.len() >= MAX_PIECES {
+            return Err(format!(
+                "{} pieces: BPE models of at most {MAX_PIECES} are supported",
+                table.len()
+            ));
+        }
         let has_unused = (0..table.len() as u32).any(|i| table.piece_type(i) == PieceType::Unused);
         // Every way a piece can be formed from two symbols.
         let mut keys = Vec::new();
@@ -236,13 +273,13 @@ impl BpeModel {
         let filter = PairFilter::new(&keys);
         let joins = JoinFilter::new(table);
         let cache_id = NEXT_MODEL_ID.fetch_add(1, AtomicOrdering::Relaxed);
-        Self {
+        Ok(Self {
             cache_id,
             filter,
             has_unused,
             word_split: !has_unused,
             joins,
-        }
+        })
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -412,34 +449,32 @@ impl BpeModel {
             }
             let index = symbols.len() as i32;
             let frozen = matcher.and_then(|m| m.longest(&bytes[i..]));
-            let (len, id, freeze) = match frozen {
+            let (len, id) = match frozen {
                 Some(len) => (
                     len,
-                    table.normal_id(&text[i..i + len]).unwrap_or(NOT_A_PIECE),
-                    true,
+                    FROZEN | table.normal_id(&text[i..i + len]).unwrap_or(NOT_A_PIECE),
                 ),
                 None => {
                     let len = c.len_utf8();
-                    (
-                        len,
-                        Self::char_id(table, chars, &text[i..i + len], c),
-                        false,
-                    )
+                    (len, Self::char_id(table, chars, &text[i..i + len], c))
                 }
             };
             pos = i + len;
             symbols.push(Symbol {
                 start: i as u32,
-                end: pos as u32,
                 prev: index - 1,
                 next: index + 1,
                 id,
-                freeze,
             });
         }
-        if let Some(last) = symbols.last_mut() {
-            last.next = -1;
-        }
+        let n = symbols.len();
+        symbols.push(Symbol {
+            start: text.len() as u32,
+            prev: n as i32 - 1,
+            // Never a pushed pair's `end`, so a left whose next symbol is the sentinel is stale.
+            next: i32::MAX,
+            id: FROZEN | NOT_A_PIECE,
+        });
 
         let mut rev_merge: Option<RevMerge> = self.has_unused.then(HashMap::new);
         let mut ctx = Ctx {
@@ -449,35 +484,37 @@ impl BpeModel {
             filter: &self.filter,
         };
 
-        heap.start(symbols.len() >= RUNS_FROM);
-        for i in 1..symbols.len() {
+        heap.start(n >= RUNS_FROM);
+        for i in 1..n {
             if let Some(p) = ctx.pair(symbols, &mut rev_merge, i as i32 - 1, i as i32) {
                 heap.add_initial(p);
             }
         }
         heap.finish_initial();
 
+        let long = n >= RUNS_FROM;
         while let Some(top) = heap.pop() {
             // The right side is the left's current neighbour (see `Pair`).
             let left = top.left() as usize;
-            let l = symbols[left];
-            if l.start == l.end || l.next < 0 {
-                continue;
+            if long {
+                // Long words merge in left-to-right sweeps (see `agenda`); ask for the
+                // symbols the sweep reaches next.
+                prefetch_ptr(symbols.as_ptr().wrapping_add(left + SYMBOLS_AHEAD));
             }
-            let r = symbols[l.next as usize];
-            if (l.end - l.start) + (r.end - r.start) != top.size {
+            let l = symbols[left];
+            if l.next == MERGED {
                 continue;
             }
             let right_index = l.next as usize;
-            symbols[left].end = r.end;
+            let r = symbols[right_index];
+            if r.next as u32 != top.end {
+                continue;
+            }
             symbols[left].id = top.id;
             symbols[left].next = r.next;
-            if r.next >= 0 {
-                symbols[r.next as usize].prev = left as i32;
-            }
-            let right = &mut symbols[right_index];
-            right.start = right.end;
-            let (prev, next) = (symbols[left].prev, symbols[left].next);
+            symbols[r.next as usize].prev = left as i32;
+            symbols[right_index].next = MERGED;
+            let (prev, next) = (l.prev, r.next);
             if let Some(p) = ctx.pair(symbols, &mut rev_merge, prev, left as i32) {
                 heap.push(p);
             }
@@ -486,23 +523,25 @@ impl BpeModel {
             }
         }
 
-        let mut index = 0i32;
-        while index >= 0 {
-            let s = symbols[index as usize];
-            let range = s.start..s.end;
+        let mut index = 0usize;
+        while index < n {
+            if long {
+                prefetch_ptr(symbols.as_ptr().wrapping_add(index + SYMBOLS_AHEAD));
+            }
+            let s = symbols[index];
+            let next = s.next as usize;
+            let range = s.start..symbols[next].start;
             if let Some(rev) = rev_merge.as_ref() {
                 // Only whole texts are resegmented (`word_split` is off with UNUSED pieces).
                 resegment(table, text, rev, range, unk, out);
             } else {
-                // Symbol ids are normal piece ids or CHAR_ID | codepoint / NOT_A_PIECE.
-                let id = if s.id >= CHAR_ID { unk } else { s.id };
                 out.push(Token {
                     start: range.start + base,
                     end: range.end + base,
-                    id,
+                    id: s.token_id(unk),
                 });
             }
-            index = s.next;
+            index = next;
         }
     }
 }
@@ -557,28 +596,30 @@ impl<'a> Ctx<'a, '_> {
         left: i32,
         right: i32,
     ) -> Option<Pair> {
-        if left < 0 || right < 0 {
+        if left < 0 {
             return None;
         }
+        // The sentinel (right of the last symbol) is frozen, so no pair reaches past it.
         let (l, r) = (symbols[left as usize], symbols[right as usize]);
-        if l.freeze || r.freeze {
+        if (l.id | r.id) & FROZEN != 0 {
             return None;
         }
         let text = self.text;
+        let end = || symbols[r.next as usize].start;
         let (merged, score) = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || {
-            &text[l.start as usize..r.end as usize]
+            &text[l.start as usize..end() as usize]
         })?;
         if let Some(rev) = rev_merge.as_mut() {
             if self.table.piece_type(merged) == PieceType::Unused {
                 rev.insert(
-                    &self.text[l.start as usize..r.end as usize],
-                    (l.start..l.end, r.start..r.end),
+                    &self.text[l.start as usize..end() as usize],
+                    (l.start..r.start, r.start..end()),
                 );
             }
         }
         Some(Pair {
             key: (score as u64) << 32 | !(left as u32) as u64,
-            size: r.end - l.start,
+            end: r.next as u32,
             id: merged,
         })
     }

@@ -227,7 +227,7 @@ impl SpmModel {
             ));
         }
         let algorithm = match kind {
-            IndexKind::Hash => Algorithm::Bpe(BpeModel::new(&table)),
+            IndexKind::Hash => Algorithm::Bpe(BpeModel::new(&table).map_err(invalid)?),
             IndexKind::Trie => Algorithm::Unigram(UnigramModel::new(&table).map_err(invalid)?),
         };
 
