@@ -482,6 +482,7 @@ impl BpeModel {
             text,
             pairs,
             filter: &self.filter,
+            recent: [(u64::MAX, None); 2],
         };
 
         heap.start(n >= RUNS_FROM);
@@ -583,12 +584,20 @@ struct Ctx<'a, 'c> {
     filter: &'a PairFilter,
     text: &'a str,
     pairs: &'c mut [PairSlot],
+    /// The last two (pair key, answer) lookups, most recent first: a repetitive word asks
+    /// about the same few pairs over and over (1 MB of 'a' alternates between two), and
+    /// this skips the filter's and the cache's hashing and loads.
+    recent: [(u64, Option<(u32, u32)>); 2],
 }
 
 impl<'a> Ctx<'a, '_> {
     /// The pair (left, right) if its concatenation is a piece (sentencepiece's
     /// `MaybeAddNewSymbolPair`, minus the push).
-    #[inline]
+    ///
+    /// Always inlined: returned from an out-of-line call, the pair went through memory
+    /// written in 4-byte halves and read back in 8-byte words, which stalled on store
+    /// forwarding (~30% of a megabyte word's time).
+    #[inline(always)]
     fn pair(
         &mut self,
         symbols: &[Symbol],
@@ -606,9 +615,19 @@ impl<'a> Ctx<'a, '_> {
         }
         let text = self.text;
         let end = || symbols[r.next as usize].start;
-        let (merged, score) = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || {
-            &text[l.start as usize..end() as usize]
-        })?;
+        let key = (l.id as u64) << 32 | r.id as u64;
+        let (merged, score) = if self.recent[0].0 == key {
+            self.recent[0].1
+        } else if self.recent[1].0 == key {
+            self.recent.swap(0, 1);
+            self.recent[0].1
+        } else {
+            let found = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || {
+                &text[l.start as usize..end() as usize]
+            });
+            self.recent = [(key, found), self.recent[0]];
+            found
+        }?;
         if let Some(rev) = rev_merge.as_mut() {
             if self.table.piece_type(merged) == PieceType::Unused {
                 rev.insert(
