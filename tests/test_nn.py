@@ -56,6 +56,21 @@ def test_bf16_and_fp16_activations_and_bias():
         assert torch.allclose(y.float(), want, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"{o}x{i}g{g}" for o, i, g in SHAPES])
+def test_bf16_activations_at_batch_1(bits, shape):
+    """Batch 1 in bf16 (int4 takes the bf16 dot-product kernel where the CPU has one): the
+    f32 product of the bf16 inputs, rounded to bf16 once."""
+    out_f, in_f, group = shape
+    q = _quantized(bits, out_f, in_f, group, seed=2)
+    lin = hanpack.nn.QuantLinear.from_quantized(q)
+    w = torch.from_numpy(q.dequantize())
+    x = torch.randn(1, in_f).bfloat16()
+    y = lin(x)
+    assert y.dtype == torch.bfloat16
+    _close(y.float(), x.float(), w, 2.0 ** -8)
+
+
 def test_from_linear_state_dict_and_memory():
     torch.manual_seed(0)
     dense = torch.nn.Linear(512, 384)

@@ -238,19 +238,6 @@ pub fn quant_matmul<'py>(
     })?;
     let out = run_detached(py, || {
         let layout = Layout::new(Bits::new(bits)?, rows, cols, Some(group_size))?;
-        let widened: Vec<f32>;
-        let xs: &[f32] = match (xs32, xs16) {
-            (Some(a), _) => a,
-            (_, Some(h)) => {
-                widened = h
-                    .reinterpret_cast::<bf16>()
-                    .iter()
-                    .map(|v| v.to_f32())
-                    .collect();
-                &widened
-            }
-            _ => &[],
-        };
         let w = quant::matmul::PackedWeight {
             layout,
             packed: p,
@@ -258,13 +245,19 @@ pub fn quant_matmul<'py>(
             zeros: z.reinterpret_cast::<f16>(),
         };
         let mut out = vec![0f32; batch * rows];
+        let product = |out: &mut [f32]| match (xs32, xs16) {
+            (Some(x), _) => quant::matmul::matmul(&w, x, batch, out),
+            (_, Some(h)) => {
+                quant::matmul_bf16::matmul_bf16(&w, h.reinterpret_cast::<bf16>(), batch, out)
+            }
+            // One of the two is always extracted above.
+            _ => Err(HanpackError::InvalidArgument("x is missing".into())),
+        };
         if quant::matmul::worth_parallel(&layout, batch) {
-            pool::install(num_threads, || {
-                quant::matmul::matmul(&w, xs, batch, &mut out)
-            })?;
+            pool::install(num_threads, || product(&mut out))?;
         } else {
             // A small layer: handing it to a pool thread would cost more than the work.
-            quant::matmul::matmul(&w, xs, batch, &mut out)?;
+            product(&mut out)?;
         }
         Ok(out)
     })?;

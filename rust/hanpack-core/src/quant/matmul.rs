@@ -38,19 +38,22 @@ pub struct PackedWeight<'a> {
 
 impl PackedWeight<'_> {
     fn check(&self, x: &[f32], batch: usize, out: &[f32]) -> Result<()> {
+        self.check_sizes(x.len(), batch, out.len())
+    }
+
+    /// The packed arrays match the layout, and `x_len` / `out_len` the batch.
+    pub(super) fn check_sizes(&self, x_len: usize, batch: usize, out_len: usize) -> Result<()> {
         self.layout
             .check(self.packed.len(), self.scales.len(), self.zeros.len())?;
         let (rows, cols) = (self.layout.rows, self.layout.cols);
-        if x.len() != batch * cols {
+        if x_len != batch * cols {
             return Err(HanpackError::InvalidArgument(format!(
-                "input has {} values, want batch {batch} x in_features {cols}",
-                x.len()
+                "input has {x_len} values, want batch {batch} x in_features {cols}"
             )));
         }
-        if out.len() != batch * rows {
+        if out_len != batch * rows {
             return Err(HanpackError::InvalidArgument(format!(
-                "output has {} values, want batch {batch} x out_features {rows}",
-                out.len()
+                "output has {out_len} values, want batch {batch} x out_features {rows}"
             )));
         }
         Ok(())
@@ -131,21 +134,7 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
         vec![0f32; l.rows * batch]
     };
     let target: &mut [f32] = if batch == 1 { out } else { &mut by_row };
-    if worth_parallel(&l, batch) {
-        // Tasks of at least TASK_MIN_WORK multiply-adds (each task allocates its
-        // accumulators and widens its rows' parameters), but four per thread at least.
-        let balanced = l.rows.div_ceil(4 * rayon::current_num_threads());
-        let by_work = TASK_MIN_WORK / (padded * batch);
-        let per_task = by_work.min(balanced).max(ROWS_PER_TASK);
-        target
-            .par_chunks_mut(per_task * batch)
-            .enumerate()
-            .for_each(|(t, dst)| job.rows(t * per_task, dst));
-    } else {
-        for (t, dst) in target.chunks_mut(ROWS_PER_TASK * batch).enumerate() {
-            job.rows(t * ROWS_PER_TASK, dst);
-        }
-    }
+    split_rows(&l, padded, batch, target, |first, dst| job.rows(first, dst));
     if batch > 1 {
         for r in 0..l.rows {
             for b in 0..batch {
@@ -154,6 +143,32 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
         }
     }
     Ok(())
+}
+
+/// Runs `rows(first, dst)` over `target` (`[rows, batch]`, row `first` onwards in each
+/// `dst`), in parallel tasks when the product is worth a pool (see [`worth_parallel`]).
+pub(super) fn split_rows(
+    l: &Layout,
+    padded: usize,
+    batch: usize,
+    target: &mut [f32],
+    rows: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    if worth_parallel(l, batch) {
+        // Tasks of at least TASK_MIN_WORK multiply-adds (each task allocates its
+        // accumulators and widens its rows' parameters), but four per thread at least.
+        let balanced = l.rows.div_ceil(4 * rayon::current_num_threads());
+        let by_work = TASK_MIN_WORK / (padded * batch);
+        let per_task = by_work.min(balanced).max(ROWS_PER_TASK);
+        target
+            .par_chunks_mut(per_task * batch)
+            .enumerate()
+            .for_each(|(t, dst)| rows(t * per_task, dst));
+    } else {
+        for (t, dst) in target.chunks_mut(ROWS_PER_TASK * batch).enumerate() {
+            rows(t * ROWS_PER_TASK, dst);
+        }
+    }
 }
 
 struct Job<'a, 'w> {
@@ -280,7 +295,7 @@ impl Job<'_, '_> {
 /// The CPU has F16C.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "f16c")]
-unsafe fn widen_f16(src: &[f16], dst: &mut [f32]) {
+pub(super) unsafe fn widen_f16(src: &[f16], dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = src.len().min(dst.len());
     let mut i = 0;

@@ -6,6 +6,7 @@
 //! * [`ggml`] — llama.cpp's block formats (Q4_0 … Q6_K, IQ4_NL), bit-exact with ggml's
 //!   reference quantizers, for GGUF files;
 //! * [`matmul`] — `x · Wᵀ` straight from the packed layout (QuantLinear's CPU kernel);
+//! * [`matmul_bf16`] — the same for bf16 inputs (AVX512-BF16 dot products for int4);
 //! * [`stats`] — error of a quantized tensor against its source (relative error, SNR);
 //! * [`checkpoint`] — one safetensors shard in, one quantized shard out, tensor by tensor;
 //! * this file — the driver: rows in parallel (rayon), each group converted to f32 in a
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod formats;
 pub mod ggml;
 pub mod matmul;
+pub mod matmul_bf16;
 pub mod methods;
 pub mod stats;
 

@@ -1,0 +1,290 @@
+//! `y = x · Wᵀ` for bf16 activations: `hanpack.nn.QuantLinear`'s CPU path when the
+//! model runs in bf16.
+//!
+//! For int4 at batch 1 on a CPU with AVX512-BF16, the codes become bf16 (0..15 are exact
+//! in bf16) and `vdpbf16ps` multiplies them pairwise with the bf16 inputs, accumulating
+//! in f32. The products of two bf16 values are exact in f32 and the sums are f32 sums, so
+//! this is the f32 computation on the given bf16 inputs (a denormal input counts as 0),
+//! with half the instructions per code of widening the codes to f32 (the AVX-512 kernel
+//! of [`super::matmul`]): a byte widens to one 16-bit lane, and a 32-entry table
+//! (`vpermw`, which reads the low five bits of each lane) turns its low nibble, and its
+//! high nibble after a shift, into bf16.
+//!
+//! Every other case (int3, other widths, batch > 1, groups that are not whole 64-code
+//! spans, a CPU without AVX512-BF16) widens the inputs to f32 and runs
+//! [`super::matmul::matmul`]. Both are tested against [`super::matmul::matmul_ref`] on the
+//! widened inputs.
+
+use half::bf16;
+
+use super::formats::{Bits, BLOCK};
+use super::matmul::{matmul, split_rows, PackedWeight};
+use crate::error::Result;
+
+/// Codes per step of the kernel: 32 packed bytes.
+const SPAN: usize = 64;
+
+/// The fast kernel's contract is [`super::matmul::matmul_ref`]'s on `x` widened to f32.
+pub fn matmul_bf16(w: &PackedWeight<'_>, x: &[bf16], batch: usize, out: &mut [f32]) -> Result<()> {
+    w.check_sizes(x.len(), batch, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if batch == 1 && spans_fit(w) && has_bf16_dot() {
+        let arranged = arranged_inputs(w, x);
+        let xsum = group_sums(w, x);
+        let l = w.layout;
+        let padded = l.cols.div_ceil(BLOCK) * BLOCK;
+        split_rows(&l, padded, 1, out, |first, dst| {
+            // SAFETY: the CPU has AVX-512 F/BW/BF16 and F16C (`has_bf16_dot`), and the
+            // weight's sizes were checked against its layout.
+            unsafe { avx512bf16::rows(w, &arranged, &xsum, first, dst) }
+        });
+        return Ok(());
+    }
+    let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+    matmul(w, &xf, batch, out)
+}
+
+/// int4 whose groups are whole spans (the last one may be short, as rows are padded to
+/// an even number of 32-code blocks).
+fn spans_fit(w: &PackedWeight<'_>) -> bool {
+    let l = w.layout;
+    let blocks = l.cols.div_ceil(BLOCK);
+    l.bits == Bits::B4
+        && blocks.is_multiple_of(2)
+        && (l.group_size.is_multiple_of(SPAN) || l.n_groups() == 1)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_bf16_dot() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512bf16")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The inputs' bf16 bits in the order the codes come out of a span's 32 bytes: the 32
+/// even inputs (low nibbles), then the 32 odd ones (high nibbles); zeros past `cols`.
+fn arranged_inputs(w: &PackedWeight<'_>, x: &[bf16]) -> Vec<u16> {
+    let cols = w.layout.cols;
+    let padded = cols.div_ceil(SPAN) * SPAN;
+    let mut out = vec![0u16; padded];
+    for (s, dst) in out.chunks_exact_mut(SPAN).enumerate() {
+        for j in 0..SPAN / 2 {
+            let at = |i: usize| x.get(i).map_or(0, |v| v.to_bits());
+            dst[j] = at(s * SPAN + 2 * j);
+            dst[SPAN / 2 + j] = at(s * SPAN + 2 * j + 1);
+        }
+    }
+    out
+}
+
+/// Per-group sums of the inputs (in f32), for the zero points' term.
+fn group_sums(w: &PackedWeight<'_>, x: &[bf16]) -> Vec<f32> {
+    x.chunks(w.layout.group_size)
+        .map(|g| g.iter().map(|v| v.to_f32()).sum())
+        .collect()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512bf16 {
+    use std::arch::x86_64::*;
+
+    use super::super::matmul::{widen_f16, PackedWeight};
+    use super::SPAN;
+
+    /// Entry `i` is bf16 `i mod 16`: `vpermw` reads the low five bits of each index, so a
+    /// widened byte indexes its low nibble directly (bit 4 lands in the table's repeat).
+    const CODE_TABLE: [u16; 32] = {
+        let mut t = [0u16; 32];
+        let mut i = 0;
+        while i < 32 {
+            // bf16 of a small integer: the top half of its f32 bits (exact below 256).
+            t[i] = ((i % 16) as f32).to_bits().wrapping_shr(16) as u16;
+            i += 1;
+        }
+        t
+    };
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn bh(v: __m512i) -> __m512bh {
+        std::mem::transmute::<__m512i, __m512bh>(v)
+    }
+
+    /// One span: 32 bytes of codes at `w` against the 64 arranged inputs at `x`, into the
+    /// even (`a`) and odd (`b`) accumulators.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn span(w: *const u8, x: *const u16, table: __m512i, a: &mut __m512, b: &mut __m512) {
+        let v = _mm512_cvtepu8_epi16(_mm256_loadu_si256(w as *const __m256i));
+        let even = _mm512_permutexvar_epi16(v, table);
+        let odd = _mm512_permutexvar_epi16(_mm512_srli_epi16::<4>(v), table);
+        *a = _mm512_dpbf16_ps(*a, bh(even), bh(_mm512_loadu_si512(x as *const _)));
+        *b = _mm512_dpbf16_ps(*b, bh(odd), bh(_mm512_loadu_si512(x.add(32) as *const _)));
+    }
+
+    /// Rows `first..` of `w` into `dst` (batch 1).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/BF16 and F16C; `w`'s arrays match its layout, which
+    /// `super::spans_fit` accepted; `xa` and `xsum` come from `super::arranged_inputs`
+    /// and `super::group_sums` for `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16,f16c")]
+    pub(super) unsafe fn rows(
+        w: &PackedWeight<'_>,
+        xa: &[u16],
+        xsum: &[f32],
+        first: usize,
+        dst: &mut [f32],
+    ) {
+        let l = w.layout;
+        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let span_bytes = SPAN / 2;
+        let n_spans = rb / span_bytes;
+        let spans_per_group = l.group_size.div_ceil(SPAN);
+        let table = _mm512_loadu_si512(CODE_TABLE.as_ptr() as *const _);
+        let zero = _mm512_setzero_ps();
+        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
+        let x0 = xa.as_ptr();
+        for (i, y) in dst.iter_mut().enumerate() {
+            let r = first + i;
+            widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
+            widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
+            let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            let mut yv = zero;
+            let mut k = 0;
+            for (g, &s) in sf.iter().enumerate() {
+                let end = ((g + 1) * spans_per_group).min(n_spans);
+                // Two spans per step into separate accumulators (the dot's latency).
+                let [mut a0, mut b0, mut a1, mut b1] = [zero; 4];
+                while k + 2 <= end {
+                    // As in `matmul`'s kernels: keep the memory stream going.
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        row.add(k * span_bytes).wrapping_add(1024) as *const i8
+                    );
+                    span(
+                        row.add(k * span_bytes),
+                        x0.add(k * SPAN),
+                        table,
+                        &mut a0,
+                        &mut b0,
+                    );
+                    span(
+                        row.add((k + 1) * span_bytes),
+                        x0.add((k + 1) * SPAN),
+                        table,
+                        &mut a1,
+                        &mut b1,
+                    );
+                    k += 2;
+                }
+                if k < end {
+                    span(
+                        row.add(k * span_bytes),
+                        x0.add(k * SPAN),
+                        table,
+                        &mut a0,
+                        &mut b0,
+                    );
+                    k += 1;
+                }
+                let sum = _mm512_add_ps(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1));
+                yv = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, yv);
+            }
+            let zero_terms: f32 = sf
+                .iter()
+                .zip(&zf)
+                .zip(xsum)
+                .map(|((s, z), x)| s * z * x)
+                .sum();
+            *y = _mm512_reduce_add_ps(yv) - zero_terms;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::matmul::{matmul_ref, REL_TOLERANCE};
+    use crate::quant::{quantize, Method, QuantSpec};
+    use crate::test_rng::Rng;
+
+    /// Every shape class (the fast path's: whole spans, a short last group, per-channel;
+    /// and the fallbacks': an odd number of blocks, group 32, int3, batch 2) against the
+    /// scalar reference on the widened inputs.
+    #[test]
+    fn matches_the_reference_on_widened_inputs() {
+        let cases: &[(Bits, usize, usize, Option<usize>, usize)] = &[
+            (Bits::B4, 37, 256, Some(128), 1),
+            (Bits::B4, 19, 192, Some(64), 1),
+            (Bits::B4, 23, 172, Some(128), 1),
+            (Bits::B4, 9, 256, None, 1),
+            (Bits::B4, 640, 4096, Some(128), 1),
+            (Bits::B4, 11, 160, Some(128), 1),
+            (Bits::B4, 13, 256, Some(32), 1),
+            (Bits::B3, 17, 256, Some(128), 1),
+            (Bits::B4, 7, 256, Some(128), 2),
+        ];
+        for &(bits, rows, cols, group_size, batch) in cases {
+            let mut rng = Rng(rows as u64 * 31 + cols as u64 + 7);
+            let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
+            let weight: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
+            let x: Vec<bf16> = (0..batch * cols)
+                .map(|_| bf16::from_f32(uniform()))
+                .collect();
+            let spec = QuantSpec {
+                bits,
+                group_size,
+                sym: false,
+                method: Method::Rtn,
+            };
+            let q = quantize("w", &weight, rows, cols, &spec, None).unwrap();
+            let w = PackedWeight {
+                layout: q.layout,
+                packed: &q.packed,
+                scales: &q.scales,
+                zeros: &q.zeros,
+            };
+            let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+            let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
+            matmul_bf16(&w, &x, batch, &mut fast).unwrap();
+            matmul_ref(&w, &xf, batch, &mut reference).unwrap();
+            let mut deq = vec![0f32; rows * cols];
+            crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
+            for b in 0..batch {
+                for r in 0..rows {
+                    let mag: f32 = (0..cols)
+                        .map(|c| (deq[r * cols + c] * xf[b * cols + c]).abs())
+                        .sum();
+                    let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
+                    assert!(
+                        (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
+                        "int{} [{rows}, {cols}] g{group_size:?} batch {b} row {r}: {f} vs {e}",
+                        bits.get()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let weight = vec![0.5f32; 4 * 64];
+        let spec = QuantSpec {
+            bits: Bits::B4,
+            group_size: Some(64),
+            sym: false,
+            method: Method::Rtn,
+        };
+        let q = quantize("w", &weight[..], 4, 64, &spec, None).unwrap();
+        let w = PackedWeight {
+            layout: q.layout,
+            packed: &q.packed,
+            scales: &q.scales,
+            zeros: &q.zeros,
+        };
+        let x = vec![bf16::ONE; 63];
+        let mut out = vec![0f32; 4];
+        assert!(matmul_bf16(&w, &x, 1, &mut out).is_err());
+    }
+}
