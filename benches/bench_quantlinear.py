@@ -7,8 +7,9 @@ Weights: 4096x4096, 11008x4096 (up/gate projections of a 7B LLaMA) and 4096x1100
 random normal, quantized with RTN (the method does not change the kernel's speed).
 Contenders, interleaved per round, median of ``--reps`` calls each after warm-up:
 torch fp32 ``F.linear``, torch bf16 ``F.linear``, QuantLinear int4-g128 and int3-g128
-(fp32 activations, and bf16 activations: the same modules called with the bf16 input
-that torch bf16 gets). torch uses all cores (``torch.get_num_threads()``), as hanpack does.
+(fp32 activations; bf16 activations: the same modules called with the bf16 input that
+torch bf16 gets; "a8": ``act_bits=8``, fp32 input quantized to int8 on the fly, as
+llama.cpp does). torch uses all cores (``torch.get_num_threads()``), as hanpack does.
 Prints times, ratios to fp32 and bf16, and the effective weight bandwidth (bytes of the
 weight as stored / time).
 """
@@ -60,6 +61,7 @@ def main() -> None:
         for bits in (4, 3):
             q = quantize(w.numpy(), bits=bits, group_size=128, method="rtn")
             mods[bits] = hanpack.nn.QuantLinear.from_quantized(q)
+            mods[bits, 8] = hanpack.nn.QuantLinear.from_quantized(q, act_bits=8)
         contenders = {
             "torch fp32 F.linear": (lambda: F.linear(x, w), w.numel() * 4),
             "torch bf16 F.linear": (lambda: F.linear(xb, wb), w.numel() * 2),
@@ -67,6 +69,8 @@ def main() -> None:
             "hanpack int3-g128": (lambda: mods[3](x), mods[3].qweight.numel() + mods[3].scales.numel() * 4),
             "hanpack int4-g128 bf16": (lambda: mods[4](xb), mods[4].qweight.numel() + mods[4].scales.numel() * 4),
             "hanpack int3-g128 bf16": (lambda: mods[3](xb), mods[3].qweight.numel() + mods[3].scales.numel() * 4),
+            "hanpack int4-g128 a8": (lambda: mods[4, 8](x), mods[4].qweight.numel() + mods[4].scales.numel() * 4),
+            "hanpack int3-g128 a8": (lambda: mods[3, 8](x), mods[3].qweight.numel() + mods[3].scales.numel() * 4),
         }
         with torch.inference_mode():
             best = {name: median_time(fn, args.reps) for name, (fn, _) in contenders.items()}
@@ -75,11 +79,12 @@ def main() -> None:
         print(f"\n[{out_f}, {in_f}] batch {args.batch}")
         for name, (_, nbytes) in contenders.items():
             t = best[name]
-            print(f"  {name:<22} {t * 1e3:8.3f} ms  {nbytes / t / 1e9:6.1f} GB/s  "
+            print(f"  {name:<24} {t * 1e3:8.3f} ms  {nbytes / t / 1e9:6.1f} GB/s  "
                   f"fp32/this {best['torch fp32 F.linear'] / t:5.2f}x  bf16/this {best['torch bf16 F.linear'] / t:5.2f}x")
         print(f"  targets: int4 >= 2.5x fp32 and >= 1.5x bf16; int3 at least as fast as int4 "
               f"(int3/int4 time {best['hanpack int3-g128'] / best['hanpack int4-g128']:.2f} with f32 "
-              f"activations, {best['hanpack int3-g128 bf16'] / best['hanpack int4-g128 bf16']:.2f} with bf16)")
+              f"activations, {best['hanpack int3-g128 bf16'] / best['hanpack int4-g128 bf16']:.2f} with bf16, "
+              f"{best['hanpack int3-g128 a8'] / best['hanpack int4-g128 a8']:.2f} with a8)")
         np.testing.assert_allclose(mods[4](x).numpy(), F.linear(x, mods[4].dequantized_weight()).numpy(),
                                    rtol=1e-3, atol=1e-3)
         # bf16 activations: the f32 product of the bf16 inputs, returned in bf16.

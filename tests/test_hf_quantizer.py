@@ -131,6 +131,22 @@ def test_save_pretrained_round_trip(fp_model, tmp_path, shard):
     assert w.shape == (64, 80) and np.array_equal(w.packed, a["model.layers.0.mlp.down_proj"]["qweight"].numpy())
 
 
+def test_int8_activations_are_configured_saved_and_reloaded(fp_model, tmp_path):
+    cfg = hf.HanpackConfig(bits=4, group_size=32, act_bits=8)
+    model = AutoModelForCausalLM.from_pretrained(fp_model, quantization_config=cfg)
+    layers = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m.act_bits == 8 for m in layers)
+    plain = AutoModelForCausalLM.from_pretrained(fp_model, quantization_config=hf.HanpackConfig(bits=4, group_size=32))
+    assert not torch.equal(_logits(model), _logits(plain))  # int8 activations change the numbers
+    model.save_pretrained(tmp_path / "a8")
+    assert json.loads((tmp_path / "a8" / "config.json").read_text())["quantization_config"]["act_bits"] == 8
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "a8")
+    assert all(m.act_bits == 8 for m in again.modules() if isinstance(m, QuantLinear))
+    assert torch.equal(_logits(model), _logits(again))
+    with pytest.raises(InvalidArgumentError, match="act_bits"):
+        hf.HanpackConfig(act_bits=4)
+
+
 def test_pipeline_generates_with_a_hanpack_tokenizer(fp_model, tmp_path):
     q = _quantized(fp_model, tmp_path / "q", bits=4, group_size=32)
     model = AutoModelForCausalLM.from_pretrained(q)

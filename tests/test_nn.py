@@ -71,6 +71,46 @@ def test_bf16_activations_at_batch_1(bits, shape):
     _close(y.float(), x.float(), w, 2.0 ** -8)
 
 
+def _int8_activations(x: "torch.Tensor") -> "torch.Tensor":
+    """x̂ of ``act_bits=8``, written independently: per row, blocks of 128 inputs, scale
+    max|x| / 127, codes rounded half away from zero, in float32 throughout."""
+    xs = x.float().numpy()
+    out = np.zeros_like(xs)
+    for r in range(xs.shape[0]):
+        for b in range(0, xs.shape[1], 128):
+            blk = xs[r, b:b + 128]
+            s = np.float32(np.abs(blk).max()) / np.float32(127.0)
+            inv = np.float32(1.0) / s if s > 0 else np.float32(0.0)
+            v = blk * inv
+            codes = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+            out[r, b:b + 128] = s * codes
+    return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("shape", SHAPES + [(33, 4096, 128), (9, 352, None)],
+                         ids=[f"{o}x{i}g{g}" for o, i, g in SHAPES + [(33, 4096, 128), (9, 352, None)]])
+def test_int8_activations_are_the_product_with_dequantized_activations(bits, shape):
+    out_f, in_f, group = shape
+    q = _quantized(bits, out_f, in_f, group, seed=3)
+    lin = hanpack.nn.QuantLinear.from_quantized(q, act_bits=8)
+    assert "act_bits=8" in repr(lin)
+    w = torch.from_numpy(q.dequantize())
+    for batch in (1, 4):
+        x = torch.randn(batch, in_f) * torch.linspace(0.1, 3.0, in_f)
+        xhat = _int8_activations(x)
+        assert not torch.equal(xhat, x)
+        _close(lin(x), xhat, w, 1e-5)
+        # bf16 inputs are widened first, then quantized the same way.
+        xb = x.bfloat16()
+        _close(lin(xb).float(), _int8_activations(xb.float()), w, 2.0 ** -8)
+
+
+def test_act_bits_must_be_8_or_none():
+    with pytest.raises(InvalidArgumentError, match="act_bits"):
+        hanpack.nn.QuantLinear(64, 8, bits=4, group_size=32, act_bits=4)
+
+
 def test_from_linear_state_dict_and_memory():
     torch.manual_seed(0)
     dense = torch.nn.Linear(512, 384)

@@ -213,6 +213,7 @@ def quant_matmul(
     group_size: int,
     x_bf16: bool = False,
     num_threads: int | None = None,
+    act_bits: int | None = None,
 ) -> npt.NDArray[np.float32]: ...
 
 @final

@@ -84,13 +84,26 @@ def dequantize_torch(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.T
 
 
 class QuantLinear(nn.Module):
-    """``y = x Wᵀ + b`` with ``W`` group-quantized (2, 3, 4 or 8 bits) and kept packed."""
+    """``y = x Wᵀ + b`` with ``W`` group-quantized (2, 3, 4 or 8 bits) and kept packed.
+
+    ``act_bits=8`` (opt-in) quantizes the activations to int8 on the fly on CPU, per
+    block of 128 inputs with a symmetric scale, as llama.cpp does for its 4-bit formats:
+    the result is the dequantized weight times the dequantized activations, and int4
+    layers at batch 1 then use AVX512-VNNI integer dot products where the CPU has them
+    (several times faster; see ``benches/RESULTS.md``). ``None`` (the default) keeps the
+    activations as they are. Other devices ignore it.
+
+    >>> QuantLinear(4096, 4096, bits=4, group_size=128, act_bits=8)  # doctest: +SKIP
+    """
 
     def __init__(self, in_features: int, out_features: int, *, bits: int = 4, group_size: Optional[int] = 128,
-                 bias: bool = True, dtype: torch.dtype = torch.float32, device: Any = None) -> None:
+                 bias: bool = True, dtype: torch.dtype = torch.float32, device: Any = None,
+                 act_bits: Optional[int] = None) -> None:
         super().__init__()
         if bits not in BITS:
             raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
+        if act_bits not in (None, 8):
+            raise InvalidArgumentError(f"act_bits must be None or 8, not {act_bits!r}")
         if in_features <= 0 or out_features <= 0:
             raise InvalidArgumentError(f"in_features and out_features must be positive, not {in_features}, {out_features}")
         group = in_features if group_size is None else min(int(group_size), in_features)
@@ -98,6 +111,7 @@ class QuantLinear(nn.Module):
             raise InvalidArgumentError(f"group_size must be a positive multiple of {_BLOCK} or None, not {group_size!r}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.bits, self.group_size = int(bits), group
+        self.act_bits = act_bits
         n_groups = -(-in_features // group)
         self.register_buffer("qweight", torch.zeros(out_features, _row_bytes(bits, in_features), dtype=torch.uint8,
                                                     device=device))
@@ -106,11 +120,12 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) if bias else None
 
     @classmethod
-    def from_quantized(cls, q: QuantizedTensor, bias: Optional[torch.Tensor] = None) -> "QuantLinear":
+    def from_quantized(cls, q: QuantizedTensor, bias: Optional[torch.Tensor] = None, *,
+                       act_bits: Optional[int] = None) -> "QuantLinear":
         """A module holding ``q``'s arrays (copied into torch buffers once)."""
         out_f, in_f = q.shape
         m = cls(in_f, out_f, bits=q.bits, group_size=q.group_size, bias=bias is not None,
-                dtype=bias.dtype if bias is not None else torch.float32)
+                dtype=bias.dtype if bias is not None else torch.float32, act_bits=act_bits)
         for name, t in quantized_buffers(q).items():
             getattr(m, name).copy_(t)
         if bias is not None:
@@ -120,11 +135,11 @@ class QuantLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, *, bits: int = 4, group_size: Optional[int] = 128, method: str = "hqq",
-                    sym: bool = False) -> "QuantLinear":
+                    sym: bool = False, act_bits: Optional[int] = None) -> "QuantLinear":
         """Quantizes an ``nn.Linear`` (its weight read as float32 once)."""
         w = linear.weight.detach().to("cpu", torch.float32).contiguous().numpy()
         q = quantize(w, bits=bits, group_size=group_size, method=method, sym=sym)
-        m = cls.from_quantized(q, linear.bias)
+        m = cls.from_quantized(q, linear.bias, act_bits=act_bits)
         return m.to(linear.weight.device)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -159,13 +174,13 @@ class QuantLinear(nn.Module):
             w = self.dequantized_weight(x.dtype)
             return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
         x2 = x.detach().reshape(-1, self.in_features)
-        if x2.dtype == torch.bfloat16:
+        if x2.dtype == torch.bfloat16 and self.act_bits is None:
             arr, is_bf16 = x2.contiguous().view(torch.int16).numpy().view(np.uint16), True
         else:
             arr, is_bf16 = x2.to(torch.float32).contiguous().numpy(), False
         qweight, scales, zeros = self._arrays()
         y = _core.quant_matmul(arr, qweight, scales, zeros, self.bits, self.out_features, self.in_features,
-                               self.group_size, is_bf16)
+                               self.group_size, is_bf16, act_bits=self.act_bits)
         out = torch.from_numpy(y)
         if x.dtype != torch.float32:
             out = out.to(x.dtype)
@@ -175,4 +190,5 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}, bias={self.bias is not None}")
+                f"group_size={self.group_size}, bias={self.bias is not None}"
+                + (f", act_bits={self.act_bits}" if self.act_bits is not None else ""))

@@ -62,6 +62,8 @@ class HanpackConfig(QuantizationConfigMixin):
     per-channel. ``method``: ``"rtn"``, ``"mse"`` or ``"hqq"`` (used when quantizing on
     load). ``modules_to_not_convert``: Linear module names (or transformers' patterns)
     kept in float; ``None`` for the defaults described in the module documentation.
+    ``act_bits``: ``None``, or 8 to quantize activations to int8 on the fly on CPU (see
+    :class:`hanpack.nn.QuantLinear`); saved with the model like the other keys.
 
     >>> HanpackConfig(bits=3, group_size=64).to_dict()["quant_method"]  # doctest: +SKIP
     'hanpack'
@@ -76,6 +78,7 @@ class HanpackConfig(QuantizationConfigMixin):
         modules_to_not_convert: Optional[Sequence[str]] = None,
         packing: str = PACKING,
         version: Optional[str] = None,
+        act_bits: Optional[int] = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("quant_method", None)
@@ -89,6 +92,8 @@ class HanpackConfig(QuantizationConfigMixin):
             raise InvalidArgumentError(
                 f"HanpackConfig: group_size must be a positive multiple of 32 or None (per-channel), not {group_size!r}"
             )
+        if act_bits not in (None, 8):
+            raise InvalidArgumentError(f"HanpackConfig: act_bits must be None or 8, not {act_bits!r}")
         if packing != PACKING:
             raise InvalidArgumentError(
                 f"HanpackConfig: packing {packing!r} is not one this hanpack reads ({PACKING!r}); upgrade hanpack"
@@ -101,6 +106,7 @@ class HanpackConfig(QuantizationConfigMixin):
         self.modules_to_not_convert = None if modules_to_not_convert is None else list(modules_to_not_convert)
         self.packing = packing
         self.version = version or _core.__version__
+        self.act_bits = act_bits
 
 
 def _described(checkpoint_files: Optional[Sequence[str]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[str, List[int]]]]:
@@ -214,7 +220,7 @@ class HanpackHfQuantizer(HfQuantizer):
             lin = linears[n]
             with torch.device("meta"):
                 q = QuantLinear(lin.in_features, lin.out_features, bits=spec["bits"], group_size=spec["group_size"],
-                                bias=lin.bias is not None, dtype=lin.weight.dtype)
+                                bias=lin.bias is not None, dtype=lin.weight.dtype, act_bits=cfg.act_bits)
                 if not self.pre_quantized:  # where the loader puts the float weight before HanpackQuantize
                     q.weight = nn.Parameter(torch.empty(lin.out_features, lin.in_features, dtype=lin.weight.dtype),
                                             requires_grad=False)

@@ -177,8 +177,9 @@ pub fn dequantize<'py>(
 /// `x · Wᵀ` straight from a packed weight (`hanpack.nn.QuantLinear`'s CPU path). `x` is
 /// `[batch, cols]` float32, or uint16 bf16 bits when `x_bf16`; the result is float32
 /// `[batch, rows]`. Nothing is copied on the way in (C-contiguous arrays only).
+/// `act_bits=8` quantizes float32 inputs to int8 on the fly (`quant::matmul_q8`).
 #[pyfunction]
-#[pyo3(signature = (x, packed, scales, zeros, bits, rows, cols, group_size, x_bf16=false, num_threads=None))]
+#[pyo3(signature = (x, packed, scales, zeros, bits, rows, cols, group_size, x_bf16=false, num_threads=None, act_bits=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn quant_matmul<'py>(
     py: Python<'py>,
@@ -192,7 +193,24 @@ pub fn quant_matmul<'py>(
     group_size: usize,
     x_bf16: bool,
     num_threads: Option<usize>,
+    act_bits: Option<u32>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let int8_inputs = match (act_bits, x_bf16) {
+        (None, _) => false,
+        (Some(8), false) => true,
+        (Some(8), true) => {
+            return Err(crate::errors::to_pyerr(
+                py,
+                bad("act_bits=8 takes float32 inputs, not bf16".into()),
+            ))
+        }
+        (Some(b), _) => {
+            return Err(crate::errors::to_pyerr(
+                py,
+                bad(format!("act_bits must be None or 8, not {b}")),
+            ))
+        }
+    };
     let xf = if x_bf16 {
         None
     } else {
@@ -246,6 +264,7 @@ pub fn quant_matmul<'py>(
         };
         let mut out = vec![0f32; batch * rows];
         let product = |out: &mut [f32]| match (xs32, xs16) {
+            (Some(x), _) if int8_inputs => quant::matmul_q8::matmul_q8(&w, x, batch, out),
             (Some(x), _) => quant::matmul::matmul(&w, x, batch, out),
             (_, Some(h)) => {
                 quant::matmul_bf16::matmul_bf16(&w, h.reinterpret_cast::<bf16>(), batch, out)

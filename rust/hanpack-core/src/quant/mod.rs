@@ -7,6 +7,7 @@
 //!   reference quantizers, for GGUF files;
 //! * [`matmul`] — `x · Wᵀ` straight from the packed layout (QuantLinear's CPU kernel);
 //! * [`matmul_bf16`] — the same for bf16 inputs (AVX512-BF16 dot products for int4);
+//! * [`matmul_q8`] — the same with the inputs quantized to int8 on the fly (opt-in; VNNI);
 //! * [`stats`] — error of a quantized tensor against its source (relative error, SNR);
 //! * [`checkpoint`] — one safetensors shard in, one quantized shard out, tensor by tensor;
 //! * this file — the driver: rows in parallel (rayon), each group converted to f32 in a
@@ -22,6 +23,7 @@ pub mod formats;
 pub mod ggml;
 pub mod matmul;
 pub mod matmul_bf16;
+pub mod matmul_q8;
 pub mod methods;
 pub mod stats;
 

@@ -1,0 +1,358 @@
+//! `y = x · Wᵀ` with the activations quantized to int8 on the fly (W4A8, as llama.cpp
+//! multiplies its 4-bit formats by Q8 activations on CPUs): `QuantLinear(act_bits=8)`,
+//! opt-in, since it changes the numbers.
+//!
+//! Each block of [`ACT_BLOCK`] inputs of a batch row gets a symmetric scale
+//! `s = max|x| / 127` and codes `round(x / s)` in -127..=127 ([`quantize_activations`]).
+//! The product is then exactly `W_deq · x̂` with `x̂ = s · code`
+//! ([`dequantized_activations`]), which is what the reference computes:
+//! [`super::matmul::matmul_ref`] on `x̂`.
+//!
+//! For int4 at batch 1 on a CPU with AVX512-VNNI, `vpdpbusd` multiplies 64 code bytes (the
+//! low nibbles of 64 packed bytes, then the high ones, each 0..15) by 64 activation codes
+//! and adds them in fours into 16 int32 lanes: a 128-code unit takes two of them, and its
+//! integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so also exact in f32).
+//! Only the per-unit scaling `s_w · s_x` and the final sums round. Every other case
+//! runs [`super::matmul::matmul`] on `x̂`.
+
+use super::formats::{Bits, BLOCK};
+use super::matmul::{matmul, split_rows, PackedWeight};
+use crate::error::Result;
+
+/// Inputs per activation scale.
+pub const ACT_BLOCK: usize = 128;
+
+/// Int8 codes and per-block scales of `x` (`rows` of `cols`): block `b` of a row covers
+/// columns `b·ACT_BLOCK ..` (the last one short), `scales[row · n_blocks + b]`.
+pub fn quantize_activations(x: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let n_blocks = cols.div_ceil(ACT_BLOCK);
+    let mut codes = vec![0i8; x.len()];
+    let mut scales = Vec::with_capacity(x.len() / cols.max(1) * n_blocks);
+    for (row, out) in x.chunks(cols).zip(codes.chunks_mut(cols)) {
+        for (block, q) in row.chunks(ACT_BLOCK).zip(out.chunks_mut(ACT_BLOCK)) {
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = max / 127.0;
+            let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+            for (c, v) in q.iter_mut().zip(block) {
+                // `as` saturates (NaN becomes 0): no input can make this misbehave.
+                *c = (v * inv).round() as i8;
+            }
+            scales.push(s);
+        }
+    }
+    (codes, scales)
+}
+
+/// `x̂`: what the int8 codes of `x` stand for (`s · code`, per block).
+pub fn dequantized_activations(x: &[f32], cols: usize) -> Vec<f32> {
+    let (codes, scales) = quantize_activations(x, cols);
+    let n_blocks = cols.div_ceil(ACT_BLOCK);
+    let mut out = Vec::with_capacity(x.len());
+    for (r, row) in codes.chunks(cols).enumerate() {
+        for (b, block) in row.chunks(ACT_BLOCK).enumerate() {
+            let s = scales[r * n_blocks + b];
+            out.extend(block.iter().map(|&c| s * f32::from(c)));
+        }
+    }
+    out
+}
+
+/// [`super::matmul::matmul`]'s contract on `x̂` (see the module's doc).
+pub fn matmul_q8(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+    w.check_sizes(x.len(), batch, out.len())?;
+    #[cfg(target_arch = "x86_64")]
+    if let (1, Some(unit)) = (batch, unit_codes(w)) {
+        if has_vnni() {
+            let l = w.layout;
+            let (codes, scales) = quantize_activations(x, l.cols);
+            let arranged = arranged_codes(&codes, unit);
+            let xhat_sums = group_sums(w, &codes, &scales);
+            let padded = l.cols.div_ceil(BLOCK) * BLOCK;
+            let units = Units {
+                size: unit,
+                codes: &arranged,
+                scales: &scales,
+                xhat_sums: &xhat_sums,
+            };
+            split_rows(&l, padded, 1, out, |first, dst| {
+                // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (`has_vnni`), and the
+                // weight's sizes were checked against its layout.
+                unsafe { avx512vnni::rows(w, &units, first, dst) }
+            });
+            return Ok(());
+        }
+    }
+    matmul(w, &dequantized_activations(x, w.layout.cols), batch, out)
+}
+
+/// Codes per step of the VNNI kernel for `w`: each step must lie in one weight group and
+/// one activation block. `None` when the kernel does not apply (not int4, or groups that
+/// do not line up with activation blocks).
+fn unit_codes(w: &PackedWeight<'_>) -> Option<usize> {
+    let l = w.layout;
+    if l.bits != Bits::B4 {
+        return None;
+    }
+    match l.group_size {
+        32 | 64 => Some(l.group_size),
+        g if g.is_multiple_of(ACT_BLOCK) || l.n_groups() == 1 => Some(ACT_BLOCK),
+        _ => None,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("f16c")
+}
+
+/// The activation codes of one row in the order the kernel reads them: per unit of
+/// `unit` codes, 64 bytes of its even inputs (matching the packed bytes' low nibbles),
+/// then 64 of its odd ones (high nibbles); zeros fill short units and the padding.
+fn arranged_codes(codes: &[i8], unit: usize) -> Vec<i8> {
+    let n_units = codes.len().div_ceil(unit);
+    let mut out = vec![0i8; n_units * 2 * 64];
+    for (u, dst) in out.chunks_exact_mut(128).enumerate() {
+        for j in 0..unit / 2 {
+            let at = |i: usize| codes.get(i).copied().unwrap_or(0);
+            dst[j] = at(u * unit + 2 * j);
+            dst[64 + j] = at(u * unit + 2 * j + 1);
+        }
+    }
+    out
+}
+
+/// `Σ x̂` over each weight group (for the zero points' term).
+fn group_sums(w: &PackedWeight<'_>, codes: &[i8], scales: &[f32]) -> Vec<f32> {
+    let g = w.layout.group_size;
+    let mut sums = vec![0f32; w.layout.n_groups()];
+    for (i, &c) in codes.iter().enumerate() {
+        sums[i / g] += scales[i / ACT_BLOCK] * f32::from(c);
+    }
+    sums
+}
+
+/// One batch row's activations, ready for the kernel.
+struct Units<'a> {
+    /// Codes per step (see [`unit_codes`]).
+    size: usize,
+    /// [`arranged_codes`].
+    codes: &'a [i8],
+    /// Per activation block.
+    scales: &'a [f32],
+    /// Per weight group.
+    xhat_sums: &'a [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512vnni {
+    use std::arch::x86_64::*;
+
+    use super::super::matmul::{widen_f16, PackedWeight};
+    use super::{Units, ACT_BLOCK};
+
+    /// One unit's integer dot product: the packed bytes at `w` (`mask` selects them),
+    /// low nibbles against the even activation codes at `x`, high nibbles against the odd.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    unsafe fn unit_dot(w: *const u8, mask: u64, x: *const i8) -> __m512 {
+        let nibble = _mm512_set1_epi8(0x0F);
+        let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
+        let low = _mm512_and_si512(v, nibble);
+        let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+        let xe = _mm512_loadu_si512(x as *const _);
+        let xo = _mm512_loadu_si512(x.add(64) as *const _);
+        let dot = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(_mm512_setzero_si512(), low, xe),
+            high,
+            xo,
+        );
+        _mm512_cvtepi32_ps(dot)
+    }
+
+    /// `Σ a[i] · b[i] · c[i]`, 16 lanes at a time (the zero points' term: done as a
+    /// scalar loop it cost as much as the row's products).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
+        let n = a.len().min(b.len()).min(c.len());
+        let mut acc = _mm512_setzero_ps();
+        let mut i = 0;
+        while i < n {
+            let m: __mmask16 = if n - i >= 16 {
+                0xFFFF
+            } else {
+                (1u16 << (n - i)) - 1
+            };
+            let ab = _mm512_mul_ps(
+                _mm512_maskz_loadu_ps(m, a.as_ptr().add(i)),
+                _mm512_maskz_loadu_ps(m, b.as_ptr().add(i)),
+            );
+            acc = _mm512_fmadd_ps(ab, _mm512_maskz_loadu_ps(m, c.as_ptr().add(i)), acc);
+            i += 16;
+        }
+        _mm512_reduce_add_ps(acc)
+    }
+
+    /// Rows `first..` of `w` into `dst` (batch 1).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI and F16C; `w`'s arrays match its layout, for which
+    /// `super::unit_codes` gave `units.size`; `units` was made for `w` by `matmul_q8`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
+    pub(super) unsafe fn rows(
+        w: &PackedWeight<'_>,
+        units: &Units<'_>,
+        first: usize,
+        dst: &mut [f32],
+    ) {
+        let l = w.layout;
+        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let unit_bytes = units.size / 2;
+        let n_units = rb.div_ceil(unit_bytes);
+        let full_mask = if unit_bytes == 64 {
+            u64::MAX
+        } else {
+            (1u64 << unit_bytes) - 1
+        };
+        // The row's last unit may be short (rows are whole 16-byte blocks).
+        let last_mask = match rb - (n_units - 1) * unit_bytes {
+            64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
+        // Per unit: its weight group and activation block, and the product of their scales.
+        let group_of: Vec<usize> = (0..n_units)
+            .map(|u| u * units.size / l.group_size)
+            .collect();
+        let block_of: Vec<usize> = (0..n_units).map(|u| u * units.size / ACT_BLOCK).collect();
+        let one_to_one = n_units == ng && units.size == ACT_BLOCK;
+        let mut factor = vec![0f32; n_units];
+        let x0 = units.codes.as_ptr();
+        for (i, y) in dst.iter_mut().enumerate() {
+            let r = first + i;
+            widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
+            widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
+            if one_to_one {
+                // Group 128: unit, group and block coincide (this loop vectorises).
+                for ((f, s), x) in factor.iter_mut().zip(&sf).zip(units.scales) {
+                    *f = s * x;
+                }
+            } else {
+                for (u, f) in factor.iter_mut().enumerate() {
+                    *f = sf[group_of[u]] * units.scales[block_of[u]];
+                }
+            }
+            let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            // Two accumulators (units are short: one chain of additions would set the pace).
+            let (mut y0, mut y1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut u = 0;
+            while u + 2 < n_units {
+                let at = row.add(u * unit_bytes);
+                _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
+                let d0 = unit_dot(at, full_mask, x0.add(u * 128));
+                let d1 = unit_dot(at.add(unit_bytes), full_mask, x0.add((u + 1) * 128));
+                y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d0, y0);
+                y1 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u + 1]), d1, y1);
+                u += 2;
+            }
+            while u < n_units {
+                let mask = if u + 1 == n_units {
+                    last_mask
+                } else {
+                    full_mask
+                };
+                let d = unit_dot(row.add(u * unit_bytes), mask, x0.add(u * 128));
+                y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d, y0);
+                u += 1;
+            }
+            let zero_terms = dot3(&sf, &zf, units.xhat_sums);
+            *y = _mm512_reduce_add_ps(_mm512_add_ps(y0, y1)) - zero_terms;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::matmul::{matmul_ref, REL_TOLERANCE};
+    use crate::quant::{quantize, Method, QuantSpec};
+    use crate::test_rng::Rng;
+
+    #[test]
+    fn activation_codes_round_to_the_block_scale() {
+        let x = [0.0, 1.0, -2.54, 0.5, 0.0];
+        let (codes, scales) = quantize_activations(&x, 5);
+        assert_eq!(scales, vec![2.54 / 127.0]);
+        assert_eq!(codes, vec![0, 50, -127, 25, 0]);
+        let (codes, scales) = quantize_activations(&[0.0; 3], 3);
+        assert_eq!((codes, scales), (vec![0; 3], vec![0.0]));
+        // Two rows of 200: two blocks each (128 and 72 inputs).
+        let x: Vec<f32> = (0..400).map(|i| i as f32 - 200.0).collect();
+        let (codes, scales) = quantize_activations(&x, 200);
+        assert_eq!(scales.len(), 4);
+        assert_eq!((codes[0], codes[200]), (-127, 0));
+        let xhat = dequantized_activations(&x, 200);
+        for (a, b) in x.iter().zip(&xhat) {
+            assert!((a - b).abs() <= 0.5 * 200.0 / 127.0 + 1e-3, "{a} vs {b}");
+        }
+    }
+
+    /// The VNNI kernel's shapes (group 128, 64, 32, a short last group, per-channel with
+    /// a short last unit, 4096 inputs) and the fallbacks' (int3, group 96, batch 2),
+    /// against the scalar reference on `x̂`.
+    #[test]
+    fn matches_the_reference_on_dequantized_activations() {
+        let cases: &[(Bits, usize, usize, Option<usize>, usize)] = &[
+            (Bits::B4, 37, 256, Some(128), 1),
+            (Bits::B4, 19, 192, Some(64), 1),
+            (Bits::B4, 13, 160, Some(32), 1),
+            (Bits::B4, 23, 172, Some(128), 1),
+            (Bits::B4, 9, 352, None, 1),
+            (Bits::B4, 640, 4096, Some(128), 1),
+            (Bits::B3, 17, 256, Some(128), 1),
+            (Bits::B4, 11, 288, Some(96), 1),
+            (Bits::B4, 7, 256, Some(128), 2),
+        ];
+        for &(bits, rows, cols, group_size, batch) in cases {
+            let mut rng = Rng(rows as u64 * 131 + cols as u64 + 3);
+            let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
+            let weight: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
+            let x: Vec<f32> = (0..batch * cols).map(|_| uniform()).collect();
+            let spec = QuantSpec {
+                bits,
+                group_size,
+                sym: false,
+                method: Method::Rtn,
+            };
+            let q = quantize("w", &weight, rows, cols, &spec, None).unwrap();
+            let w = PackedWeight {
+                layout: q.layout,
+                packed: &q.packed,
+                scales: &q.scales,
+                zeros: &q.zeros,
+            };
+            let xhat = dequantized_activations(&x, cols);
+            let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
+            matmul_q8(&w, &x, batch, &mut fast).unwrap();
+            matmul_ref(&w, &xhat, batch, &mut reference).unwrap();
+            let mut deq = vec![0f32; rows * cols];
+            crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
+            for b in 0..batch {
+                for r in 0..rows {
+                    let mag: f32 = (0..cols)
+                        .map(|c| (deq[r * cols + c] * xhat[b * cols + c]).abs())
+                        .sum();
+                    let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
+                    assert!(
+                        (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
+                        "int{} [{rows}, {cols}] g{group_size:?} batch {b} row {r}: {f} vs {e}",
+                        bits.get()
+                    );
+                }
+            }
+        }
+    }
+}
