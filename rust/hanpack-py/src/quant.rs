@@ -263,20 +263,21 @@ pub fn quant_matmul<'py>(
             zeros: z.reinterpret_cast::<f16>(),
         };
         let mut out = vec![0f32; batch * rows];
-        let product = |out: &mut [f32]| match (xs32, xs16) {
-            (Some(x), _) if int8_inputs => quant::matmul_q8::matmul_q8(&w, x, batch, out),
-            (Some(x), _) => quant::matmul::matmul(&w, x, batch, out),
-            (_, Some(h)) => {
-                quant::matmul_bf16::matmul_bf16(&w, h.reinterpret_cast::<bf16>(), batch, out)
+        let tasks = pool::CallerAndPool::new(num_threads);
+        match (xs32, xs16) {
+            (Some(x), _) if int8_inputs => {
+                quant::matmul_q8::matmul_q8_on(&tasks, &w, x, batch, &mut out)?
             }
+            (Some(x), _) => quant::matmul::matmul_on(&tasks, &w, x, batch, &mut out)?,
+            (_, Some(h)) => quant::matmul_bf16::matmul_bf16_on(
+                &tasks,
+                &w,
+                h.reinterpret_cast::<bf16>(),
+                batch,
+                &mut out,
+            )?,
             // One of the two is always extracted above.
-            _ => Err(HanpackError::InvalidArgument("x is missing".into())),
-        };
-        if quant::matmul::worth_parallel(&layout, batch) {
-            pool::install(num_threads, || product(&mut out))?;
-        } else {
-            // A small layer: handing it to a pool thread would cost more than the work.
-            product(&mut out)?;
+            _ => return Err(HanpackError::InvalidArgument("x is missing".into()).into()),
         }
         Ok(out)
     })?;

@@ -100,8 +100,43 @@ pub fn worth_parallel(layout: &Layout, batch: usize) -> bool {
     layout.rows * layout.cols.div_ceil(BLOCK) * BLOCK * batch >= PARALLEL_MIN_WORK
 }
 
-/// The fast kernel (same contract as [`matmul_ref`]).
+/// How a product's row tasks run. [`Rayon`] (what [`matmul`] and its siblings use) runs
+/// them in rayon's current pool; a caller that owns threads can run them its own way (the
+/// Python binding has the calling thread take tasks too, so a product does not wait for
+/// a pool thread to wake up before it starts, nor the caller for one to finish).
+pub trait RowTasks: Sync {
+    /// Threads that will take tasks (sizes them).
+    fn threads(&self) -> usize;
+    /// Calls `task(i)` once for every `i` in `0..n`, in any order, on any of its threads.
+    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync));
+}
+
+/// Tasks in rayon's current pool.
+pub struct Rayon;
+
+impl RowTasks for Rayon {
+    fn threads(&self) -> usize {
+        rayon::current_num_threads()
+    }
+
+    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync)) {
+        (0..n).into_par_iter().for_each(task)
+    }
+}
+
+/// The fast kernel (same contract as [`matmul_ref`]), in rayon's current pool.
 pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+    matmul_on(&Rayon, w, x, batch, out)
+}
+
+/// [`matmul`] with its row tasks run by `tasks`.
+pub fn matmul_on(
+    tasks: &dyn RowTasks,
+    w: &PackedWeight<'_>,
+    x: &[f32],
+    batch: usize,
+    out: &mut [f32],
+) -> Result<()> {
     w.check(x, batch, out)?;
     let l = w.layout;
     let nb = l.cols.div_ceil(BLOCK);
@@ -134,7 +169,9 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
         vec![0f32; l.rows * batch]
     };
     let target: &mut [f32] = if batch == 1 { out } else { &mut by_row };
-    split_rows(&l, padded, batch, target, |first, dst| job.rows(first, dst));
+    split_rows(tasks, &l, padded, batch, target, |first, dst| {
+        job.rows(first, dst)
+    });
     if batch > 1 {
         for r in 0..l.rows {
             for b in 0..batch {
@@ -148,6 +185,7 @@ pub fn matmul(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) ->
 /// Runs `rows(first, dst)` over `target` (`[rows, batch]`, row `first` onwards in each
 /// `dst`), in parallel tasks when the product is worth a pool (see [`worth_parallel`]).
 pub(super) fn split_rows(
+    tasks: &dyn RowTasks,
     l: &Layout,
     padded: usize,
     batch: usize,
@@ -157,13 +195,19 @@ pub(super) fn split_rows(
     if worth_parallel(l, batch) {
         // Tasks of at least TASK_MIN_WORK multiply-adds (each task allocates its
         // accumulators and widens its rows' parameters), but four per thread at least.
-        let balanced = l.rows.div_ceil(4 * rayon::current_num_threads());
+        let balanced = l.rows.div_ceil(4 * tasks.threads().max(1));
         let by_work = TASK_MIN_WORK / (padded * batch);
         let per_task = by_work.min(balanced).max(ROWS_PER_TASK);
-        target
-            .par_chunks_mut(per_task * batch)
-            .enumerate()
-            .for_each(|(t, dst)| rows(t * per_task, dst));
+        // Each task locks its own chunk (never contended): disjoint `&mut` slices for
+        // whichever thread runs it.
+        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = target
+            .chunks_mut(per_task * batch)
+            .map(std::sync::Mutex::new)
+            .collect();
+        tasks.run(chunks.len(), &|t| {
+            let mut dst = chunks[t].lock().unwrap_or_else(|p| p.into_inner());
+            rows(t * per_task, &mut dst)
+        });
     } else {
         for (t, dst) in target.chunks_mut(ROWS_PER_TASK * batch).enumerate() {
             rows(t * ROWS_PER_TASK, dst);

@@ -18,7 +18,7 @@
 use half::bf16;
 
 use super::formats::{Bits, BLOCK};
-use super::matmul::{matmul, split_rows, PackedWeight};
+use super::matmul::{matmul_on, split_rows, PackedWeight, Rayon, RowTasks};
 use crate::error::Result;
 
 /// Codes per step of the kernel: 32 packed bytes.
@@ -26,6 +26,17 @@ const SPAN: usize = 64;
 
 /// The fast kernel's contract is [`super::matmul::matmul_ref`]'s on `x` widened to f32.
 pub fn matmul_bf16(w: &PackedWeight<'_>, x: &[bf16], batch: usize, out: &mut [f32]) -> Result<()> {
+    matmul_bf16_on(&Rayon, w, x, batch, out)
+}
+
+/// [`matmul_bf16`] with its row tasks run by `tasks`.
+pub fn matmul_bf16_on(
+    tasks: &dyn RowTasks,
+    w: &PackedWeight<'_>,
+    x: &[bf16],
+    batch: usize,
+    out: &mut [f32],
+) -> Result<()> {
     w.check_sizes(x.len(), batch, out.len())?;
     #[cfg(target_arch = "x86_64")]
     if batch == 1 && spans_fit(w) && has_bf16_dot() {
@@ -33,7 +44,7 @@ pub fn matmul_bf16(w: &PackedWeight<'_>, x: &[bf16], batch: usize, out: &mut [f3
         let xsum = group_sums(w, x);
         let l = w.layout;
         let padded = l.cols.div_ceil(BLOCK) * BLOCK;
-        split_rows(&l, padded, 1, out, |first, dst| {
+        split_rows(tasks, &l, padded, 1, out, |first, dst| {
             // SAFETY: the CPU has AVX-512 F/BW/BF16 and F16C (`has_bf16_dot`), and the
             // weight's sizes were checked against its layout.
             unsafe { avx512bf16::rows(w, &arranged, &xsum, first, dst) }
@@ -41,7 +52,7 @@ pub fn matmul_bf16(w: &PackedWeight<'_>, x: &[bf16], batch: usize, out: &mut [f3
         return Ok(());
     }
     let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
-    matmul(w, &xf, batch, out)
+    matmul_on(tasks, w, &xf, batch, out)
 }
 
 /// int4 whose groups are whole spans (the last one may be short, as rows are padded to

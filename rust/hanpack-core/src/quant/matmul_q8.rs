@@ -16,7 +16,7 @@
 //! runs [`super::matmul::matmul`] on `x̂`.
 
 use super::formats::{Bits, BLOCK};
-use super::matmul::{matmul, split_rows, PackedWeight};
+use super::matmul::{matmul_on, split_rows, PackedWeight, Rayon, RowTasks};
 use crate::error::Result;
 
 /// Inputs per activation scale.
@@ -59,6 +59,17 @@ pub fn dequantized_activations(x: &[f32], cols: usize) -> Vec<f32> {
 
 /// [`super::matmul::matmul`]'s contract on `x̂` (see the module's doc).
 pub fn matmul_q8(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32]) -> Result<()> {
+    matmul_q8_on(&Rayon, w, x, batch, out)
+}
+
+/// [`matmul_q8`] with its row tasks run by `tasks`.
+pub fn matmul_q8_on(
+    tasks: &dyn RowTasks,
+    w: &PackedWeight<'_>,
+    x: &[f32],
+    batch: usize,
+    out: &mut [f32],
+) -> Result<()> {
     w.check_sizes(x.len(), batch, out.len())?;
     #[cfg(target_arch = "x86_64")]
     if let (1, Some(unit)) = (batch, unit_codes(w)) {
@@ -74,7 +85,7 @@ pub fn matmul_q8(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32])
                 scales: &scales,
                 xhat_sums: &xhat_sums,
             };
-            split_rows(&l, padded, 1, out, |first, dst| {
+            split_rows(tasks, &l, padded, 1, out, |first, dst| {
                 // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (`has_vnni`), and the
                 // weight's sizes were checked against its layout.
                 unsafe { avx512vnni::rows(w, &units, first, dst) }
@@ -82,7 +93,13 @@ pub fn matmul_q8(w: &PackedWeight<'_>, x: &[f32], batch: usize, out: &mut [f32])
             return Ok(());
         }
     }
-    matmul(w, &dequantized_activations(x, w.layout.cols), batch, out)
+    matmul_on(
+        tasks,
+        w,
+        &dequantized_activations(x, w.layout.cols),
+        batch,
+        out,
+    )
 }
 
 /// Codes per step of the VNNI kernel for `w`: each step must lie in one weight group and
