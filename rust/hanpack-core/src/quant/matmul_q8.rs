@@ -8,10 +8,13 @@
 //! ([`dequantized_activations`]), which is what the reference computes:
 //! [`super::matmul::matmul_ref`] on `x̂`.
 //!
-//! For int4 at batch 1 on a CPU with AVX512-VNNI, `vpdpbusd` multiplies 64 code bytes (the
-//! low nibbles of 64 packed bytes, then the high ones, each 0..15) by 64 activation codes
-//! and adds them in fours into 16 int32 lanes: a 128-code unit takes two of them, and its
-//! integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so also exact in f32).
+//! For int4 and int3 at batch 1 on a CPU with AVX512-VNNI (and VBMI), `vpdpbusd`
+//! multiplies 64 code bytes by 64 activation codes and adds them in fours into 16 int32
+//! lanes. An int4 unit of 128 codes takes two: the low nibbles of 64 packed bytes, then
+//! the high ones. An int3 unit takes four: its blocks' low 2-bit planes gathered
+//! (`vpermb`) and shifted into two vectors of codes, and its high bits, worth 4 each, as
+//! two byte masks. The integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so
+//! also exact in f32).
 //! Only the per-unit scaling `s_w · s_x` and the final sums round. Every other case
 //! runs [`super::matmul::matmul`] on `x̂`.
 
@@ -76,7 +79,7 @@ pub fn matmul_q8_on(
         if has_vnni() {
             let l = w.layout;
             let (codes, scales) = quantize_activations(x, l.cols);
-            let arranged = arranged_codes(&codes, unit);
+            let arranged = arranged_codes(l.bits, &codes, unit);
             let xhat_sums = group_sums(w, &codes, &scales);
             let padded = l.cols.div_ceil(BLOCK) * BLOCK;
             let units = Units {
@@ -86,9 +89,15 @@ pub fn matmul_q8_on(
                 xhat_sums: &xhat_sums,
             };
             split_rows(tasks, &l, padded, 1, out, |first, dst| {
-                // SAFETY: the CPU has AVX-512 F/BW/VNNI and F16C (`has_vnni`), and the
+                // SAFETY: the CPU has AVX-512 F/BW/VBMI/VNNI and F16C (`has_vnni`), and the
                 // weight's sizes were checked against its layout.
-                unsafe { avx512vnni::rows(w, &units, first, dst) }
+                unsafe {
+                    if l.bits == Bits::B4 {
+                        avx512vnni::rows::<4>(w, &units, first, dst)
+                    } else {
+                        avx512vnni::rows::<3>(w, &units, first, dst)
+                    }
+                }
             });
             return Ok(());
         }
@@ -103,11 +112,11 @@ pub fn matmul_q8_on(
 }
 
 /// Codes per step of the VNNI kernel for `w`: each step must lie in one weight group and
-/// one activation block. `None` when the kernel does not apply (not int4, or groups that
-/// do not line up with activation blocks).
+/// one activation block. `None` when the kernel does not apply (not int4 or int3, or
+/// groups that do not line up with activation blocks).
 fn unit_codes(w: &PackedWeight<'_>) -> Option<usize> {
     let l = w.layout;
-    if l.bits != Bits::B4 {
+    if l.bits != Bits::B4 && l.bits != Bits::B3 {
         return None;
     }
     match l.group_size {
@@ -122,20 +131,49 @@ fn has_vnni() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vbmi")
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// The activation codes of one row in the order the kernel reads them: per unit of
-/// `unit` codes, 64 bytes of its even inputs (matching the packed bytes' low nibbles),
-/// then 64 of its odd ones (high nibbles); zeros fill short units and the padding.
-fn arranged_codes(codes: &[i8], unit: usize) -> Vec<i8> {
+/// Bytes of arranged activation codes per unit (see [`arranged_codes`]).
+const fn arranged_bytes(bits: Bits) -> usize {
+    match bits {
+        Bits::B3 => 256,
+        _ => 128,
+    }
+}
+
+/// The activation codes of one row in the order the kernel reads them, per unit of
+/// `unit` codes (zeros fill short units and the padding):
+///
+/// * int4: 64 bytes of the unit's even inputs (the packed bytes' low nibbles), then 64 of
+///   its odd ones (high nibbles);
+/// * int3: the low 2-bit planes of the unit's (up to four) blocks sit in 32 bytes, taken
+///   twice per vector and shifted by `2k` per half: 64 bytes for `k` = 0, 1 (byte `8b + j`
+///   of half `k` is code `32b + 4j + k`), 64 for `k` = 2, 3, then the inputs in order
+///   (128 bytes) for the high bits, which come from bit masks in order.
+fn arranged_codes(bits: Bits, codes: &[i8], unit: usize) -> Vec<i8> {
     let n_units = codes.len().div_ceil(unit);
-    let mut out = vec![0i8; n_units * 2 * 64];
-    for (u, dst) in out.chunks_exact_mut(128).enumerate() {
-        for j in 0..unit / 2 {
-            let at = |i: usize| codes.get(i).copied().unwrap_or(0);
-            dst[j] = at(u * unit + 2 * j);
-            dst[64 + j] = at(u * unit + 2 * j + 1);
+    let per = arranged_bytes(bits);
+    let mut out = vec![0i8; n_units * per];
+    let at = |i: usize| codes.get(i).copied().unwrap_or(0);
+    for (u, dst) in out.chunks_exact_mut(per).enumerate() {
+        let base = u * unit;
+        if bits == Bits::B3 {
+            for k in 0..4 {
+                for t in 0..unit / 4 {
+                    let (b, j) = (t / 8, t % 8);
+                    dst[64 * (k / 2) + 32 * (k % 2) + t] = at(base + 32 * b + 4 * j + k);
+                }
+            }
+            for i in 0..unit {
+                dst[128 + i] = at(base + i);
+            }
+        } else {
+            for j in 0..unit / 2 {
+                dst[j] = at(base + 2 * j);
+                dst[64 + j] = at(base + 2 * j + 1);
+            }
         }
     }
     out
@@ -167,14 +205,16 @@ struct Units<'a> {
 mod avx512vnni {
     use std::arch::x86_64::*;
 
+    use super::super::formats::Bits;
     use super::super::matmul::{widen_f16, PackedWeight};
-    use super::{Units, ACT_BLOCK};
+    use super::{arranged_bytes, Units, ACT_BLOCK};
 
-    /// One unit's integer dot product: the packed bytes at `w` (`mask` selects them),
-    /// low nibbles against the even activation codes at `x`, high nibbles against the odd.
+    /// One int4 unit's integer dot product: the packed bytes at `w` (`mask` selects
+    /// them), low nibbles against the even activation codes at `x`, high nibbles against
+    /// the odd.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn unit_dot(w: *const u8, mask: u64, x: *const i8) -> __m512 {
+    unsafe fn unit_dot4(w: *const u8, mask: u64, x: *const i8) -> __m512 {
         let nibble = _mm512_set1_epi8(0x0F);
         let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
         let low = _mm512_and_si512(v, nibble);
@@ -187,6 +227,102 @@ mod avx512vnni {
             xo,
         );
         _mm512_cvtepi32_ps(dot)
+    }
+
+    /// Constants of the int3 unit: the byte gather of the low planes and their shifts.
+    pub(super) struct Int3Consts {
+        /// Byte `t` of each 32-byte half: low-plane byte `t % 8` of block `t / 8`.
+        gather: __m512i,
+        /// Word shifts 0 | 2 and 4 | 6 (lower | upper 32 bytes).
+        shifts01: __m512i,
+        shifts23: __m512i,
+    }
+
+    impl Int3Consts {
+        #[target_feature(enable = "avx512f,avx512bw")]
+        pub(super) unsafe fn new() -> Self {
+            let mut gather = [0u8; 64];
+            for (t, g) in gather.iter_mut().enumerate() {
+                let t = t % 32;
+                *g = (12 * (t / 8) + t % 8) as u8;
+            }
+            let mut s01 = [0u16; 32];
+            let mut s23 = [0u16; 32];
+            for i in 0..32 {
+                s01[i] = if i < 16 { 0 } else { 2 };
+                s23[i] = if i < 16 { 4 } else { 6 };
+            }
+            Self {
+                gather: _mm512_loadu_si512(gather.as_ptr() as *const _),
+                shifts01: _mm512_loadu_si512(s01.as_ptr() as *const _),
+                shifts23: _mm512_loadu_si512(s23.as_ptr() as *const _),
+            }
+        }
+    }
+
+    /// One int3 unit's integer dot product: `bytes` packed bytes at `w` (whole 12-byte
+    /// blocks, at most four); the low 2-bit planes gathered and shifted into two vectors
+    /// of codes, the high bits (worth 4) from bit masks, against the activations at `x`
+    /// (see `super::arranged_codes`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
+    unsafe fn unit_dot3(w: *const u8, bytes: usize, x: *const i8, c: &Int3Consts) -> __m512 {
+        let mask = (1u64 << bytes) - 1;
+        let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
+        let planes = _mm512_permutexvar_epi8(c.gather, v);
+        let three = _mm512_set1_epi8(3);
+        let q01 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts01), three);
+        let q23 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts23), three);
+        // The high bits of blocks 0-1 and 2-3, in code order.
+        let high = |b: usize| -> u64 {
+            if 12 * b + 12 <= bytes {
+                u64::from(u32::from_le_bytes(std::ptr::read_unaligned(
+                    w.add(12 * b + 8) as *const [u8; 4],
+                )))
+            } else {
+                0
+            }
+        };
+        let (m0, m1) = (high(0) | high(1) << 32, high(2) | high(3) << 32);
+        let four = _mm512_set1_epi8(4);
+        let h0 = _mm512_maskz_mov_epi8(m0, four);
+        let h1 = _mm512_maskz_mov_epi8(m1, four);
+        // Two chains of two, not one of four: the unit's latency sets the pace.
+        let zero = _mm512_setzero_si512();
+        let low = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(zero, q01, _mm512_loadu_si512(x as *const _)),
+            q23,
+            _mm512_loadu_si512(x.add(64) as *const _),
+        );
+        let high = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(zero, h0, _mm512_loadu_si512(x.add(128) as *const _)),
+            h1,
+            _mm512_loadu_si512(x.add(192) as *const _),
+        );
+        let dot = _mm512_add_epi32(low, high);
+        _mm512_cvtepi32_ps(dot)
+    }
+
+    /// A unit's dot product for `BITS` (a function, not a closure: closures do not
+    /// inherit `target_feature`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
+    unsafe fn unit_dot<const BITS: u32>(
+        w: *const u8,
+        bytes: usize,
+        x: *const i8,
+        c: &Int3Consts,
+    ) -> __m512 {
+        if BITS == 4 {
+            let mask = if bytes == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bytes) - 1
+            };
+            unit_dot4(w, mask, x)
+        } else {
+            unit_dot3(w, bytes, x, c)
+        }
     }
 
     /// `Σ a[i] · b[i] · c[i]`, 16 lanes at a time (the zero points' term: done as a
@@ -216,10 +352,11 @@ mod avx512vnni {
     /// Rows `first..` of `w` into `dst` (batch 1).
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW/VNNI and F16C; `w`'s arrays match its layout, for which
+    /// The CPU has AVX-512 F/BW/VBMI/VNNI and F16C; `w` is int`BITS` (4 or 3) and its
+    /// arrays match its layout, for which
     /// `super::unit_codes` gave `units.size`; `units` was made for `w` by `matmul_q8`.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,f16c")]
-    pub(super) unsafe fn rows(
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni,f16c")]
+    pub(super) unsafe fn rows<const BITS: u32>(
         w: &PackedWeight<'_>,
         units: &Units<'_>,
         first: usize,
@@ -227,18 +364,12 @@ mod avx512vnni {
     ) {
         let l = w.layout;
         let (ng, rb) = (l.n_groups(), l.row_bytes());
-        let unit_bytes = units.size / 2;
+        let unit_bytes = units.size * BITS as usize / 8;
         let n_units = rb.div_ceil(unit_bytes);
-        let full_mask = if unit_bytes == 64 {
-            u64::MAX
-        } else {
-            (1u64 << unit_bytes) - 1
-        };
-        // The row's last unit may be short (rows are whole 16-byte blocks).
-        let last_mask = match rb - (n_units - 1) * unit_bytes {
-            64 => u64::MAX,
-            n => (1u64 << n) - 1,
-        };
+        // The row's last unit may be short (rows are whole blocks).
+        let last_bytes = rb - (n_units - 1) * unit_bytes;
+        let per = arranged_bytes(if BITS == 4 { Bits::B4 } else { Bits::B3 });
+        let consts = Int3Consts::new();
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         // Per unit: its weight group and activation block, and the product of their scales.
         let group_of: Vec<usize> = (0..n_units)
@@ -269,19 +400,24 @@ mod avx512vnni {
             while u + 2 < n_units {
                 let at = row.add(u * unit_bytes);
                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
-                let d0 = unit_dot(at, full_mask, x0.add(u * 128));
-                let d1 = unit_dot(at.add(unit_bytes), full_mask, x0.add((u + 1) * 128));
+                let d0 = unit_dot::<BITS>(at, unit_bytes, x0.add(u * per), &consts);
+                let d1 = unit_dot::<BITS>(
+                    at.add(unit_bytes),
+                    unit_bytes,
+                    x0.add((u + 1) * per),
+                    &consts,
+                );
                 y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d0, y0);
                 y1 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u + 1]), d1, y1);
                 u += 2;
             }
             while u < n_units {
-                let mask = if u + 1 == n_units {
-                    last_mask
+                let bytes = if u + 1 == n_units {
+                    last_bytes
                 } else {
-                    full_mask
+                    unit_bytes
                 };
-                let d = unit_dot(row.add(u * unit_bytes), mask, x0.add(u * 128));
+                let d = unit_dot::<BITS>(row.add(u * unit_bytes), bytes, x0.add(u * per), &consts);
                 y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d, y0);
                 u += 1;
             }
@@ -317,9 +453,9 @@ mod tests {
         }
     }
 
-    /// The VNNI kernel's shapes (group 128, 64, 32, a short last group, per-channel with
-    /// a short last unit, 4096 inputs) and the fallbacks' (int3, group 96, batch 2),
-    /// against the scalar reference on `x̂`.
+    /// The VNNI kernels' shapes, int4 and int3 (group 128, 64, 32, a short last group,
+    /// per-channel with a short last unit, 4096 inputs), and the fallbacks' (int2, group
+    /// 96, batch 2), against the scalar reference on `x̂`.
     #[test]
     fn matches_the_reference_on_dequantized_activations() {
         let cases: &[(Bits, usize, usize, Option<usize>, usize)] = &[
@@ -330,7 +466,14 @@ mod tests {
             (Bits::B4, 9, 352, None, 1),
             (Bits::B4, 640, 4096, Some(128), 1),
             (Bits::B3, 17, 256, Some(128), 1),
+            (Bits::B3, 19, 192, Some(64), 1),
+            (Bits::B3, 13, 160, Some(32), 1),
+            (Bits::B3, 23, 172, Some(128), 1),
+            (Bits::B3, 9, 352, None, 1),
+            (Bits::B3, 640, 4096, Some(128), 1),
+            (Bits::B2, 11, 256, Some(128), 1),
             (Bits::B4, 11, 288, Some(96), 1),
+            (Bits::B3, 5, 256, Some(128), 3),
             (Bits::B4, 7, 256, Some(128), 2),
         ];
         for &(bits, rows, cols, group_size, batch) in cases {
