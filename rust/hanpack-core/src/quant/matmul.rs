@@ -819,11 +819,75 @@ fn unpack(bits: Bits, src: &[u8], q: &mut [u8; BLOCK]) {
     }
 }
 
+/// What the fast kernels' tests share: a deterministic weight and input, and the check
+/// against [`matmul_ref`] within [`REL_TOLERANCE`] of `Σ|w·x|`.
+#[cfg(test)]
+pub(crate) mod support {
+    use super::*;
+    use crate::quant::{quantize, Method, QuantSpec, QuantizedTensor};
+    use crate::test_rng::Rng;
+
+    /// An RTN-quantized `[rows, cols]` weight and a `[batch, cols]` input, uniform in -1..1.
+    pub fn weight_and_input(
+        bits: Bits,
+        rows: usize,
+        cols: usize,
+        group_size: Option<usize>,
+        batch: usize,
+    ) -> (QuantizedTensor, Vec<f32>) {
+        let mut rng = Rng(rows as u64 * 31 + cols as u64 + 1);
+        let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
+        let w: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
+        let x: Vec<f32> = (0..batch * cols).map(|_| uniform()).collect();
+        let spec = QuantSpec {
+            bits,
+            group_size,
+            sym: false,
+            method: Method::Rtn,
+        };
+        (quantize("w", &w, rows, cols, &spec, None).unwrap(), x)
+    }
+
+    /// `q` as the kernels read it.
+    pub fn packed(q: &QuantizedTensor) -> PackedWeight<'_> {
+        PackedWeight {
+            layout: q.layout,
+            packed: &q.packed,
+            scales: &q.scales,
+            zeros: &q.zeros,
+        }
+    }
+
+    /// `fast` equals [`matmul_ref`] of `q` on `x` (`[batch, cols]`) to rounding.
+    pub fn assert_near_reference(q: &QuantizedTensor, x: &[f32], batch: usize, fast: &[f32]) {
+        let l = q.layout;
+        let (rows, cols) = (l.rows, l.cols);
+        let w = packed(q);
+        let mut reference = vec![0f32; batch * rows];
+        matmul_ref(&w, x, batch, &mut reference).unwrap();
+        let mut deq = vec![0f32; rows * cols];
+        crate::quant::dequantize(&l, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
+        for b in 0..batch {
+            for r in 0..rows {
+                let mag: f32 = (0..cols)
+                    .map(|c| (deq[r * cols + c] * x[b * cols + c]).abs())
+                    .sum();
+                let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
+                assert!(
+                    (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
+                    "int{} [{rows}, {cols}] g{} batch {b} row {r}: {f} vs {e}",
+                    l.bits.get(),
+                    l.group_size
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::quant::{quantize, Method, QuantSpec, QuantizedTensor};
-    use crate::test_rng::Rng;
 
     fn spec(bits: Bits, group_size: Option<usize>) -> QuantSpec {
         QuantSpec {
@@ -844,30 +908,10 @@ mod tests {
     }
 
     fn check(bits: Bits, rows: usize, cols: usize, group: Option<usize>, batch: usize) {
-        let mut rng = Rng(rows as u64 * 31 + cols as u64 + 1);
-        let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
-        let w: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
-        let x: Vec<f32> = (0..batch * cols).map(|_| uniform()).collect();
-        let q = quantize("w", &w, rows, cols, &spec(bits, group), None).unwrap();
-        let pw = weight(&q);
-        let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
-        matmul(&pw, &x, batch, &mut fast).unwrap();
-        matmul_ref(&pw, &x, batch, &mut reference).unwrap();
-        let mut deq = vec![0f32; rows * cols];
-        crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
-        for b in 0..batch {
-            for r in 0..rows {
-                let mag: f32 = (0..cols)
-                    .map(|c| (deq[r * cols + c] * x[b * cols + c]).abs())
-                    .sum();
-                let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
-                assert!(
-                    (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
-                    "int{} [{rows}, {cols}] g{group:?} batch {b} row {r}: {f} vs {e}",
-                    bits.get()
-                );
-            }
-        }
+        let (q, x) = support::weight_and_input(bits, rows, cols, group, batch);
+        let mut fast = vec![0f32; batch * rows];
+        matmul(&weight(&q), &x, batch, &mut fast).unwrap();
+        support::assert_near_reference(&q, &x, batch, &fast);
     }
 
     #[test]

@@ -216,9 +216,8 @@ mod avx512bf16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::matmul::{matmul_ref, REL_TOLERANCE};
+    use crate::quant::matmul::support::{assert_near_reference, packed, weight_and_input};
     use crate::quant::{quantize, Method, QuantSpec};
-    use crate::test_rng::Rng;
 
     /// Every shape class (the fast path's: whole spans, a short last group, per-channel;
     /// and the fallbacks': an odd number of blocks, group 32, int3, batch 2) against the
@@ -237,44 +236,13 @@ mod tests {
             (Bits::B4, 7, 256, Some(128), 2),
         ];
         for &(bits, rows, cols, group_size, batch) in cases {
-            let mut rng = Rng(rows as u64 * 31 + cols as u64 + 7);
-            let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
-            let weight: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
-            let x: Vec<bf16> = (0..batch * cols)
-                .map(|_| bf16::from_f32(uniform()))
-                .collect();
-            let spec = QuantSpec {
-                bits,
-                group_size,
-                sym: false,
-                method: Method::Rtn,
-            };
-            let q = quantize("w", &weight, rows, cols, &spec, None).unwrap();
-            let w = PackedWeight {
-                layout: q.layout,
-                packed: &q.packed,
-                scales: &q.scales,
-                zeros: &q.zeros,
-            };
-            let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
-            let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
-            matmul_bf16(&w, &x, batch, &mut fast).unwrap();
-            matmul_ref(&w, &xf, batch, &mut reference).unwrap();
-            let mut deq = vec![0f32; rows * cols];
-            crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
-            for b in 0..batch {
-                for r in 0..rows {
-                    let mag: f32 = (0..cols)
-                        .map(|c| (deq[r * cols + c] * xf[b * cols + c]).abs())
-                        .sum();
-                    let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
-                    assert!(
-                        (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
-                        "int{} [{rows}, {cols}] g{group_size:?} batch {b} row {r}: {f} vs {e}",
-                        bits.get()
-                    );
-                }
-            }
+            let (q, x) = weight_and_input(bits, rows, cols, group_size, batch);
+            let w = packed(&q);
+            let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let xf: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
+            let mut fast = vec![0f32; batch * rows];
+            matmul_bf16(&w, &xb, batch, &mut fast).unwrap();
+            assert_near_reference(&q, &xf, batch, &fast);
         }
     }
 

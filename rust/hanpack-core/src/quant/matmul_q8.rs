@@ -430,9 +430,7 @@ mod avx512vnni {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::matmul::{matmul_ref, REL_TOLERANCE};
-    use crate::quant::{quantize, Method, QuantSpec};
-    use crate::test_rng::Rng;
+    use crate::quant::matmul::support::{assert_near_reference, packed, weight_and_input};
 
     #[test]
     fn activation_codes_round_to_the_block_scale() {
@@ -477,42 +475,11 @@ mod tests {
             (Bits::B4, 7, 256, Some(128), 2),
         ];
         for &(bits, rows, cols, group_size, batch) in cases {
-            let mut rng = Rng(rows as u64 * 131 + cols as u64 + 3);
-            let mut uniform = || rng.below(2001) as f32 / 1000.0 - 1.0;
-            let weight: Vec<f32> = (0..rows * cols).map(|_| uniform()).collect();
-            let x: Vec<f32> = (0..batch * cols).map(|_| uniform()).collect();
-            let spec = QuantSpec {
-                bits,
-                group_size,
-                sym: false,
-                method: Method::Rtn,
-            };
-            let q = quantize("w", &weight, rows, cols, &spec, None).unwrap();
-            let w = PackedWeight {
-                layout: q.layout,
-                packed: &q.packed,
-                scales: &q.scales,
-                zeros: &q.zeros,
-            };
-            let xhat = dequantized_activations(&x, cols);
-            let (mut fast, mut reference) = (vec![0f32; batch * rows], vec![0f32; batch * rows]);
+            let (q, x) = weight_and_input(bits, rows, cols, group_size, batch);
+            let w = packed(&q);
+            let mut fast = vec![0f32; batch * rows];
             matmul_q8(&w, &x, batch, &mut fast).unwrap();
-            matmul_ref(&w, &xhat, batch, &mut reference).unwrap();
-            let mut deq = vec![0f32; rows * cols];
-            crate::quant::dequantize(&q.layout, &q.packed, &q.scales, &q.zeros, &mut deq).unwrap();
-            for b in 0..batch {
-                for r in 0..rows {
-                    let mag: f32 = (0..cols)
-                        .map(|c| (deq[r * cols + c] * xhat[b * cols + c]).abs())
-                        .sum();
-                    let (f, e) = (fast[b * rows + r], reference[b * rows + r]);
-                    assert!(
-                        (f - e).abs() <= REL_TOLERANCE * (mag + 1e-6),
-                        "int{} [{rows}, {cols}] g{group_size:?} batch {b} row {r}: {f} vs {e}",
-                        bits.get()
-                    );
-                }
-            }
+            assert_near_reference(&q, &dequantized_activations(&x, cols), batch, &fast);
         }
     }
 }
