@@ -100,7 +100,7 @@ fn group_sums(w: &PackedWeight<'_>, x: &[bf16]) -> Vec<f32> {
 mod avx512bf16 {
     use std::arch::x86_64::*;
 
-    use super::super::matmul::{widen_f16, PackedWeight};
+    use super::super::matmul::{widen_f16, zero_terms_avx512, PackedWeight};
     use super::SPAN;
 
     /// Entry `i` is bf16 `i mod 16`: `vpermw` reads the low five bits of each index, so a
@@ -202,12 +202,7 @@ mod avx512bf16 {
                 let sum = _mm512_add_ps(_mm512_add_ps(a0, b0), _mm512_add_ps(a1, b1));
                 yv = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, yv);
             }
-            let zero_terms: f32 = sf
-                .iter()
-                .zip(&zf)
-                .zip(xsum)
-                .map(|((s, z), x)| s * z * x)
-                .sum();
+            let zero_terms = zero_terms_avx512(&sf, &zf, xsum);
             *y = _mm512_reduce_add_ps(yv) - zero_terms;
         }
     }

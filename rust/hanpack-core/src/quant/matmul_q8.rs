@@ -206,7 +206,7 @@ mod avx512vnni {
     use std::arch::x86_64::*;
 
     use super::super::formats::Bits;
-    use super::super::matmul::{widen_f16, PackedWeight};
+    use super::super::matmul::{widen_f16, zero_terms_avx512, PackedWeight};
     use super::{arranged_bytes, Units, ACT_BLOCK};
 
     /// One int4 unit's integer dot product: the packed bytes at `w` (`mask` selects
@@ -325,30 +325,6 @@ mod avx512vnni {
         }
     }
 
-    /// `Σ a[i] · b[i] · c[i]`, 16 lanes at a time (the zero points' term: done as a
-    /// scalar loop it cost as much as the row's products).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot3(a: &[f32], b: &[f32], c: &[f32]) -> f32 {
-        let n = a.len().min(b.len()).min(c.len());
-        let mut acc = _mm512_setzero_ps();
-        let mut i = 0;
-        while i < n {
-            let m: __mmask16 = if n - i >= 16 {
-                0xFFFF
-            } else {
-                (1u16 << (n - i)) - 1
-            };
-            let ab = _mm512_mul_ps(
-                _mm512_maskz_loadu_ps(m, a.as_ptr().add(i)),
-                _mm512_maskz_loadu_ps(m, b.as_ptr().add(i)),
-            );
-            acc = _mm512_fmadd_ps(ab, _mm512_maskz_loadu_ps(m, c.as_ptr().add(i)), acc);
-            i += 16;
-        }
-        _mm512_reduce_add_ps(acc)
-    }
-
     /// Rows `first..` of `w` into `dst` (batch 1).
     ///
     /// # Safety
@@ -421,7 +397,7 @@ mod avx512vnni {
                 y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d, y0);
                 u += 1;
             }
-            let zero_terms = dot3(&sf, &zf, units.xhat_sums);
+            let zero_terms = zero_terms_avx512(&sf, &zf, units.xhat_sums);
             *y = _mm512_reduce_add_ps(_mm512_add_ps(y0, y1)) - zero_terms;
         }
     }
