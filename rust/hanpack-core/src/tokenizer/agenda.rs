@@ -14,6 +14,8 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use crate::prefetch::prefetch_ptr;
+
 /// A candidate merge; `key` orders it (see `spm::bpe::Pair`, `bpe::merge::Candidate`).
 pub trait Keyed: Copy + Ord {
     fn key(&self) -> u64;
@@ -231,19 +233,6 @@ impl<P: Keyed> Agenda<P> {
             }
         }
     }
-}
-
-/// A hint to load the cache line at `p`; prefetching never faults, whatever the address.
-#[inline(always)]
-pub(crate) fn prefetch_ptr<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+use crate::prefetch::prefetch_ptr;
 use prost::Message;
 use rayon::prelude::*;
 use rustc_hash::FxHashMap;
@@ -456,12 +457,12 @@ fn scan(
         // record of a unit a few steps ahead, and the symbols of one nearer (its record
         // has arrived by then).
         if let Some(&far) = candidates.get(j + 16) {
-            prefetch(&meta[far as usize - unit_base]);
+            prefetch_ptr(&meta[far as usize - unit_base]);
         }
         if let Some(&near) = candidates.get(j + 8) {
             let st = meta[near as usize - unit_base].start as usize - sym_base;
             if let Some(x) = syms.get(st) {
-                prefetch(x);
+                prefetch_ptr(x);
             }
         }
         if ui == last {
@@ -513,19 +514,6 @@ fn scan(
         }
     }
     found
-}
-
-/// A hint to load `x`'s cache line; nothing on other targets.
-#[inline(always)]
-fn prefetch<T>(x: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is only a hint; it never faults, whatever the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(x as *const T as *const i8);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
 }
 
 fn build_model(text: &[String], alphabet: usize, merges: usize, opts: &BpeTrainOptions) -> Vec<u8> {

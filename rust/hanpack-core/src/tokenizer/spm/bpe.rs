@@ -26,7 +26,8 @@ use super::proto::PieceType;
 use super::vocab::PieceTable;
 use super::word_cache::WordCache;
 use super::Token;
-use crate::tokenizer::agenda::{prefetch_ptr, Agenda, Keyed, RUNS_FROM};
+use crate::prefetch::prefetch_ptr;
+use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
 
 /// Ids at or above this are characters that are not pieces (`CHAR_ID | codepoint`).
 const CHAR_ID: u32 = 0x8000_0000;
