@@ -8,11 +8,8 @@
 //! wait for threads that do not exist). Rayon's global pool is never used for that reason.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-use hanpack_core::quant::matmul::RowTasks;
 use rayon::ThreadPool;
 
 struct Pools {
@@ -70,71 +67,10 @@ pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send
     pool(threads(num_threads)).install(f)
 }
 
-/// Row tasks taken by the calling thread and `threads - 1` helpers from a pool, from one
-/// shared counter (`quant::matmul::RowTasks`).
-///
-/// With `install`, the caller sleeps while pool threads work: each product waited for a
-/// pool thread to wake up and then for the caller to be woken (tens of µs each on this
-/// project's VMs; a 4096 x 4096 int4 product takes 200-500 µs). Here the caller starts at
-/// once, helpers join when they wake, and the caller spins briefly for the helpers' last
-/// tasks instead of sleeping.
-pub struct CallerAndPool {
-    threads: usize,
-    helpers: Option<Arc<ThreadPool>>,
-}
-
-/// How long the caller spins for helpers to finish before blocking (a task is a few µs;
-/// a helper that has not started yet only has to notice there is nothing left).
-const SPIN_FOR_HELPERS: Duration = Duration::from_micros(200);
-
-impl CallerAndPool {
-    pub fn new(num_threads: Option<usize>) -> Self {
-        let threads = threads(num_threads);
-        Self {
-            threads,
-            helpers: (threads > 1).then(|| pool(threads - 1)),
-        }
-    }
-}
-
-impl RowTasks for CallerAndPool {
-    fn threads(&self) -> usize {
-        self.threads
-    }
-
-    fn run(&self, n: usize, task: &(dyn Fn(usize) + Sync)) {
-        let Some(helpers) = &self.helpers else {
-            (0..n).for_each(task);
-            return;
-        };
-        let (next, done, exited) = (
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-        );
-        let work = || loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            task(i);
-            done.fetch_add(1, Ordering::Release);
-        };
-        let n_helpers = self.threads - 1;
-        helpers.in_place_scope(|s| {
-            for _ in 0..n_helpers {
-                s.spawn(|_| {
-                    work();
-                    exited.fetch_add(1, Ordering::Release);
-                });
-            }
-            work();
-            let start = Instant::now();
-            while (done.load(Ordering::Acquire) < n || exited.load(Ordering::Acquire) < n_helpers)
-                && start.elapsed() < SPIN_FOR_HELPERS
-            {
-                std::hint::spin_loop();
-            }
-        });
-    }
+/// The pool of helpers for a product on `num_threads` threads (all cores when `None`),
+/// the calling thread being one of them (`quant::matmul::CallerAndHelpers`); `None` for
+/// one thread.
+pub fn helpers(num_threads: Option<usize>) -> Option<Arc<ThreadPool>> {
+    let threads = threads(num_threads);
+    (threads > 1).then(|| pool(threads - 1))
 }

@@ -263,7 +263,10 @@ pub fn quant_matmul<'py>(
             zeros: z.reinterpret_cast::<f16>(),
         };
         let mut out = vec![0f32; batch * rows];
-        let tasks = pool::CallerAndPool::new(num_threads);
+        let helpers = pool::helpers(num_threads);
+        let tasks = quant::matmul::CallerAndHelpers {
+            helpers: helpers.as_deref(),
+        };
         match (xs32, xs16) {
             (Some(x), _) if int8_inputs => {
                 quant::matmul_q8::matmul_q8_on(&tasks, &w, x, batch, &mut out)?
