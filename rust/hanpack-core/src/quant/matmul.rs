@@ -1125,7 +1125,10 @@ mod tests {
                 tasks.run(n, &|i| {
                     runs[i].fetch_add(1, Ordering::Relaxed);
                 });
-                assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1), "n = {n}");
+                assert!(
+                    runs.iter().all(|r| r.load(Ordering::Relaxed) == 1),
+                    "n = {n}"
+                );
             }
             // A product through it equals the reference.
             let (q, x) = support::weight_and_input(Bits::B4, 301, 1000, Some(128), 1);

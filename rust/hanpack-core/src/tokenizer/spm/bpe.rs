@@ -324,24 +324,31 @@ impl BpeModel {
             return;
         };
         let mut start = 0usize;
-        for (i, c) in chars {
-            if !self.joins.may_join(prev, c) {
-                self.encode_segment(table, matcher, unk, text, start, i, prev, scratch, out);
-                start = i;
+        let mut segments = |ends: &[(u32, u32)], scratch: &mut BpeScratch, out: &mut Vec<Token>| {
+            for &(end, last) in ends {
+                let last = char::from_u32(last).unwrap_or(char::REPLACEMENT_CHARACTER);
+                let end = end as usize;
+                self.encode_segment(table, matcher, unk, text, start, end, last, scratch, out);
+                start = end;
             }
+        };
+        // Segment ends (with their last characters) are collected first, up to 64 at a
+        // time, and encoded after: the filter's loads then overlap instead of each waiting
+        // behind a mispredicted branch on the previous answer (Chinese segments are 1-2
+        // characters). Measured +3% on the Chinese corpora with Chinese-LLaMA.
+        let mut ends = [(0u32, 0u32); 64];
+        let mut n = 0usize;
+        for (i, c) in chars {
+            ends[n] = (i as u32, prev as u32);
+            n += usize::from(!self.joins.may_join(prev, c));
             prev = c;
+            if n == ends.len() {
+                segments(&ends, scratch, out);
+                n = 0;
+            }
         }
-        self.encode_segment(
-            table,
-            matcher,
-            unk,
-            text,
-            start,
-            text.len(),
-            prev,
-            scratch,
-            out,
-        );
+        ends[n] = (text.len() as u32, prev as u32);
+        segments(&ends[..=n], scratch, out);
     }
 
     /// One segment `text[start..end]` (see [`JoinFilter`]); `last` is its last character.
