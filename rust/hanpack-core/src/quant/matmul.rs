@@ -287,21 +287,26 @@ pub fn matmul_on(
     let l = w.layout;
     let nb = l.cols.div_ceil(BLOCK);
     let ng = l.n_groups();
-    // Inputs padded to whole blocks (codes past in_features are 0; these zeros make
-    // their products 0 too), and per-group input sums.
     let padded = nb * BLOCK;
-    let mut xp = vec![0f32; batch * padded];
-    let mut xsum = vec![0f32; batch * ng];
-    for b in 0..batch {
-        let src = &x[b * l.cols..(b + 1) * l.cols];
-        xp[b * padded..b * padded + l.cols].copy_from_slice(src);
-        for (g, chunk) in src.chunks(l.group_size).enumerate() {
-            xsum[b * ng + g] = chunk.iter().sum();
+    // The table kernel reads only its own arrangement of `x` (whole chunks: no padding)
+    // and needs no input sums (its tables hold the zero points).
+    let table = table_kernel_applies(&l, batch);
+    let (mut xp, mut xsum) = (Vec::new(), Vec::new());
+    if !table {
+        // Inputs padded to whole blocks (codes past in_features are 0; these zeros make
+        // their products 0 too), and per-group input sums.
+        xp = vec![0f32; batch * padded];
+        xsum = vec![0f32; batch * ng];
+        for b in 0..batch {
+            let src = &x[b * l.cols..(b + 1) * l.cols];
+            xp[b * padded..b * padded + l.cols].copy_from_slice(src);
+            for (g, chunk) in src.chunks(l.group_size).enumerate() {
+                xsum[b * ng + g] = chunk.iter().sum();
+            }
         }
     }
-    let table = table_kernel_applies(&l, batch);
     let arranged = if table {
-        Some(table_inputs(&xp))
+        Some(table_inputs(x))
     } else {
         arranged_inputs(l.bits, &xp)
     };
@@ -376,7 +381,8 @@ struct Job<'a, 'w> {
     /// `xp` rearranged for the int4 or int3 AVX2 kernel, when one runs (see
     /// [`arranged_inputs`]).
     arranged: Option<&'a [f32]>,
-    /// `arranged` is [`table_inputs`], for the int4 table kernel.
+    /// `arranged` is [`table_inputs`], for the int4 table kernel (`xp` and `xsum` are
+    /// then empty: it reads neither).
     table: bool,
     xsum: &'a [f32],
     batch: usize,
@@ -571,12 +577,12 @@ fn table_kernel_applies(l: &Layout, batch: usize) -> bool {
 /// Inputs per 64-byte chunk of int4 codes in [`avx512::rows_int4_table`].
 const TABLE_CHUNK: usize = 128;
 
-/// The inputs in the order [`avx512::rows_int4_table`] reads them: per chunk of 128, the
-/// 16 inputs of nibble `k` of each 32-bit lane (lane `j` holds inputs `8j..8j + 8`), for
-/// `k` = 0..8: `out[128c + 16k + j] = x[128c + 8j + k]`.
-fn table_inputs(xp: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; xp.len()];
-    for (src, dst) in xp
+/// The inputs (whole chunks of 128) in the order [`avx512::rows_int4_table`] reads them:
+/// per chunk, the 16 inputs of nibble `k` of each 32-bit lane (lane `j` holds inputs
+/// `8j..8j + 8`), for `k` = 0..8: `out[128c + 16k + j] = x[128c + 8j + k]`.
+fn table_inputs(x: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (src, dst) in x
         .chunks_exact(TABLE_CHUNK)
         .zip(out.chunks_exact_mut(TABLE_CHUNK))
     {
