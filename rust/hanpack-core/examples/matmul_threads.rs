@@ -2,7 +2,9 @@
 //! `quant_matmul` runs them), no Python
 //! (a profiling aid for task sizing and memory streams):
 //! `MODE=q8|f32|bf16 cargo run --release --example matmul_threads -- ROWS COLS BITS`
-//! (BITS 4 or 3; `GAP_US` idles between calls, as a model's other work would).
+//! (BITS 4 or 3; `GAP_US` idles between calls, as a model's other work would;
+//! `COPIES=n` cycles through n copies of the weight, so that n copies larger than the
+//! last-level cache stream from memory as a whole model's layers would).
 
 use std::time::Instant;
 
@@ -37,17 +39,32 @@ fn main() {
         method: Method::Rtn,
     };
     let q = quantize("w", &w, rows, cols, &spec, None).expect("quantize");
-    let pw = PackedWeight {
-        layout: q.layout,
-        packed: &q.packed,
-        scales: &q.scales,
-        zeros: &q.zeros,
-    };
+    let copies: usize = std::env::var("COPIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let arrays: Vec<_> = (0..copies)
+        .map(|_| (q.packed.clone(), q.scales.clone(), q.zeros.clone()))
+        .collect();
+    let weights: Vec<PackedWeight<'_>> = arrays
+        .iter()
+        .map(|(packed, scales, zeros)| PackedWeight {
+            layout: q.layout,
+            packed,
+            scales,
+            zeros,
+        })
+        .collect();
     let mut out = vec![0f32; rows];
-    let mut product = |tasks: &dyn RowTasks| match mode.as_str() {
-        "f32" => matmul_on(tasks, &pw, &x, 1, &mut out),
-        "bf16" => matmul_bf16_on(tasks, &pw, &xb, 1, &mut out),
-        _ => matmul_q8_on(tasks, &pw, &x, 1, &mut out),
+    let mut call = 0usize;
+    let mut product = |tasks: &dyn RowTasks| {
+        let pw = &weights[call % copies];
+        call += 1;
+        match mode.as_str() {
+            "f32" => matmul_on(tasks, pw, &x, 1, &mut out),
+            "bf16" => matmul_bf16_on(tasks, pw, &xb, 1, &mut out),
+            _ => matmul_q8_on(tasks, pw, &x, 1, &mut out),
+        }
     };
     let helper = rayon::ThreadPoolBuilder::new()
         .num_threads(1)

@@ -11,9 +11,10 @@
 //! For int4 and int3 at batch 1 on a CPU with AVX512-VNNI (and VBMI), `vpdpbusd`
 //! multiplies 64 code bytes by 64 activation codes and adds them in fours into 16 int32
 //! lanes. An int4 unit of 128 codes takes two: the low nibbles of 64 packed bytes, then
-//! the high ones. An int3 unit takes four: its blocks' low 2-bit planes gathered
-//! (`vpermb`) and shifted into two vectors of codes, and its high bits, worth 4 each, as
-//! two byte masks. The integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so
+//! the high ones. An int3 unit takes two as well: its blocks' low 2-bit planes gathered
+//! (`vpermb`) and shifted into two vectors of codes, into which the high bits are OR-ed
+//! as 4 under byte masks (`vptestmb` against the high planes' bytes, gathered in the same
+//! order). The integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so
 //! also exact in f32).
 //! Only the per-unit scaling `s_w · s_x` and the final sums round. Every other case
 //! runs [`super::matmul::matmul`] on `x̂`.
@@ -136,12 +137,7 @@ fn has_vnni() -> bool {
 }
 
 /// Bytes of arranged activation codes per unit (see [`arranged_codes`]).
-const fn arranged_bytes(bits: Bits) -> usize {
-    match bits {
-        Bits::B3 => 256,
-        _ => 128,
-    }
-}
+const ARRANGED_BYTES: usize = 128;
 
 /// The activation codes of one row in the order the kernel reads them, per unit of
 /// `unit` codes (zeros fill short units and the padding):
@@ -150,11 +146,11 @@ const fn arranged_bytes(bits: Bits) -> usize {
 ///   its odd ones (high nibbles);
 /// * int3: the low 2-bit planes of the unit's (up to four) blocks sit in 32 bytes, taken
 ///   twice per vector and shifted by `2k` per half: 64 bytes for `k` = 0, 1 (byte `8b + j`
-///   of half `k` is code `32b + 4j + k`), 64 for `k` = 2, 3, then the inputs in order
-///   (128 bytes) for the high bits, which come from bit masks in order.
+///   of half `k` is code `32b + 4j + k`), 64 for `k` = 2, 3 (the high bits join the codes
+///   in the same order).
 fn arranged_codes(bits: Bits, codes: &[i8], unit: usize) -> Vec<i8> {
     let n_units = codes.len().div_ceil(unit);
-    let per = arranged_bytes(bits);
+    let per = ARRANGED_BYTES;
     let mut out = vec![0i8; n_units * per];
     let at = |i: usize| codes.get(i).copied().unwrap_or(0);
     for (u, dst) in out.chunks_exact_mut(per).enumerate() {
@@ -165,9 +161,6 @@ fn arranged_codes(bits: Bits, codes: &[i8], unit: usize) -> Vec<i8> {
                     let (b, j) = (t / 8, t % 8);
                     dst[64 * (k / 2) + 32 * (k % 2) + t] = at(base + 32 * b + 4 * j + k);
                 }
-            }
-            for i in 0..unit {
-                dst[128 + i] = at(base + i);
             }
         } else {
             for j in 0..unit / 2 {
@@ -205,9 +198,8 @@ struct Units<'a> {
 mod avx512vnni {
     use std::arch::x86_64::*;
 
-    use super::super::formats::Bits;
     use super::super::matmul::{widen_f16, zero_terms_avx512, PackedWeight};
-    use super::{arranged_bytes, Units, ACT_BLOCK};
+    use super::{Units, ACT_BLOCK, ARRANGED_BYTES};
 
     /// One int4 unit's integer dot product: the packed bytes at `w` (`mask` selects
     /// them), low nibbles against the even activation codes at `x`, high nibbles against
@@ -229,22 +221,37 @@ mod avx512vnni {
         _mm512_cvtepi32_ps(dot)
     }
 
-    /// Constants of the int3 unit: the byte gather of the low planes and their shifts.
+    /// Constants of the int3 unit: the byte gathers of the low and high planes, the
+    /// low planes' shifts and the high bit each byte lane tests.
     pub(super) struct Int3Consts {
         /// Byte `t` of each 32-byte half: low-plane byte `t % 8` of block `t / 8`.
         gather: __m512i,
         /// Word shifts 0 | 2 and 4 | 6 (lower | upper 32 bytes).
         shifts01: __m512i,
         shifts23: __m512i,
+        /// Byte `t` of each half: the high-plane byte of block `t / 8` that holds the
+        /// high bits of the codes in lane `t` (byte `j / 2` for `j = t % 8`).
+        high_gather: __m512i,
+        /// Lane `t` of half `k`'s vector (code `32b + 4j + k`): the bit `4(j % 2) + k` of
+        /// its high-plane byte, for `k` = 0 | 1 and 2 | 3.
+        high_bits01: __m512i,
+        high_bits23: __m512i,
     }
 
     impl Int3Consts {
         #[target_feature(enable = "avx512f,avx512bw")]
         pub(super) unsafe fn new() -> Self {
             let mut gather = [0u8; 64];
-            for (t, g) in gather.iter_mut().enumerate() {
-                let t = t % 32;
-                *g = (12 * (t / 8) + t % 8) as u8;
+            let mut high_gather = [0u8; 64];
+            let mut high_bits01 = [0u8; 64];
+            let mut high_bits23 = [0u8; 64];
+            for i in 0..64 {
+                let (half, t) = (i / 32, i % 32);
+                let (b, j) = (t / 8, t % 8);
+                gather[i] = (12 * b + j) as u8;
+                high_gather[i] = (12 * b + 8 + j / 2) as u8;
+                high_bits01[i] = 1 << (4 * (j % 2) + half);
+                high_bits23[i] = 1 << (4 * (j % 2) + 2 + half);
             }
             let mut s01 = [0u16; 32];
             let mut s23 = [0u16; 32];
@@ -252,54 +259,46 @@ mod avx512vnni {
                 s01[i] = if i < 16 { 0 } else { 2 };
                 s23[i] = if i < 16 { 4 } else { 6 };
             }
+            let load = |b: &[u8; 64]| _mm512_loadu_si512(b.as_ptr() as *const _);
             Self {
-                gather: _mm512_loadu_si512(gather.as_ptr() as *const _),
+                gather: load(&gather),
                 shifts01: _mm512_loadu_si512(s01.as_ptr() as *const _),
                 shifts23: _mm512_loadu_si512(s23.as_ptr() as *const _),
+                high_gather: load(&high_gather),
+                high_bits01: load(&high_bits01),
+                high_bits23: load(&high_bits23),
             }
         }
     }
 
     /// One int3 unit's integer dot product: `bytes` packed bytes at `w` (whole 12-byte
     /// blocks, at most four); the low 2-bit planes gathered and shifted into two vectors
-    /// of codes, the high bits (worth 4) from bit masks, against the activations at `x`
-    /// (see `super::arranged_codes`).
+    /// of codes, the high bits (worth 4) OR-ed in under byte masks, against the
+    /// activations at `x` (see `super::arranged_codes`). Two `vpdpbusd`, as for int4
+    /// (the high bits as two more products took int3 to 1.2-1.5x int4's time).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
     unsafe fn unit_dot3(w: *const u8, bytes: usize, x: *const i8, c: &Int3Consts) -> __m512 {
         let mask = (1u64 << bytes) - 1;
         let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
         let planes = _mm512_permutexvar_epi8(c.gather, v);
+        let high = _mm512_permutexvar_epi8(c.high_gather, v);
         let three = _mm512_set1_epi8(3);
+        let four = _mm512_set1_epi8(4);
         let q01 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts01), three);
         let q23 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts23), three);
-        // The high bits of blocks 0-1 and 2-3, in code order.
-        let high = |b: usize| -> u64 {
-            if 12 * b + 12 <= bytes {
-                u64::from(u32::from_le_bytes(std::ptr::read_unaligned(
-                    w.add(12 * b + 8) as *const [u8; 4],
-                )))
-            } else {
-                0
-            }
-        };
-        let (m0, m1) = (high(0) | high(1) << 32, high(2) | high(3) << 32);
-        let four = _mm512_set1_epi8(4);
-        let h0 = _mm512_maskz_mov_epi8(m0, four);
-        let h1 = _mm512_maskz_mov_epi8(m1, four);
-        // Two chains of two, not one of four: the unit's latency sets the pace.
-        let zero = _mm512_setzero_si512();
-        let low = _mm512_dpbusd_epi32(
-            _mm512_dpbusd_epi32(zero, q01, _mm512_loadu_si512(x as *const _)),
+        // A masked byte add: lanes whose high bit is set get 4 more.
+        let q01 = _mm512_mask_add_epi8(q01, _mm512_test_epi8_mask(high, c.high_bits01), q01, four);
+        let q23 = _mm512_mask_add_epi8(q23, _mm512_test_epi8_mask(high, c.high_bits23), q23, four);
+        let dot = _mm512_dpbusd_epi32(
+            _mm512_dpbusd_epi32(
+                _mm512_setzero_si512(),
+                q01,
+                _mm512_loadu_si512(x as *const _),
+            ),
             q23,
             _mm512_loadu_si512(x.add(64) as *const _),
         );
-        let high = _mm512_dpbusd_epi32(
-            _mm512_dpbusd_epi32(zero, h0, _mm512_loadu_si512(x.add(128) as *const _)),
-            h1,
-            _mm512_loadu_si512(x.add(192) as *const _),
-        );
-        let dot = _mm512_add_epi32(low, high);
         _mm512_cvtepi32_ps(dot)
     }
 
@@ -344,7 +343,7 @@ mod avx512vnni {
         let n_units = rb.div_ceil(unit_bytes);
         // The row's last unit may be short (rows are whole blocks).
         let last_bytes = rb - (n_units - 1) * unit_bytes;
-        let per = arranged_bytes(if BITS == 4 { Bits::B4 } else { Bits::B3 });
+        let per = ARRANGED_BYTES;
         let consts = Int3Consts::new();
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         // Per unit: its weight group and activation block, and the product of their scales.
