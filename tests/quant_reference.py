@@ -205,11 +205,10 @@ def unpack(packed: np.ndarray, bits: int, cols: int) -> np.ndarray:
         q = np.stack([blocks & 0xF, blocks >> 4], axis=-1)
     elif bits == 2:
         q = np.stack([(blocks >> (2 * k)) & 3 for k in range(4)], axis=-1)
-    else:  # int3: two u32 words of low 2-bit fields, one word of high bits
-        words = blocks.copy().view("<u4")
-        lo = np.concatenate([(words[..., j : j + 1] >> (2 * np.arange(16, dtype=np.uint32))) & 3 for j in (0, 1)], axis=-1)
-        hi = (words[..., 2:3] >> np.arange(32, dtype=np.uint32)) & 1
-        q = (lo | (hi << 2)).astype(np.uint8)
+    else:  # int3: four 3-byte little-endian triples of eight 3-bit values
+        t = blocks.reshape(rows, -1, 4, 3).astype(np.uint32)
+        u = t[..., 0] | t[..., 1] << 8 | t[..., 2] << 16
+        q = ((u[..., None] >> (3 * np.arange(8, dtype=np.uint32))) & 7).astype(np.uint8)
     return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
 
 

@@ -205,6 +205,27 @@ def test_corrupt_source_is_a_specific_error_and_leaves_nothing(ckpt: Path, tmp_p
     _no_leftovers(tmp_path, tmp_path / "out")
 
 
+def test_int3_written_before_its_layout_changed_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    # Tensors record their packing; int3 tensors without one were written in hanpack-v1's bit
+    # planes, which this version no longer reads (int4 ones read on).
+    out = tmp_path / "q3"
+    hanpack.quantize_checkpoint(ckpt, out, bits=3, group_size=32, method="rtn")
+    shard = sorted(out.glob("*.safetensors"))[0]
+    meta = json.loads(hanpack._core.SafetensorsReader(shard).metadata()["hanpack.quantized"])
+    assert {d["packing"] for d in meta.values()} == {"hanpack-v2"}
+    assert load_checkpoint(out)
+
+    def drop_packing(h: dict) -> None:
+        m = json.loads(h["__metadata__"]["hanpack.quantized"])
+        for d in m.values():
+            del d["packing"]
+        h["__metadata__"]["hanpack.quantized"] = json.dumps(m)
+
+    _edit_header(shard, drop_packing)
+    with pytest.raises(CheckpointFormatError, match=r"tensor '.*\.weight': int3 in packing 'hanpack-v1'"):
+        load_checkpoint(out)
+
+
 def test_lying_index_and_config(ckpt: Path, tmp_path: Path) -> None:
     (ckpt / "model.safetensors.index.json").write_text('{"weight_map": [1, 2]}')
     with pytest.raises(CheckpointFormatError, match="index"):

@@ -120,7 +120,7 @@ def test_save_pretrained_round_trip(fp_model, tmp_path, shard):
     shards = sorted(out.glob("*.safetensors"))
     assert (len(shards) > 1) == (shard is not None)
     saved = json.loads((out / "config.json").read_text())["quantization_config"]
-    assert saved["quant_method"] == "hanpack" and saved["bits"] == 4 and saved["packing"] == "hanpack-v1"
+    assert saved["quant_method"] == "hanpack" and saved["bits"] == 4 and saved["packing"] == hanpack.checkpoint.PACKING == "hanpack-v2"
     again = AutoModelForCausalLM.from_pretrained(out)
     a, b = _buffers(model), _buffers(again)
     assert a.keys() == b.keys() and all(torch.equal(a[n][k], b[n][k]) for n in a for k in a[n])
@@ -216,6 +216,10 @@ def test_config_rejects_bad_arguments():
         hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 4, "packing": "hanpack-v9"})
     c = hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 3, "group_size": None, "method": "rtn"})
     assert (c.bits, c.group_size, c.method, c.to_dict()["quant_method"]) == (3, None, "rtn", "hanpack")
+    # hanpack-v1 differs from v2 in int3 only: other widths read on, int3 asks for a new quantization.
+    assert hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 4, "packing": "hanpack-v1"}).packing == "hanpack-v2"
+    with pytest.raises(InvalidArgumentError, match="int3 checkpoints in packing 'hanpack-v1'.*quantize the original"):
+        hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 3, "packing": "hanpack-v1"})
 
 
 def _weight_bytes(model) -> int:

@@ -55,6 +55,8 @@ __all__ = [
     "TensorReport",
     "DEFAULT_EXCLUDE",
     "PACKING",
+    "READABLE_PACKINGS",
+    "check_packing",
     "name_matches",
     "read_headers",
 ]
@@ -63,8 +65,27 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Name patterns left unquantized unless ``exclude`` says otherwise.
 DEFAULT_EXCLUDE: Tuple[str, ...] = ("embed", "lm_head", "norm", "wte", "wpe")
-#: The packed layout name written to ``quantization_config`` (see ``hanpack.quant``).
-PACKING = "hanpack-v1"
+#: The packed layouts' name, written with every quantized tensor and to
+#: ``quantization_config`` (see ``hanpack.quant``). v2 changed int3 only (eight values
+#: per three bytes instead of bit planes), so v1 checkpoints of the other widths read as v2.
+PACKING: str = _core.PACKING
+#: Earlier layout names that this version still reads, with the widths whose layout
+#: has not changed since.
+READABLE_PACKINGS: Dict[str, Tuple[int, ...]] = {"hanpack-v1": (2, 4, 8)}
+
+
+def check_packing(name: str, bits: Optional[int], packing: Optional[str]) -> None:
+    """Raises :class:`CheckpointFormatError` unless tensor ``name`` (``bits`` wide), written
+    in ``packing`` (``None``: before the name was recorded, i.e. hanpack-v1), is readable."""
+    packing = packing or "hanpack-v1"
+    if packing == PACKING or bits in READABLE_PACKINGS.get(packing, ()):
+        return
+    if packing in READABLE_PACKINGS:
+        raise CheckpointFormatError(
+            f"tensor {name!r}: int{bits} in packing {packing!r}, a layout this hanpack no longer reads "
+            f"({PACKING!r} changed it); quantize the original checkpoint again"
+        )
+    raise CheckpointFormatError(f"tensor {name!r}: packing {packing!r} is not one this hanpack reads ({PACKING!r})")
 INDEX = "model.safetensors.index.json"
 REPORT = "quantization_report.json"
 METADATA_KEY = "hanpack.quantized"
@@ -386,6 +407,7 @@ def load_checkpoint(path: PathLike) -> Dict[str, Union[QuantizedTensor, npt.NDAr
     parts = set()
     for prefix, d in described.items():
         names = [f"{prefix}.{k}" for k in ("qweight", "scales", "zeros")]
+        check_packing(f"{prefix}.weight", d.get("bits"), d.get("packing"))
         try:
             arrays = [_array(*where[n][0].read(n), n) for n in names]
             out[f"{prefix}.weight"] = QuantizedTensor(

@@ -52,10 +52,10 @@ def _unpack_codes(qweight: torch.Tensor, bits: int, in_features: int) -> torch.T
         codes = torch.stack((blocks & 0xF, blocks >> 4), dim=-1).reshape(out_f, -1, 32)
     elif bits == 2:  # byte j holds values 4j+k in bits 2k..2k+2
         codes = torch.stack([(blocks >> (2 * k)) & 3 for k in range(4)], dim=-1).reshape(out_f, -1, 32)
-    elif bits == 3:  # bytes 0..8: the low 2 bits as int2; bytes 8..12: bit 2 of value i at bit i
-        low = torch.stack([(blocks[..., :8] >> (2 * k)) & 3 for k in range(4)], dim=-1).reshape(out_f, -1, 32)
-        high = torch.stack([(blocks[..., 8:] >> k) & 1 for k in range(8)], dim=-1).reshape(out_f, -1, 32)
-        codes = low | (high << 2)
+    elif bits == 3:  # bytes 3t..3t+3 as a little-endian 24-bit u hold values 8t+k at bits 3k..3k+3
+        t = blocks.reshape(out_f, -1, 4, 3).to(torch.int32)
+        u = t[..., 0] | (t[..., 1] << 8) | (t[..., 2] << 16)
+        codes = torch.stack([(u >> (3 * k)) & 7 for k in range(8)], dim=-1).reshape(out_f, -1, 32).to(torch.uint8)
     else:
         raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
     return codes.reshape(out_f, -1)[:, :in_features]

@@ -44,7 +44,8 @@ from transformers.quantizers.quantizers_utils import get_module_from_name, shoul
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .. import _core
-from ..checkpoint import DEFAULT_EXCLUDE, METADATA_KEY, PACKING, name_matches, read_headers
+from ..checkpoint import (DEFAULT_EXCLUDE, METADATA_KEY, PACKING, READABLE_PACKINGS, check_packing, name_matches,
+                          read_headers)
 from ..exceptions import CheckpointFormatError, InvalidArgumentError
 from ..nn import QuantLinear, quantized_buffers
 from ..quant import BITS, METHODS, quantize
@@ -94,7 +95,14 @@ class HanpackConfig(QuantizationConfigMixin):
             )
         if act_bits not in (None, 8):
             raise InvalidArgumentError(f"HanpackConfig: act_bits must be None or 8, not {act_bits!r}")
-        if packing != PACKING:
+        if packing in READABLE_PACKINGS and bits in READABLE_PACKINGS[packing]:
+            packing = PACKING  # the same bytes under the current name
+        elif packing in READABLE_PACKINGS:
+            raise InvalidArgumentError(
+                f"HanpackConfig: int{bits} checkpoints in packing {packing!r} use a layout this hanpack no "
+                f"longer reads ({PACKING!r} changed it); quantize the original checkpoint again"
+            )
+        elif packing != PACKING:
             raise InvalidArgumentError(
                 f"HanpackConfig: packing {packing!r} is not one this hanpack reads ({PACKING!r}); upgrade hanpack"
             )
@@ -200,6 +208,7 @@ class HanpackHfQuantizer(HfQuantizer):
                         f"the checkpoint holds {prefix!r} quantized, but the model has no nn.Linear of that name "
                         f"(hanpack's transformers loader quantizes only nn.Linear layers)"
                     )
+                check_packing(f"{prefix}.weight", d.get("bits"), d.get("packing"))
                 try:
                     plan[prefix] = {"bits": int(d["bits"]), "group_size": int(d["group_size"])}
                     if list(d["shape"]) != [linears[prefix].out_features, linears[prefix].in_features]:
@@ -247,7 +256,7 @@ class HanpackHfQuantizer(HfQuantizer):
         for n, m in model.named_modules():
             if isinstance(m, QuantLinear):
                 described[n] = {"shape": [m.out_features, m.in_features], "bits": m.bits, "group_size": m.group_size,
-                                "sym": cfg.sym, "method": cfg.method}
+                                "sym": cfg.sym, "method": cfg.method, "packing": PACKING}
         return None, {METADATA_KEY: json.dumps(described, sort_keys=True), "hanpack.version": _core.__version__}
 
     def is_serializable(self, safe_serialization: Any = None) -> bool:

@@ -21,6 +21,7 @@ mod vocab;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PACKING", hanpack_core::quant::formats::PACKING)?;
     m.add_class::<front::TokenizerBase>()?;
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<bpe::BpeTokenizer>()?;

@@ -15,7 +15,7 @@
 //! (a name without the `.weight` suffix keeps its full name as `P`). Every other tensor
 //! is copied byte for byte, dtype and shape unchanged. The header's `__metadata__` keeps
 //! the source's entries and adds `"hanpack.quantized"`: a JSON object mapping each `P`
-//! to `{"shape": [out, in], "bits", "group_size", "sym", "method"}` — enough to rebuild
+//! to `{"shape": [out, in], "bits", "group_size", "sym", "method", "packing"}` — enough to rebuild
 //! every quantized tensor from this file alone (`in` is not recoverable from `row_bytes`
 //! when it is not a multiple of 32). `group_size` is the effective one (`in` for
 //! per-channel; a short last group when `in` is not a multiple of it).
@@ -126,6 +126,7 @@ impl ShardQuantizer {
                     "group_size": layout.group_size,
                     "sym": spec.sym,
                     "method": spec.method.name(),
+                    "packing": super::formats::PACKING,
                 }),
             );
             work.push((i, Some(layout)));

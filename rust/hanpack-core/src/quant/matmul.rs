@@ -419,8 +419,15 @@ impl Job<'_, '_> {
         {
             if let (Some(xa), true) = (self.arranged, std::arch::is_x86_feature_detected!("f16c")) {
                 if self.table {
-                    // SAFETY: `table_kernel_applies` checked AVX-512F and the shapes.
-                    return unsafe { avx512::rows_int4_table(self, xa, first, dst) };
+                    // SAFETY: `table_kernel_applies` checked AVX-512F/BW/VBMI and the
+                    // shapes.
+                    return unsafe {
+                        if self.w.layout.bits == Bits::B4 {
+                            avx512::rows_table::<4>(self, xa, first, dst)
+                        } else {
+                            avx512::rows_table::<3>(self, xa, first, dst)
+                        }
+                    };
                 }
                 match self.w.layout.bits {
                     // SAFETY: the CPU has AVX-512F besides AVX2, FMA and F16C.
@@ -552,14 +559,17 @@ pub(super) unsafe fn widen_f16(src: &[f16], dst: &mut [f32]) {
     }
 }
 
-/// Whether [`avx512::rows_int4_table`] runs: int4 at batch 1 on a CPU with AVX-512F and
-/// F16C, rows and groups of whole 128-input chunks (one table per group covers whole
+/// Whether [`avx512::rows_table`] runs: int4 or int3 at batch 1 on a CPU with AVX-512F,
+/// BW and VBMI (int3's byte gather; every AVX-512 CPU since Ice Lake and Zen 4 has them)
+/// and F16C, rows and groups of whole 128-input chunks (one table per group covers whole
 /// chunks).
 fn table_kernel_applies(l: &Layout, batch: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        l.bits == Bits::B4
+        (l.bits == Bits::B4 || l.bits == Bits::B3)
             && batch == 1
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
             && l.cols.is_multiple_of(TABLE_CHUNK)
             && l.group_size.is_multiple_of(TABLE_CHUNK)
             && std::arch::is_x86_feature_detected!("avx512f")
@@ -574,12 +584,13 @@ fn table_kernel_applies(l: &Layout, batch: usize) -> bool {
     }
 }
 
-/// Inputs per 64-byte chunk of int4 codes in [`avx512::rows_int4_table`].
+/// Inputs per chunk of codes in [`avx512::rows_table`] (64 bytes of int4, 48 of int3).
 const TABLE_CHUNK: usize = 128;
 
-/// The inputs (whole chunks of 128) in the order [`avx512::rows_int4_table`] reads them:
-/// per chunk, the 16 inputs of nibble `k` of each 32-bit lane (lane `j` holds inputs
-/// `8j..8j + 8`), for `k` = 0..8: `out[128c + 16k + j] = x[128c + 8j + k]`.
+/// The inputs (whole chunks of 128) in the order [`avx512::rows_table`] reads them: per
+/// chunk, the 16 inputs of code `k` of each 32-bit lane (lane `j` holds inputs
+/// `8j..8j + 8`: four bytes of int4 nibbles, or one int3 triple), for `k` = 0..8:
+/// `out[128c + 16k + j] = x[128c + 8j + k]`.
 fn table_inputs(x: &[f32]) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
     for (src, dst) in x
@@ -601,8 +612,8 @@ fn table_inputs(x: &[f32]) -> Vec<f32> {
 ///
 /// * int4, 32 floats per block: the 16 even inputs, then the 16 odd ones divided by 16
 ///   (a byte's low nibble is `q_even`, its high nibble masked in place is `16 · q_odd`);
-/// * int3, 64 floats per block: `x[4j + k]` at `8k + j` (the low 2-bit plane taken 8
-///   bytes at a time, shifted by `2k`), then `4 · x[i]` at `32 + i` (the high bit plane).
+/// * int3, 32 floats per block: `x[8g + m]` at `4m + g` (`g` = 0..4 the block's
+///   triples, each in a 32-bit lane of every vector, shifted right by `3m`).
 fn arranged_inputs(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -620,9 +631,9 @@ fn arranged_inputs(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
             Bits::B3 => {
                 let mut out = vec![0f32; xp.len()];
                 for (src, dst) in xp.chunks_exact(BLOCK).zip(out.chunks_exact_mut(BLOCK)) {
-                    for k in 0..4 {
-                        for j in 0..8 {
-                            dst[8 * k + j] = src[4 * j + k];
+                    for m in 0..8 {
+                        for g in 0..4 {
+                            dst[4 * m + g] = src[8 * g + m];
                         }
                     }
                 }
@@ -635,12 +646,10 @@ fn arranged_inputs(bits: Bits, xp: &[f32]) -> Option<Vec<f32>> {
     None
 }
 
-/// int3 in AVX2 + FMA intrinsics. Lane `j` of vector `k` holds code `4j + k`: the low
-/// plane's byte `j` (codes `4j..4j+4`, two bits each) shifted right by `2k`, and the high
-/// plane shifted right by `4j` (once per block, `srlv`) then by `k`; the two parts are
-/// joined in integer lanes, so a block costs four conversions and four FMAs against the
-/// arranged inputs (see [`arranged_inputs`]), as int4 does. (Multiplying the planes
-/// separately, eight FMAs and a compare per high vector, ran at 0.4-0.55x int4's speed.)
+/// int3 in AVX2 + FMA intrinsics. A block's four triples sit in 32-bit lanes `g` and
+/// `4 + g` of one vector; lane `4h + g` of vector `v` is code `8g + 2v + h`, a shift by
+/// `3(2v + h)` and a mask, so a block costs four conversions and four FMAs against the
+/// arranged inputs (see [`arranged_inputs`]), as int4 does.
 #[cfg(target_arch = "x86_64")]
 mod int3_avx2 {
     use std::arch::x86_64::*;
@@ -650,42 +659,39 @@ mod int3_avx2 {
 
     const BLOCK_BYTES: usize = 12;
 
+    /// The block's 12 bytes at `src` as four 32-bit lanes, one triple each (the top byte
+    /// zero). Two loads, not one of 16 bytes: the last block of a weight ends its buffer.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn triples(src: *const u8) -> __m128i {
+        let lo = std::ptr::read_unaligned(src as *const u64);
+        let hi = std::ptr::read_unaligned(src.add(8) as *const u32);
+        let bytes = _mm_set_epi64x(i64::from(hi), lo as i64);
+        _mm_shuffle_epi8(
+            bytes,
+            _mm_setr_epi8(0, 1, 2, -1, 3, 4, 5, -1, 6, 7, 8, -1, 9, 10, 11, -1),
+        )
+    }
+
     /// The 32 codes of a block as four float vectors in arranged order.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn codes(src: &[u8]) -> [__m256; 4] {
         debug_assert!(src.len() >= BLOCK_BYTES);
-        let low = _mm256_cvtepu8_epi32(_mm_loadl_epi64(src.as_ptr() as *const __m128i));
-        let h = i32::from_le_bytes([src[8], src[9], src[10], src[11]]);
-        let high = _mm256_srlv_epi32(
-            _mm256_set1_epi32(h),
-            _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28),
-        );
-        let three = _mm256_set1_epi32(3);
-        let four = _mm256_set1_epi32(4);
-        // Bit k of `high` lane j is code 4j+k's bit 2: moved to bit 2 by a shift of 2-k.
-        let q0 = _mm256_or_si256(
-            _mm256_and_si256(low, three),
-            _mm256_and_si256(_mm256_slli_epi32::<2>(high), four),
-        );
-        let q1 = _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi32::<2>(low), three),
-            _mm256_and_si256(_mm256_slli_epi32::<1>(high), four),
-        );
-        let q2 = _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi32::<4>(low), three),
-            _mm256_and_si256(high, four),
-        );
-        let q3 = _mm256_or_si256(
-            _mm256_srli_epi32::<6>(low), // the top two bits of a byte: nothing above them
-            _mm256_and_si256(_mm256_srli_epi32::<1>(high), four),
-        );
-        [
-            _mm256_cvtepi32_ps(q0),
-            _mm256_cvtepi32_ps(q1),
-            _mm256_cvtepi32_ps(q2),
-            _mm256_cvtepi32_ps(q3),
-        ]
+        let t = _mm256_broadcastsi128_si256(triples(src.as_ptr()));
+        [shifted(t, 0), shifted(t, 6), shifted(t, 12), shifted(t, 18)]
+    }
+
+    /// Lanes 0-3 of `t` shifted right by `lo`, lanes 4-7 by `lo + 3`, masked to 3 bits,
+    /// as floats (a function, not a closure: closures do not inherit `target_feature`).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn shifted(t: __m256i, lo: i32) -> __m256 {
+        let shifts = _mm256_setr_epi32(lo, lo, lo, lo, lo + 3, lo + 3, lo + 3, lo + 3);
+        _mm256_cvtepi32_ps(_mm256_and_si256(
+            _mm256_srlv_epi32(t, shifts),
+            _mm256_set1_epi32(7),
+        ))
     }
 
     /// Same contract as `Job::rows_with`, for int3 weights.
@@ -866,9 +872,8 @@ mod int4_avx2 {
 /// * int4: the block's 16 bytes widen to one 16-lane vector, whose low nibbles (codes
 ///   `2j`) and high nibbles (`16 · q_{2j+1}`) are masked in place: one widen, two masks,
 ///   two conversions and two FMAs per block (half the AVX2 kernel's instructions).
-/// * int3: the AVX2 kernel's four 8-lane code vectors (lane `j` of vector `k` = code
-///   `4j + k`) two at a time: the low plane's 8 bytes sit in both halves and shift by `2k`
-///   per half, the high plane shifts by `4j + k` per lane.
+/// * int3: the block's four triples sit in every 128-bit lane; lane `4m + g` of the two
+///   vectors shifts triple `g` by `3m` and `3(4 + m)`.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -885,91 +890,49 @@ mod avx512 {
         )
     }
 
-    /// Per-lane shifts of the int3 code vectors for codes `k` (lanes 0-7) and `k + 1`
-    /// (lanes 8-15), `k` = 0 and 2: the low plane's `2k`, the high plane's `4j + k`.
+    /// Per-lane shifts of the two int3 code vectors: `3m` and `3(4 + m)` in lanes
+    /// `4m..4m + 4`.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn int3_shifts() -> [__m512i; 4] {
-        let low = |k: i32| {
+    unsafe fn int3_shifts() -> [__m512i; 2] {
+        let shifts = |base: i32| {
             _mm512_setr_epi32(
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
-                2 * k + 2,
+                base,
+                base,
+                base,
+                base,
+                base + 3,
+                base + 3,
+                base + 3,
+                base + 3,
+                base + 6,
+                base + 6,
+                base + 6,
+                base + 6,
+                base + 9,
+                base + 9,
+                base + 9,
+                base + 9,
             )
         };
-        let high = |k: i32| {
-            _mm512_setr_epi32(
-                k,
-                4 + k,
-                8 + k,
-                12 + k,
-                16 + k,
-                20 + k,
-                24 + k,
-                28 + k,
-                k + 1,
-                5 + k,
-                9 + k,
-                13 + k,
-                17 + k,
-                21 + k,
-                25 + k,
-                29 + k,
-            )
-        };
-        [low(0), high(0), low(2), high(2)]
+        [shifts(0), shifts(12)]
     }
 
     #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn int3_codes(src: *const u8, shifts: &[__m512i; 4]) -> (__m512, __m512) {
-        let bytes = _mm_loadl_epi64(src as *const __m128i);
-        let low = _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(bytes, bytes));
-        let h = _mm512_set1_epi32(i32::from_le_bytes([
-            *src.add(8),
-            *src.add(9),
-            *src.add(10),
-            *src.add(11),
-        ]));
-        let q01 = joined(
-            _mm512_srlv_epi32(low, shifts[0]),
-            _mm512_srlv_epi32(h, shifts[1]),
-        );
-        let q23 = joined(
-            _mm512_srlv_epi32(low, shifts[2]),
-            _mm512_srlv_epi32(h, shifts[3]),
-        );
-        (_mm512_cvtepi32_ps(q01), _mm512_cvtepi32_ps(q23))
-    }
-
-    /// Bits 0-1 of `lo` and bit 0 of `hi` as a 3-bit code (a function, not a closure:
-    /// closures do not inherit `target_feature`).
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn joined(lo: __m512i, hi: __m512i) -> __m512i {
-        _mm512_or_si512(
-            _mm512_and_si512(lo, _mm512_set1_epi32(3)),
-            _mm512_and_si512(_mm512_slli_epi32::<2>(hi), _mm512_set1_epi32(4)),
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn int3_codes(src: *const u8, shifts: &[__m512i; 2]) -> (__m512, __m512) {
+        let t = _mm512_broadcast_i32x4(super::int3_avx2::triples(src));
+        let seven = _mm512_set1_epi32(7);
+        (
+            _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(t, shifts[0]), seven)),
+            _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srlv_epi32(t, shifts[1]), seven)),
         )
     }
 
     /// A block's codes for `BITS` (a function, not a closure, for the reason above).
     #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn codes<const BITS: u32>(src: *const u8, shifts: &[__m512i; 4]) -> (__m512, __m512) {
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn codes<const BITS: u32>(src: *const u8, shifts: &[__m512i; 2]) -> (__m512, __m512) {
         if BITS == 4 {
             int4_codes(src)
         } else {
@@ -985,21 +948,37 @@ mod avx512 {
         _mm512_fmadd_ps(_mm512_permutexvar_ps(codes, table), _mm512_loadu_ps(x), acc)
     }
 
-    /// `Job::rows_with`'s contract for int4 at batch 1 when `super::table_kernel_applies`:
-    /// per weight group, a 16-entry table of the dequantized values `(q - z) · s`, one
-    /// AVX-512 register; each 64-byte chunk of codes is 16 lanes of 8 codes, and
-    /// `vpermps`, which reads only the low 4 bits of each index lane, looks up code `k`
-    /// of every lane after a shift by `4k`. A chunk of 128 weights costs one load, seven
-    /// shifts, eight lookups and eight FMAs, against four widenings, eight masks, eight
-    /// conversions and eight FMAs in `rows::<4>`, and the table applies scale and zero
-    /// point, so no per-group scaling or zero term follows. 4096 x 4096, one thread
-    /// (`examples/matmul_threads`, builds alternated): 1.03-1.07 → 0.82-0.85 ms. `xl` is
+    /// The 16 lanes of a chunk of 128 codes at `at`, eight codes per lane in order: int4's
+    /// 64 bytes as they are; int3's 48 bytes gathered one triple per lane (`vpermb`).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    unsafe fn chunk_lanes<const BITS: u32>(at: *const u8, gather: __m512i) -> __m512i {
+        if BITS == 4 {
+            _mm512_loadu_si512(at as *const _)
+        } else {
+            // A masked load: the last chunk of a weight ends its buffer.
+            _mm512_permutexvar_epi8(gather, _mm512_maskz_loadu_epi32(0x0FFF, at as *const _))
+        }
+    }
+
+    /// `Job::rows_with`'s contract for int4 (`BITS` = 4) or int3 (3) at batch 1 when
+    /// `super::table_kernel_applies`: per weight group, a table of the dequantized values
+    /// `(q - z) · s` in one AVX-512 register (int3's eight entries twice); each chunk of
+    /// 128 codes is 16 lanes of 8 codes, and `vpermps`, which reads only the low 4 bits
+    /// of each index lane, looks up code `k` of every lane after a shift by `BITS · k`
+    /// (int3's fourth index bit belongs to the next code: the doubled table ignores it).
+    /// A chunk costs one load (and int3's gather), seven shifts, eight lookups and eight
+    /// FMAs, against four widenings, eight masks, eight conversions and eight FMAs in
+    /// `rows::<4>`, and the table applies scale and zero point, so no per-group scaling
+    /// or zero term follows. 4096 x 4096 int4, one thread (`examples/matmul_threads`,
+    /// builds alternated): 1.03-1.07 → 0.82-0.85 ms; int3 1.37 → TBD ms. `xl` is
     /// `super::table_inputs`.
     ///
     /// # Safety
-    /// The CPU has AVX-512F, AVX2, FMA and F16C; `super::table_kernel_applies` holds.
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    pub(super) unsafe fn rows_int4_table(
+    /// The CPU has AVX-512F/BW/VBMI, AVX2, FMA and F16C; `super::table_kernel_applies`
+    /// holds.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx2,fma,f16c")]
+    pub(super) unsafe fn rows_table<const BITS: u32>(
         job: &Job<'_, '_>,
         xl: &[f32],
         first: usize,
@@ -1008,14 +987,36 @@ mod avx512 {
         let l = job.w.layout;
         let ng = l.n_groups();
         let chunks_per_group = l.group_size / super::TABLE_CHUNK;
+        let chunk_bytes = super::TABLE_CHUNK * BITS as usize / 8;
+        let codes = (1 << BITS) as f32;
         let iota = _mm512_setr_ps(
             0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
         );
+        // int3: entries 8-15 repeat 0-7.
+        let iota = _mm512_sub_ps(
+            iota,
+            _mm512_maskz_mov_ps(if BITS == 3 { 0xFF00 } else { 0 }, _mm512_set1_ps(codes)),
+        );
+        let mut gather = [0u8; 64];
+        for (i, g) in gather.iter_mut().enumerate() {
+            *g = (3 * (i / 4) + (i % 4).min(2)) as u8;
+        }
+        let gather = _mm512_loadu_si512(gather.as_ptr() as *const _);
+        let shift = |k: u32| _mm512_set1_epi32((BITS * k) as i32);
+        let shifts = [
+            shift(1),
+            shift(2),
+            shift(3),
+            shift(4),
+            shift(5),
+            shift(6),
+            shift(7),
+        ];
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         let x0 = xl.as_ptr();
         for (i, y) in dst.iter_mut().enumerate() {
             let row = job.row_params(first + i, &mut sf, &mut zf);
-            debug_assert_eq!(row.len(), ng * chunks_per_group * 64);
+            debug_assert_eq!(row.len(), ng * chunks_per_group * chunk_bytes);
             let w = row.as_ptr();
             let mut acc = [_mm512_setzero_ps(); 4];
             let mut c = 0;
@@ -1023,19 +1024,19 @@ mod avx512 {
                 let table =
                     _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(z)), _mm512_set1_ps(s));
                 for _ in 0..chunks_per_group {
-                    let at = w.add(c * 64);
+                    let at = w.add(c * chunk_bytes);
                     // As in the other kernels: keep the memory stream going.
                     _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
-                    let v = _mm512_loadu_si512(at as *const _);
+                    let v = chunk_lanes::<BITS>(at, gather);
                     let p = x0.add(c * super::TABLE_CHUNK);
                     acc[0] = lookup_fma(v, table, p, acc[0]);
-                    acc[1] = lookup_fma(_mm512_srli_epi32::<4>(v), table, p.add(16), acc[1]);
-                    acc[2] = lookup_fma(_mm512_srli_epi32::<8>(v), table, p.add(32), acc[2]);
-                    acc[3] = lookup_fma(_mm512_srli_epi32::<12>(v), table, p.add(48), acc[3]);
-                    acc[0] = lookup_fma(_mm512_srli_epi32::<16>(v), table, p.add(64), acc[0]);
-                    acc[1] = lookup_fma(_mm512_srli_epi32::<20>(v), table, p.add(80), acc[1]);
-                    acc[2] = lookup_fma(_mm512_srli_epi32::<24>(v), table, p.add(96), acc[2]);
-                    acc[3] = lookup_fma(_mm512_srli_epi32::<28>(v), table, p.add(112), acc[3]);
+                    acc[1] = lookup_fma(_mm512_srlv_epi32(v, shifts[0]), table, p.add(16), acc[1]);
+                    acc[2] = lookup_fma(_mm512_srlv_epi32(v, shifts[1]), table, p.add(32), acc[2]);
+                    acc[3] = lookup_fma(_mm512_srlv_epi32(v, shifts[2]), table, p.add(48), acc[3]);
+                    acc[0] = lookup_fma(_mm512_srlv_epi32(v, shifts[3]), table, p.add(64), acc[0]);
+                    acc[1] = lookup_fma(_mm512_srlv_epi32(v, shifts[4]), table, p.add(80), acc[1]);
+                    acc[2] = lookup_fma(_mm512_srlv_epi32(v, shifts[5]), table, p.add(96), acc[2]);
+                    acc[3] = lookup_fma(_mm512_srlv_epi32(v, shifts[6]), table, p.add(112), acc[3]);
                     c += 1;
                 }
             }
@@ -1236,22 +1237,25 @@ mod tests {
     }
 
     #[test]
-    fn the_int4_table_kernel_matches_the_reference() {
-        // Shapes it takes (whole 128-input chunks per row and group) where the CPU has
-        // AVX-512F; the reference check runs everywhere.
-        let takes =
-            |cols, group| table_kernel_applies(&Layout::new(Bits::B4, 3, cols, group).unwrap(), 1);
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            assert!(takes(256, Some(128)) && takes(384, None) && takes(512, Some(256)));
+    fn the_table_kernels_match_the_reference() {
+        for bits in [Bits::B4, Bits::B3] {
+            // Shapes they take (whole 128-input chunks per row and group) where the CPU
+            // has AVX-512F/BW/VBMI; the reference check runs everywhere.
+            let takes =
+                |cols, group| table_kernel_applies(&Layout::new(bits, 3, cols, group).unwrap(), 1);
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512vbmi")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                assert!(takes(256, Some(128)) && takes(384, None) && takes(512, Some(256)));
+            }
+            assert!(!takes(256, Some(64)) && !takes(4096 + 96, Some(128)));
+            check(bits, 37, 256, Some(128), 1);
+            check(bits, 7, 384, None, 1); // per channel: one table per row
+            check(bits, 11, 512, Some(256), 1); // two chunks per group
+            check(bits, 301, 1024, Some(128), 1); // in the pool
         }
-        assert!(!takes(256, Some(64)) && !takes(4096 + 96, Some(128)));
-        check(Bits::B4, 37, 256, Some(128), 1);
-        check(Bits::B4, 7, 384, None, 1); // per channel: one table per row
-        check(Bits::B4, 11, 512, Some(256), 1); // two chunks per group
-        check(Bits::B4, 301, 1024, Some(128), 1); // in the pool
     }
 
     #[test]

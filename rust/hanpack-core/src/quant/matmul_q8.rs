@@ -11,10 +11,10 @@
 //! For int4 and int3 at batch 1 on a CPU with AVX512-VNNI (and VBMI), `vpdpbusd`
 //! multiplies 64 code bytes by 64 activation codes and adds them in fours into 16 int32
 //! lanes. An int4 unit of 128 codes takes two: the low nibbles of 64 packed bytes, then
-//! the high ones. An int3 unit takes two as well: its blocks' low 2-bit planes gathered
-//! (`vpermb`) and shifted into two vectors of codes, into which the high bits are OR-ed
-//! as 4 under byte masks (`vptestmb` against the high planes' bytes, gathered in the same
-//! order). The integer dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so
+//! the high ones. An int3 unit takes two as well: one `vpermb` puts triples `t` and
+//! `t + 8` of its 48 bytes in 64-bit lane `t`, and `vpmultishiftqb` cuts the eight codes
+//! of either triple into the lane's bytes (masked to 3 bits), in input order. The integer
+//! dot product is exact (|sum| ≤ 128 · 15 · 127 < 2^24, so
 //! also exact in f32).
 //! Only the per-unit scaling `s_w · s_x` and the final sums round. Every other case
 //! runs [`super::matmul::matmul`] on `x̂`.
@@ -140,14 +140,9 @@ fn has_vnni() -> bool {
 const ARRANGED_BYTES: usize = 128;
 
 /// The activation codes of one row in the order the kernel reads them, per unit of
-/// `unit` codes (zeros fill short units and the padding):
-///
-/// * int4: 64 bytes of the unit's even inputs (the packed bytes' low nibbles), then 64 of
-///   its odd ones (high nibbles);
-/// * int3: the low 2-bit planes of the unit's (up to four) blocks sit in 32 bytes, taken
-///   twice per vector and shifted by `2k` per half: 64 bytes for `k` = 0, 1 (byte `8b + j`
-///   of half `k` is code `32b + 4j + k`), 64 for `k` = 2, 3 (the high bits join the codes
-///   in the same order).
+/// `unit` codes (zeros fill short units and the padding): for int4, 64 bytes of the
+/// unit's even inputs (the packed bytes' low nibbles), then 64 of its odd ones (high
+/// nibbles); for int3, the inputs in order.
 fn arranged_codes(bits: Bits, codes: &[i8], unit: usize) -> Vec<i8> {
     let n_units = codes.len().div_ceil(unit);
     let per = ARRANGED_BYTES;
@@ -156,11 +151,8 @@ fn arranged_codes(bits: Bits, codes: &[i8], unit: usize) -> Vec<i8> {
     for (u, dst) in out.chunks_exact_mut(per).enumerate() {
         let base = u * unit;
         if bits == Bits::B3 {
-            for k in 0..4 {
-                for t in 0..unit / 4 {
-                    let (b, j) = (t / 8, t % 8);
-                    dst[64 * (k / 2) + 32 * (k % 2) + t] = at(base + 32 * b + 4 * j + k);
-                }
+            for (i, d) in dst[..unit].iter_mut().enumerate() {
+                *d = at(base + i);
             }
         } else {
             for j in 0..unit / 2 {
@@ -221,82 +213,59 @@ mod avx512vnni {
         _mm512_cvtepi32_ps(dot)
     }
 
-    /// Constants of the int3 unit: the byte gathers of the low and high planes, the
-    /// low planes' shifts and the high bit each byte lane tests.
+    /// Constants of the int3 unit.
     pub(super) struct Int3Consts {
-        /// Byte `t` of each 32-byte half: low-plane byte `t % 8` of block `t / 8`.
+        /// Bytes `0..3` of 64-bit lane `t` from triple `t` (bytes `3t..`), bytes `3..6`
+        /// from triple `t + 8` (bytes `24 + 3t..`).
         gather: __m512i,
-        /// Word shifts 0 | 2 and 4 | 6 (lower | upper 32 bytes).
-        shifts01: __m512i,
-        shifts23: __m512i,
-        /// Byte `t` of each half: the high-plane byte of block `t / 8` that holds the
-        /// high bits of the codes in lane `t` (byte `j / 2` for `j = t % 8`).
-        high_gather: __m512i,
-        /// Lane `t` of half `k`'s vector (code `32b + 4j + k`): the bit `4(j % 2) + k` of
-        /// its high-plane byte, for `k` = 0 | 1 and 2 | 3.
-        high_bits01: __m512i,
-        high_bits23: __m512i,
+        /// Byte `j` of every lane: bit offset `3j` (triple `t`) and `24 + 3j` (`t + 8`).
+        first: __m512i,
+        second: __m512i,
     }
 
     impl Int3Consts {
         #[target_feature(enable = "avx512f,avx512bw")]
         pub(super) unsafe fn new() -> Self {
             let mut gather = [0u8; 64];
-            let mut high_gather = [0u8; 64];
-            let mut high_bits01 = [0u8; 64];
-            let mut high_bits23 = [0u8; 64];
+            let mut first = [0u8; 64];
+            let mut second = [0u8; 64];
             for i in 0..64 {
-                let (half, t) = (i / 32, i % 32);
-                let (b, j) = (t / 8, t % 8);
-                gather[i] = (12 * b + j) as u8;
-                high_gather[i] = (12 * b + 8 + j / 2) as u8;
-                high_bits01[i] = 1 << (4 * (j % 2) + half);
-                high_bits23[i] = 1 << (4 * (j % 2) + 2 + half);
-            }
-            let mut s01 = [0u16; 32];
-            let mut s23 = [0u16; 32];
-            for i in 0..32 {
-                s01[i] = if i < 16 { 0 } else { 2 };
-                s23[i] = if i < 16 { 4 } else { 6 };
+                let (t, j) = (i / 8, i % 8);
+                gather[i] = match j {
+                    0..3 => 3 * t + j,
+                    3..6 => 24 + 3 * t + j - 3,
+                    _ => 0,
+                } as u8;
+                first[i] = (3 * j) as u8;
+                second[i] = (24 + 3 * j) as u8;
             }
             let load = |b: &[u8; 64]| _mm512_loadu_si512(b.as_ptr() as *const _);
             Self {
                 gather: load(&gather),
-                shifts01: _mm512_loadu_si512(s01.as_ptr() as *const _),
-                shifts23: _mm512_loadu_si512(s23.as_ptr() as *const _),
-                high_gather: load(&high_gather),
-                high_bits01: load(&high_bits01),
-                high_bits23: load(&high_bits23),
+                first: load(&first),
+                second: load(&second),
             }
         }
     }
 
     /// One int3 unit's integer dot product: `bytes` packed bytes at `w` (whole 12-byte
-    /// blocks, at most four); the low 2-bit planes gathered and shifted into two vectors
-    /// of codes, the high bits (worth 4) OR-ed in under byte masks, against the
-    /// activations at `x` (see `super::arranged_codes`). Two `vpdpbusd`, as for int4
-    /// (the high bits as two more products took int3 to 1.2-1.5x int4's time).
+    /// blocks, at most four) against the activations at `x`, in order: codes `0..64`
+    /// from the first triple of each 64-bit lane, `64..128` from the second.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
     unsafe fn unit_dot3(w: *const u8, bytes: usize, x: *const i8, c: &Int3Consts) -> __m512 {
         let mask = (1u64 << bytes) - 1;
-        let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
-        let planes = _mm512_permutexvar_epi8(c.gather, v);
-        let high = _mm512_permutexvar_epi8(c.high_gather, v);
-        let three = _mm512_set1_epi8(3);
-        let four = _mm512_set1_epi8(4);
-        let q01 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts01), three);
-        let q23 = _mm512_and_si512(_mm512_srlv_epi16(planes, c.shifts23), three);
-        // A masked byte add: lanes whose high bit is set get 4 more.
-        let q01 = _mm512_mask_add_epi8(q01, _mm512_test_epi8_mask(high, c.high_bits01), q01, four);
-        let q23 = _mm512_mask_add_epi8(q23, _mm512_test_epi8_mask(high, c.high_bits23), q23, four);
+        let v = _mm512_permutexvar_epi8(c.gather, _mm512_maskz_loadu_epi8(mask, w as *const i8));
+        let seven = _mm512_set1_epi8(7);
+        let q0 = _mm512_and_si512(_mm512_multishift_epi64_epi8(c.first, v), seven);
+        let q1 = _mm512_and_si512(_mm512_multishift_epi64_epi8(c.second, v), seven);
         let dot = _mm512_dpbusd_epi32(
             _mm512_dpbusd_epi32(
                 _mm512_setzero_si512(),
-                q01,
+                q0,
                 _mm512_loadu_si512(x as *const _),
             ),
-            q23,
+            q1,
             _mm512_loadu_si512(x.add(64) as *const _),
         );
         _mm512_cvtepi32_ps(dot)

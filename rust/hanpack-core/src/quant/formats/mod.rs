@@ -44,7 +44,7 @@
 //! | format | bytes/block | layout |
 //! |--------|-------------|--------|
 //! | [`int2`] | 8  | four per byte, value `4j+k` in bits `2k..2k+2` of byte `j` |
-//! | [`int3`] | 12 | bit planes: words 0–1 hold the low 2 bits as int2, word 2 bit `i` is bit 2 of value `i` |
+//! | [`int3`] | 12 | eight per three bytes: bytes `3t..3t+3` as a little-endian 24-bit `u`, value `8t+k` = `(u >> 3k) & 7` |
 //! | [`int4`] | 16 | two per byte, low nibble first: byte `j` = `q[2j] \| q[2j+1] << 4` |
 //! | [`int8`] | 32 | one per byte |
 //!
@@ -54,6 +54,11 @@
 //! `bits + 32 / group_size`: int4-g128 4.25, int4-g64 4.5, int4-g32 5.0, int3-g128
 //! 3.25, int2-g64 2.5, int8-g128 8.25; per-channel adds `32 / in_features`.
 //! [`Layout::bits_per_weight`] gives the exact figure including padding.
+
+/// The name of the layouts above, written with every quantized tensor and in
+/// `quantization_config`. v2 changed int3 only (v1 kept its low two bits and its high
+/// bit in separate planes).
+pub const PACKING: &str = "hanpack-v2";
 
 pub mod int2;
 pub mod int3;

@@ -90,16 +90,10 @@ fn hand_checked_blocks() {
     assert_eq!((out[0], out[15]), (0x71, 0x50));
     let mut out = [0u8; 12];
     int3::pack_block(&q, &mut out);
-    // word0 = 1 | 3 << 2; word1 bit 30..32 = 1 (5 & 3); word2 = bit 1 (7) | bit 31 (5).
-    assert_eq!(
-        u32::from_le_bytes(out[0..4].try_into().unwrap()),
-        1 | 3 << 2
-    );
-    assert_eq!(u32::from_le_bytes(out[4..8].try_into().unwrap()), 1 << 30);
-    assert_eq!(
-        u32::from_le_bytes(out[8..12].try_into().unwrap()),
-        1 << 1 | 1 << 31
-    );
+    // Triple 0: 1 | 7 << 3 = 0x39; triple 3 (bytes 9..12): value 31 = 8*3 + 7, so 5 << 21.
+    assert_eq!(out[..3], [0x39, 0, 0]);
+    assert_eq!(out[9..12], (5u32 << 21).to_le_bytes()[..3]);
+    assert!(out[3..9].iter().all(|&b| b == 0));
     let mut q2 = [0u8; BLOCK];
     q2[0] = 3;
     q2[5] = 2;
