@@ -126,6 +126,33 @@ def test_from_linear_state_dict_and_memory():
     assert weight_bytes / (512 * 384 * 4) == pytest.approx(4.25 / 32)
 
 
+def test_inputs_of_every_kind_take_the_same_product():
+    # forward's fast path (float32 CPU, no grad) and the others agree: grad-tracking,
+    # non-contiguous, 1-D, 3-D and bf16 inputs, with and without int8 activations.
+    q = _quantized(4, 40, 256, 128, seed=2)
+    w = torch.from_numpy(q.dequantize())
+    for act_bits in (None, 8):
+        lin = hanpack.nn.QuantLinear.from_quantized(q, act_bits=act_bits)
+        x = torch.randn(3, 256)
+        want = lin(x)
+        assert want.dtype == torch.float32 and want.shape == (3, 40)
+        if act_bits is None:
+            _close(want, x, w, 1e-5)
+        assert torch.equal(lin(x.clone().requires_grad_()), want)
+        assert torch.equal(lin(x.t().contiguous().t()), want)  # same values, fresh storage
+        assert torch.equal(lin(torch.randn(256, 3).t().contiguous().copy_(x).t().t()), want)
+        strided = torch.randn(3, 512)[:, ::2]
+        strided.copy_(x)
+        assert not strided.is_contiguous() and torch.equal(lin(strided), want)
+        # (a single row takes the batch-1 kernels: compared with the same row as a batch of one)
+        assert torch.equal(lin(x[1]), lin(x[1:2])[0]) and torch.equal(lin(x.reshape(3, 1, 256)), want.reshape(3, 1, 40))
+        xb = x.bfloat16()
+        yb = lin(xb)
+        assert yb.dtype == torch.bfloat16 and torch.allclose(yb.float(), lin(xb.float()), rtol=2e-2, atol=2e-2)
+        with pytest.raises(InvalidArgumentError, match="expects 256 input features"):
+            lin(torch.tensor(1.0))
+
+
 def test_errors_name_the_problem():
     lin = hanpack.nn.QuantLinear(64, 8, bits=4, group_size=32, bias=False)
     with pytest.raises(InvalidArgumentError, match="expects 64 input features"):

@@ -18,10 +18,22 @@ struct Pools {
 }
 
 static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+/// Helper pools of quantized products, apart from the batch pools: their threads stay
+/// busy for a while after a product (`quant::matmul::CallerAndHelpers`), which would
+/// hold up a batch in the same pool.
+static HELPER_POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
 
 fn pool(threads: usize) -> Arc<ThreadPool> {
+    pool_in(&POOLS, "hanpack", threads)
+}
+
+fn pool_in(
+    pools: &'static OnceLock<Mutex<Pools>>,
+    name: &'static str,
+    threads: usize,
+) -> Arc<ThreadPool> {
     let pid = std::process::id();
-    let cell = POOLS.get_or_init(|| {
+    let cell = pools.get_or_init(|| {
         Mutex::new(Pools {
             pid,
             by_threads: HashMap::new(),
@@ -39,7 +51,7 @@ fn pool(threads: usize) -> Arc<ThreadPool> {
             Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(threads)
-                    .thread_name(|i| format!("hanpack-{i}"))
+                    .thread_name(move |i| format!("{name}-{i}"))
                     .build()
                     .expect("cannot start worker threads"),
             )
@@ -72,5 +84,5 @@ pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send
 /// one thread.
 pub fn helpers(num_threads: Option<usize>) -> Option<Arc<ThreadPool>> {
     let threads = threads(num_threads);
-    (threads > 1).then(|| pool(threads - 1))
+    (threads > 1).then(|| pool_in(&HELPER_POOLS, "hanpack-helper", threads - 1))
 }

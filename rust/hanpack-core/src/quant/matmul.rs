@@ -158,9 +158,14 @@ impl RowTasks for CallerAndHelpers<'_> {
         // SAFETY: only the lifetime bound changes (the layout is the same).
         let task: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(task) };
         let gate = std::sync::Arc::new(Gate::new(n, task));
-        for _ in 0..helpers.current_num_threads() {
+        let lingering = Lingering::publish(&gate);
+        for _ in lingering..helpers.current_num_threads() {
             let gate = gate.clone();
-            helpers.spawn(move || gate.help());
+            helpers.spawn(move || {
+                if gate.help() {
+                    Lingering::wait_for_next();
+                }
+            });
         }
         let closing = CloseOnDrop(&gate);
         gate.work();
@@ -217,13 +222,14 @@ impl Gate {
         }
     }
 
-    /// A helper: enters unless the caller has closed the gate, works, leaves.
-    fn help(&self) {
+    /// A helper: enters unless the caller has closed the gate, works, leaves; whether it
+    /// entered.
+    fn help(&self) -> bool {
         use std::sync::atomic::Ordering;
         let mut state = self.state.load(Ordering::Acquire);
         loop {
             if state & Self::CLOSED != 0 {
-                return;
+                return false;
             }
             match self.state.compare_exchange_weak(
                 state,
@@ -242,6 +248,7 @@ impl Gate {
         }
         // Release: the caller sees this helper's output rows.
         self.state.fetch_sub(1, Ordering::Release);
+        true
     }
 
     /// Stops helpers from entering, then waits for those inside (each finishing the task
@@ -256,6 +263,73 @@ impl Gate {
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Helpers that stay awake for a while after a product, watching for the next one.
+///
+/// Between two products of a model (Python, norms, attention: 20-300 µs) a helper that
+/// went back to the pool falls asleep, and on a VM waking it takes tens of µs (its core
+/// halts): a 4096 x 4096 int4 product from `QuantLinear` took 0.47 ms against 0.38 ms
+/// called back to back. A helper that helped therefore waits [`LINGER`] for the next
+/// product's gate, published here, yielding its core to any other runnable thread
+/// between checks (as OpenMP runtimes spin before they sleep).
+struct Lingering;
+
+/// How long a helper waits for the next product.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
+
+/// The latest product's gate, and a count of publications (checked without the lock).
+static LATEST: std::sync::Mutex<Option<std::sync::Arc<Gate>>> = std::sync::Mutex::new(None);
+static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Helpers now waiting in [`Lingering::wait_for_next`].
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Lingering {
+    /// Makes `gate` the one waiting helpers join; how many are waiting (the caller
+    /// spawns jobs for the rest only, so stale jobs do not pile up behind them).
+    fn publish(gate: &std::sync::Arc<Gate>) -> usize {
+        use std::sync::atomic::Ordering;
+        *LATEST.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        // SeqCst here and in `wait_for_next`'s exit: either this load sees a helper's
+        // leaving, or that helper's last look sees this publication.
+        PUBLISHED.fetch_add(1, Ordering::SeqCst);
+        WAITING.load(Ordering::SeqCst)
+    }
+
+    /// Helps every product published within [`LINGER`] of the last one helped.
+    fn wait_for_next() {
+        use std::sync::atomic::Ordering;
+        WAITING.fetch_add(1, Ordering::AcqRel);
+        let mut seen = PUBLISHED.load(Ordering::Acquire);
+        let mut since = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            let now = PUBLISHED.load(Ordering::Acquire);
+            if now != seen {
+                seen = now;
+                let gate = LATEST.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Some(gate) = gate {
+                    gate.help();
+                }
+                since = std::time::Instant::now();
+            } else if since.elapsed() >= LINGER {
+                break;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+        // A product published just before this helper stopped counting as waiting may
+        // have spawned no job for it: help it now.
+        if PUBLISHED.load(Ordering::SeqCst) != seen {
+            let gate = LATEST.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(gate) = gate {
+                gate.help();
             }
         }
     }
@@ -350,29 +424,51 @@ pub(super) fn split_rows(
     rows: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     if worth_parallel(l, batch) {
-        // Four tasks per thread (a late helper still gets its share), each of at least
-        // TASK_MIN_WORK multiply-adds (each task allocates its accumulators and widens its
-        // rows' parameters). Not smaller: tasks of 16 rows of 4096 inputs interleaved the
-        // two threads' streams every 32 KiB, and int4 with int8 activations then took
-        // 0.36 ms on 2 cores for 4096x4096 instead of 0.24.
-        let balanced = l.rows.div_ceil(4 * tasks.threads().max(1));
-        let by_work = TASK_MIN_WORK / (padded * batch);
-        let per_task = balanced.max(by_work).max(ROWS_PER_TASK);
+        let starts = task_starts(
+            l.rows,
+            tasks.threads().max(1),
+            TASK_MIN_WORK / (padded * batch),
+        );
         // Each task locks its own chunk (never contended): disjoint `&mut` slices for
         // whichever thread runs it.
-        let chunks: Vec<std::sync::Mutex<&mut [f32]>> = target
-            .chunks_mut(per_task * batch)
-            .map(std::sync::Mutex::new)
-            .collect();
+        let mut chunks = Vec::with_capacity(starts.len());
+        let mut rest = target;
+        for w in starts.windows(2) {
+            let (chunk, tail) = rest.split_at_mut((w[1] - w[0]) * batch);
+            chunks.push(std::sync::Mutex::new(chunk));
+            rest = tail;
+        }
         tasks.run(chunks.len(), &|t| {
             let mut dst = chunks[t].lock().unwrap_or_else(|p| p.into_inner());
-            rows(t * per_task, &mut dst)
+            rows(starts[t], &mut dst)
         });
     } else {
         for (t, dst) in target.chunks_mut(ROWS_PER_TASK * batch).enumerate() {
             rows(t * ROWS_PER_TASK, dst);
         }
     }
+}
+
+/// Row boundaries of a product's tasks (first 0, last `rows`), taken in order: each
+/// task has `1 / (2 · threads)` of the rows still left, at least `1 / (16 · threads)` of
+/// all rows and `min_rows` (each task widens its rows' parameters and allocates its
+/// accumulators) and [`ROWS_PER_TASK`].
+///
+/// Large tasks first keep each thread's memory stream long (tasks of 16 rows of 4096
+/// inputs interleaved the two threads' streams every 32 KiB: 4096 x 4096 int4 with int8
+/// activations took 0.36 ms on 2 cores instead of 0.24); small ones last let the threads
+/// finish together, also when a helper started late: with four equal tasks per thread,
+/// `QuantLinear` at 4096 x 4096 (f32 activations, 2 cores) lost ~50 µs of 0.45 ms to
+/// one thread waiting for the other's last task.
+fn task_starts(rows: usize, threads: usize, min_rows: usize) -> Vec<usize> {
+    let floor = rows.div_ceil(16 * threads).max(min_rows).max(ROWS_PER_TASK);
+    let mut starts = vec![0];
+    let mut at = 0;
+    while at < rows {
+        at = (at + (rows - at).div_ceil(2 * threads).max(floor)).min(rows);
+        starts.push(at);
+    }
+    starts
 }
 
 struct Job<'a, 'w> {
@@ -1270,6 +1366,33 @@ mod tests {
             check(bits, 301, 1000, Some(128), 1);
             check(bits, 157, 576, Some(128), 4);
         }
+    }
+
+    #[test]
+    fn tasks_cover_every_row_largest_first() {
+        for (rows, threads, min_rows) in [
+            (4096, 2, 16),
+            (11008, 2, 6),
+            (301, 3, 60),
+            (17, 2, 16),
+            (4096, 1, 0),
+        ] {
+            let starts = task_starts(rows, threads, min_rows);
+            assert_eq!((starts[0], *starts.last().unwrap()), (0, rows));
+            let sizes: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+            assert!(sizes.windows(2).all(|s| s[0] >= s[1]), "{sizes:?}");
+            let floor = rows.div_ceil(16 * threads).max(min_rows).max(ROWS_PER_TASK);
+            assert!(
+                sizes[..sizes.len() - 1].iter().all(|&s| s >= floor),
+                "{sizes:?}"
+            );
+        }
+        // 4096 rows on 2 threads: a quarter first, then ever smaller, 128 at the end.
+        let starts = task_starts(4096, 2, 16);
+        assert_eq!(&starts[..4], &[0, 1024, 1792, 2368]);
+        let n = starts.len();
+        assert_eq!(starts[n - 2] - starts[n - 3], 128);
+        assert!(starts[n - 1] - starts[n - 2] <= 128);
     }
 
     #[test]
