@@ -659,7 +659,7 @@ pub(super) unsafe fn widen_f16(src: &[f16], dst: &mut [f32]) {
 /// BW and VBMI (int3's byte gather; every AVX-512 CPU since Ice Lake and Zen 4 has them)
 /// and F16C, rows and groups of whole 128-input chunks (one table per group covers whole
 /// chunks).
-fn table_kernel_applies(l: &Layout, batch: usize) -> bool {
+pub(super) fn table_kernel_applies(l: &Layout, batch: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         (l.bits == Bits::B4 || l.bits == Bits::B3)

@@ -10,15 +10,18 @@
 //! (`vpermw`, which reads the low five bits of each lane) turns its low nibble, and its
 //! high nibble after a shift, into bf16.
 //!
-//! Every other case (int3, other widths, batch > 1, groups that are not whole 64-code
-//! spans, a CPU without AVX512-BF16) widens the inputs to f32 and runs
-//! [`super::matmul::matmul`]. Both are tested against [`super::matmul::matmul_ref`] on the
+//! Every other case widens the inputs to f32 and runs [`super::matmul::matmul`]: int3,
+//! other widths, batch > 1, groups that are not whole 64-code spans, a CPU without
+//! AVX512-BF16, and shapes the f32 table kernel takes (whole 128-input chunks), which it
+//! runs at least as fast (4096 x 4096, 2 threads, `examples/matmul_threads`: 0.40-0.42
+//! ms against 0.42-0.45 ms; streaming 100 copies of the weight from memory, 0.53 against
+//! 0.90 ms). Both are tested against [`super::matmul::matmul_ref`] on the
 //! widened inputs.
 
 use half::bf16;
 
 use super::formats::{Bits, BLOCK};
-use super::matmul::{matmul_on, split_rows, PackedWeight, Rayon, RowTasks};
+use super::matmul::{matmul_on, split_rows, table_kernel_applies, PackedWeight, Rayon, RowTasks};
 use crate::error::Result;
 
 /// Codes per step of the kernel: 32 packed bytes.
@@ -39,7 +42,7 @@ pub fn matmul_bf16_on(
 ) -> Result<()> {
     w.check_sizes(x.len(), batch, out.len())?;
     #[cfg(target_arch = "x86_64")]
-    if batch == 1 && spans_fit(w) && has_bf16_dot() {
+    if batch == 1 && spans_fit(w) && has_bf16_dot() && !table_kernel_applies(&w.layout, batch) {
         let arranged = arranged_inputs(w, x);
         let xsum = group_sums(w, x);
         let l = w.layout;
