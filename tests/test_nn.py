@@ -153,6 +153,47 @@ def test_inputs_of_every_kind_take_the_same_product():
             lin(torch.tensor(1.0))
 
 
+def test_products_in_a_process_forked_right_after_one():
+    # A large product leaves a helper thread waiting for the next one; a process forked
+    # then has no such thread, and its products must neither wait for it nor hang.
+    import os
+    import select
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork here")
+    q = _quantized(4, 1024, 1024, 128, seed=3)
+    lin = hanpack.nn.QuantLinear.from_quantized(q)
+    x = torch.randn(1, 1024)
+    with torch.inference_mode():
+        want = lin(x).numpy().tobytes()
+        read_end, write_end = os.pipe()
+        lin(x)  # the parent's helper is waiting as the child forks
+        pid = os.fork()
+        if pid == 0:  # the child: three products, their bytes to the parent
+            try:
+                os.close(read_end)
+                got = b"".join(lin(x).numpy().tobytes() for _ in range(3))
+                os.write(write_end, got)
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    try:
+        data = b""
+        while len(data) < 3 * len(want):
+            ready, _, _ = select.select([read_end], [], [], 60)
+            if not ready:
+                os.kill(pid, 9)
+                pytest.fail("the forked child did not finish its products within 60 s (hang)", pytrace=False)
+            chunk = os.read(read_end, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    assert data == want * 3
+
+
 def test_errors_name_the_problem():
     lin = hanpack.nn.QuantLinear(64, 8, bits=4, group_size=32, bias=False)
     with pytest.raises(InvalidArgumentError, match="expects 64 input features"):

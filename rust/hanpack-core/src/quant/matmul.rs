@@ -284,25 +284,65 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(300);
 /// The latest product's gate, and a count of publications (checked without the lock).
 static LATEST: std::sync::Mutex<Option<std::sync::Arc<Gate>>> = std::sync::Mutex::new(None);
 static PUBLISHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-/// Helpers now waiting in [`Lingering::wait_for_next`].
-static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Helpers now waiting in [`Lingering::wait_for_next`]: the process id in the high 32
+/// bits, the count in the low 32. A process forked while a helper waited inherits the
+/// count but not the thread; tagged with the parent's id, the count reads as 0 there
+/// (otherwise that child would never spawn helper jobs again).
+static WAITING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Lingering {
     /// Makes `gate` the one waiting helpers join; how many are waiting (the caller
     /// spawns jobs for the rest only, so stale jobs do not pile up behind them).
     fn publish(gate: &std::sync::Arc<Gate>) -> usize {
         use std::sync::atomic::Ordering;
-        *LATEST.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate.clone());
+        use std::sync::TryLockError;
+        // `try_lock` on both sides: a process forked while a helper held the lock would
+        // inherit it locked. Unpublished, a product spawns jobs for every helper.
+        match LATEST.try_lock() {
+            Ok(mut latest) => *latest = Some(gate.clone()),
+            Err(TryLockError::Poisoned(p)) => *p.into_inner() = Some(gate.clone()),
+            Err(TryLockError::WouldBlock) => return 0,
+        }
         // SeqCst here and in `wait_for_next`'s exit: either this load sees a helper's
         // leaving, or that helper's last look sees this publication.
         PUBLISHED.fetch_add(1, Ordering::SeqCst);
-        WAITING.load(Ordering::SeqCst)
+        let (pid, count) = Self::split(WAITING.load(Ordering::SeqCst));
+        if pid == std::process::id() {
+            count as usize
+        } else {
+            0
+        }
+    }
+
+    /// The latest gate, unless the lock is taken (see `publish`).
+    fn latest() -> Option<Option<std::sync::Arc<Gate>>> {
+        use std::sync::TryLockError;
+        match LATEST.try_lock() {
+            Ok(latest) => Some(latest.clone()),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner().clone()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn split(waiting: u64) -> (u32, u32) {
+        ((waiting >> 32) as u32, waiting as u32)
+    }
+
+    /// Adds `delta` to this process's count of waiting helpers.
+    fn count_waiting(delta: i32) {
+        use std::sync::atomic::Ordering;
+        let me = std::process::id();
+        let _ = WAITING.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            let (pid, count) = Self::split(w);
+            let count = if pid == me { count } else { 0 };
+            Some(u64::from(me) << 32 | u64::from(count.saturating_add_signed(delta)))
+        });
     }
 
     /// Helps every product published within [`LINGER`] of the last one helped.
     fn wait_for_next() {
         use std::sync::atomic::Ordering;
-        WAITING.fetch_add(1, Ordering::AcqRel);
+        Self::count_waiting(1);
         let mut seen = PUBLISHED.load(Ordering::Acquire);
         let mut since = std::time::Instant::now();
         loop {
@@ -310,9 +350,8 @@ impl Lingering {
                 std::hint::spin_loop();
             }
             let now = PUBLISHED.load(Ordering::Acquire);
-            if now != seen {
+            if let Some(gate) = (now != seen).then(Self::latest).flatten() {
                 seen = now;
-                let gate = LATEST.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 if let Some(gate) = gate {
                     gate.help();
                 }
@@ -323,12 +362,11 @@ impl Lingering {
                 std::thread::yield_now();
             }
         }
-        WAITING.fetch_sub(1, Ordering::SeqCst);
+        Self::count_waiting(-1);
         // A product published just before this helper stopped counting as waiting may
         // have spawned no job for it: help it now.
         if PUBLISHED.load(Ordering::SeqCst) != seen {
-            let gate = LATEST.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(gate) = gate {
+            if let Some(Some(gate)) = Self::latest() {
                 gate.help();
             }
         }
