@@ -272,10 +272,12 @@ impl Gate {
 ///
 /// Between two products of a model (Python, norms, attention: 20-300 µs) a helper that
 /// went back to the pool falls asleep, and on a VM waking it takes tens of µs (its core
-/// halts): a 4096 x 4096 int4 product from `QuantLinear` took 0.47 ms against 0.38 ms
-/// called back to back. A helper that helped therefore waits [`LINGER`] for the next
-/// product's gate, published here, yielding its core to any other runnable thread
-/// between checks (as OpenMP runtimes spin before they sleep).
+/// halts). A helper that helped therefore waits [`LINGER`] for the next product's gate,
+/// published here, yielding its core to any other runnable thread between checks (as
+/// OpenMP runtimes spin before they sleep). 4096 x 4096 int4, f32 activations, 2
+/// threads, 50-150 µs between products (`examples/matmul_threads` with `GAP_US`, builds
+/// alternated): median 0.356-0.386 ms → 0.305-0.322 ms; the same back to back or 1 ms
+/// apart.
 struct Lingering;
 
 /// How long a helper waits for the next product.
@@ -487,25 +489,20 @@ pub(super) fn split_rows(
     }
 }
 
-/// Row boundaries of a product's tasks (first 0, last `rows`), taken in order: each
-/// task has `1 / (2 · threads)` of the rows still left, at least `1 / (16 · threads)` of
-/// all rows and `min_rows` (each task widens its rows' parameters and allocates its
-/// accumulators) and [`ROWS_PER_TASK`].
+/// Row boundaries of a product's tasks (first 0, last `rows`): four tasks per thread (a
+/// late helper still gets its share), each of at least `min_rows` (each task widens its
+/// rows' parameters and allocates its accumulators) and [`ROWS_PER_TASK`].
 ///
-/// Large tasks first keep each thread's memory stream long (tasks of 16 rows of 4096
-/// inputs interleaved the two threads' streams every 32 KiB: 4096 x 4096 int4 with int8
-/// activations took 0.36 ms on 2 cores instead of 0.24); small ones last let the threads
-/// finish together, also when a helper started late: with four equal tasks per thread,
-/// `QuantLinear` at 4096 x 4096 (f32 activations, 2 cores) lost ~50 µs of 0.45 ms to
-/// one thread waiting for the other's last task.
+/// Not smaller: tasks of 16 rows of 4096 inputs interleaved the two threads' memory
+/// streams every 32 KiB, and int4 with int8 activations took 0.36 ms on 2 cores for
+/// 4096x4096 instead of 0.24. Nor shrinking towards the end (guided, each task half of
+/// what is left per thread, down to 1/16 per thread): 4096x4096 int4 with f32
+/// activations, 2 threads (`examples/matmul_threads`, builds alternated), 0.33-0.40 ms
+/// became 0.39-0.46.
 fn task_starts(rows: usize, threads: usize, min_rows: usize) -> Vec<usize> {
-    let floor = rows.div_ceil(16 * threads).max(min_rows).max(ROWS_PER_TASK);
-    let mut starts = vec![0];
-    let mut at = 0;
-    while at < rows {
-        at = (at + (rows - at).div_ceil(2 * threads).max(floor)).min(rows);
-        starts.push(at);
-    }
+    let per = rows.div_ceil(4 * threads).max(min_rows).max(ROWS_PER_TASK);
+    let mut starts: Vec<usize> = (0..rows).step_by(per).collect();
+    starts.push(rows);
     starts
 }
 
@@ -1407,7 +1404,7 @@ mod tests {
     }
 
     #[test]
-    fn tasks_cover_every_row_largest_first() {
+    fn tasks_cover_every_row_four_per_thread() {
         for (rows, threads, min_rows) in [
             (4096, 2, 16),
             (11008, 2, 6),
@@ -1418,19 +1415,20 @@ mod tests {
             let starts = task_starts(rows, threads, min_rows);
             assert_eq!((starts[0], *starts.last().unwrap()), (0, rows));
             let sizes: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
-            assert!(sizes.windows(2).all(|s| s[0] >= s[1]), "{sizes:?}");
-            let floor = rows.div_ceil(16 * threads).max(min_rows).max(ROWS_PER_TASK);
+            let per = rows.div_ceil(4 * threads).max(min_rows).max(ROWS_PER_TASK);
             assert!(
-                sizes[..sizes.len() - 1].iter().all(|&s| s >= floor),
+                sizes[..sizes.len() - 1].iter().all(|&s| s == per),
+                "{sizes:?}"
+            );
+            assert!(
+                sizes[sizes.len() - 1] <= per && sizes.len() <= 4 * threads,
                 "{sizes:?}"
             );
         }
-        // 4096 rows on 2 threads: a quarter first, then ever smaller, 128 at the end.
-        let starts = task_starts(4096, 2, 16);
-        assert_eq!(&starts[..4], &[0, 1024, 1792, 2368]);
-        let n = starts.len();
-        assert_eq!(starts[n - 2] - starts[n - 3], 128);
-        assert!(starts[n - 1] - starts[n - 2] <= 128);
+        assert_eq!(
+            task_starts(4096, 2, 16),
+            [0, 512, 1024, 1536, 2048, 2560, 3072, 3584, 4096]
+        );
     }
 
     #[test]
