@@ -152,11 +152,15 @@ class QuantLinear(nn.Module):
         about 2 µs, a fifth of a small layer's forward. Rebuilt when a buffer's storage
         moved (``.to()``, ``load_state_dict(assign=True)``, a copy of the module); an
         in-place ``copy_`` keeps the storage, and the views see the new values."""
-        ptrs = (self.qweight.data_ptr(), self.scales.data_ptr(), self.zeros.data_ptr())
+        # Through `_buffers`, not attributes: nn.Module's `__getattr__` is Python code, and
+        # cold after a product (see `forward`).
+        b = self._buffers
+        qweight, scales, zeros = b["qweight"], b["scales"], b["zeros"]
+        ptrs = (qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr())
         views = self.__dict__.get("_views")
         if views is None or views[0] != ptrs:
-            arrays = (self.qweight.numpy(), self.scales.view(torch.int16).numpy().view(np.uint16),
-                      self.zeros.view(torch.int16).numpy().view(np.uint16))
+            arrays = (qweight.numpy(), scales.view(torch.int16).numpy().view(np.uint16),
+                      zeros.view(torch.int16).numpy().view(np.uint16))
             views = (ptrs, arrays)
             self.__dict__["_views"] = views
         return views[1]
@@ -208,8 +212,9 @@ class QuantLinear(nn.Module):
         out = torch.from_numpy(y.reshape(*shape[:-1], self.out_features))
         if dtype is not torch.float32:
             out = out.to(dtype)
-        if self.bias is not None:
-            out += self.bias.to(dtype)
+        bias = self._parameters.get("bias")  # None when registered as a plain None attribute
+        if bias is not None:
+            out += bias.to(dtype)
         return out
 
     def extra_repr(self) -> str:
