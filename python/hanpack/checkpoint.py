@@ -72,6 +72,9 @@ PACKING: str = _core.PACKING
 #: Earlier layout names that this version still reads, with the widths whose layout
 #: has not changed since.
 READABLE_PACKINGS: Dict[str, Tuple[int, ...]] = {"hanpack-v1": (2, 4, 8)}
+INDEX = "model.safetensors.index.json"
+REPORT = "quantization_report.json"
+METADATA_KEY = "hanpack.quantized"
 
 
 def check_packing(name: str, bits: Optional[int], packing: Optional[str]) -> None:
@@ -86,9 +89,8 @@ def check_packing(name: str, bits: Optional[int], packing: Optional[str]) -> Non
             f"({PACKING!r} changed it); quantize the original checkpoint again"
         )
     raise CheckpointFormatError(f"tensor {name!r}: packing {packing!r} is not one this hanpack reads ({PACKING!r})")
-INDEX = "model.safetensors.index.json"
-REPORT = "quantization_report.json"
-METADATA_KEY = "hanpack.quantized"
+
+
 _QUANTIZABLE = ("F32", "F16", "BF16")
 # Files a loader of the quantized model needs besides weights and config.json.
 _SIDE_FILES = (

@@ -10,9 +10,9 @@
 //! Why this layout: a 32-bit lane that holds one 3-byte triple yields code `k` with one
 //! shift by `3k`, exactly as an int4 lane of eight nibbles yields code `k` with a shift by
 //! `4k`. So the CPU kernels decode int3 with the same instructions per code as int4 (one
-//! byte gather per 16 triples added) and read 3/4 of its bytes: int3 runs at least as
-//! fast as int4. For int8 activations `vpmultishiftqb` cuts a triple's eight codes out of
-//! a 64-bit lane in one instruction. (The first layout, hanpack-v1, kept the low two bits
+//! byte gather per 16 triples added) and read 3/4 of its bytes: as fast as int4 with the
+//! weights in cache, faster when they stream from memory. For int8 activations
+//! `vpmultishiftqb` cuts a triple's eight codes out of a 64-bit lane in one instruction. (The first layout, hanpack-v1, kept the low two bits
 //! and the high bit in separate planes; decoding a code took two shifts and a merge, and
 //! int3 ran at 1.2-1.8x int4's time.) On a GPU a thread reads 32 values as three words.
 
