@@ -86,6 +86,13 @@ def test_decode_batch_decode_and_special_tokens_in_text(spm_folder, sample_lines
     sp_ids = tok("你好</s>世界", add_special_tokens=False)["input_ids"]
     assert sp_ids == tok.encode("你好", add_special_tokens=False) + [tok.eos_token_id] + tok.encode(
         "世界", add_special_tokens=False)
+    # A batch gets its BOS while it is encoded, texts with special tokens too: the same ids
+    # as one text at a time (transformers' prepare_for_model adds it there).
+    texts = ["你好</s>世界", "plain text", "", "<s>", "</s>a<s>"]
+    assert tok(texts)["input_ids"] == [tok(t)["input_ids"] for t in texts]
+    assert tok(texts, add_special_tokens=False)["input_ids"] == [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert tok(texts, truncation=True, max_length=3)["input_ids"] == [
+        tok(t, truncation=True, max_length=3)["input_ids"] for t in texts]
     plain = tok("你好</s>世界", add_special_tokens=False, split_special_tokens=True)["input_ids"]
     assert tok.eos_token_id not in plain
     # Tokens added through transformers are recognised and decoded.
@@ -198,3 +205,5 @@ def test_hf_tokenizers_ids_on_corpus_lines(name, tmp_path):
     assert tok(f"你好{special}", add_special_tokens=False)["input_ids"] == ref.encode(
         f"你好{special}", add_special_tokens=False).ids
     assert tok.batch_decode(got[:200]) == ref.decode_batch(want[:200], skip_special_tokens=False)
+    # With the tokenizer's own ends (LLaMA-3 adds BOS, added while encoding the batch).
+    assert tok(lines)["input_ids"] == [e.ids for e in ref.encode_batch(lines)]

@@ -230,29 +230,38 @@ class HanpackTokenizer(PythonBackend):
             self._split_key = key
         return self._split_pattern
 
-    def _plain(self, texts: List[str]) -> List[List[int]]:
+    def _plain(self, texts: List[str], add_bos: bool = False) -> List[List[int]]:
         """Ids of texts taken as plain text (special tokens' strings too), in parallel."""
         if self._hp.model_type == "bbpe":
-            return self._hp.encode_batch(texts, allowed_special=(), disallowed_special=())
-        return self._hp.encode_batch(texts)
+            return self._hp.encode_batch(texts, add_bos=add_bos, allowed_special=(), disallowed_special=())
+        return self._hp.encode_batch(texts, add_bos=add_bos)
 
-    def encode_texts(self, texts: Sequence[str], *, split_special_tokens: bool = False) -> List[List[int]]:
+    def _bos_in_core(self) -> bool:
+        """Whether hanpack's own ``add_bos`` gives exactly this tokenizer's ends (BOS only,
+        the same id), so a batch can get its BOS while it is encoded: adding it in Python
+        afterwards copied every row twice, a third of a batch call."""
+        bos, eos = self._ends()
+        return not eos and bos == [self._hp.bos_id]
+
+    def encode_texts(self, texts: Sequence[str], *, split_special_tokens: bool = False,
+                     add_bos: bool = False) -> List[List[int]]:
         """Ids of each text without BOS/EOS, on all cores: exactly the hanpack (so
         sentencepiece / HF tokenizers / tiktoken) ids, special tokens in the text
         recognised unless ``split_special_tokens``."""
         texts = list(texts)
         pattern = None if split_special_tokens else self._special_pattern()
         if pattern is None:
-            return self._plain(texts)
+            return self._plain(texts, add_bos)
         marked = [i for i, t in enumerate(texts) if pattern.search(t)]
         if not marked:
-            return self._plain(texts)
+            return self._plain(texts, add_bos)
         plain = list(texts)
         for i in marked:
             plain[i] = ""  # searched once above; encoded piece by piece below
-        out = self._plain(plain)
+        out = self._plain(plain, add_bos)
         for i in marked:
-            out[i] = self._with_specials(texts[i], pattern)
+            ids = self._with_specials(texts[i], pattern)
+            out[i] = [self._hp.bos_id, *ids] if add_bos else ids
         return out
 
     def _with_specials(self, text: str, pattern: "re.Pattern[str]") -> List[int]:
@@ -324,7 +333,13 @@ class HanpackTokenizer(PythonBackend):
             )
         texts = [text] if single else list(text)
         pairs = None if text_pair is None else ([text_pair] if single else list(text_pair))
-        ids = self.encode_texts(texts + (pairs or []), split_special_tokens=split_special_tokens)
+        # The common batch (plain texts, BOS only, no truncation): BOS added while encoding.
+        core_bos = (
+            not single and pairs is None and add_special_tokens
+            and truncation_strategy == TruncationStrategy.DO_NOT_TRUNCATE
+            and self._simple(truncation_strategy, max_length, common) and self._bos_in_core()
+        )
+        ids = self.encode_texts(texts + (pairs or []), split_special_tokens=split_special_tokens, add_bos=core_bos)
         first, second = ids[: len(texts)], (ids[len(texts):] if pairs is not None else None)
         if single:
             return self.prepare_for_model(
@@ -333,7 +348,7 @@ class HanpackTokenizer(PythonBackend):
                 prepend_batch_axis=True, return_attention_mask=return_attention_mask, **common,
             )
         if second is None and self._simple(truncation_strategy, max_length, common):
-            rows = self._with_ends(first, add_special_tokens, truncation_strategy, max_length)
+            rows = first if core_bos else self._with_ends(first, add_special_tokens, truncation_strategy, max_length)
             fast = self._pad_rows(rows, padding_strategy, max_length, pad_to_multiple_of, padding_side,
                                   return_attention_mask)
             if fast is not None:
