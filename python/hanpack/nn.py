@@ -13,10 +13,10 @@ dequantized matrix is never kept. On CPU the forward pass is hanpack's fused
 dequantize + matrix product in Rust (``hanpack_core::quant::matmul``: multi-threaded,
 AVX2/FMA or AVX-512 where the CPU has it, GIL released), reading the tensors without
 copies; fp32 and bf16 (and fp16) activations, the output in the activation's dtype. bf16
-inputs are read as they are: at batch 1, int4 layers use AVX512-BF16 dot products where
-the CPU has them (the f32 product of the bf16 inputs, in fewer instructions); otherwise
-they are widened to f32. On other devices
-the weight is dequantized there, one layer at a time, and ``F.linear`` runs.
+inputs are read as they are and widened to f32 in the kernel: the f32 product of the bf16
+inputs (at batch 1, int4 layers whose shapes the f32 table kernel does not take use
+AVX512-BF16 dot products where the CPU has them). On other devices the weight is
+dequantized there, one layer at a time, and ``F.linear`` runs.
 """
 
 from __future__ import annotations
