@@ -218,7 +218,7 @@ def test_config_rejects_bad_arguments():
     assert (c.bits, c.group_size, c.method, c.to_dict()["quant_method"]) == (3, None, "rtn", "hanpack")
     # hanpack-v1 differs from v2 in int3 only: other widths read on, int3 asks for a new quantization.
     assert hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 4, "packing": "hanpack-v1"}).packing == "hanpack-v2"
-    with pytest.raises(InvalidArgumentError, match="int3 checkpoints in packing 'hanpack-v1'.*quantize the original"):
+    with pytest.raises(InvalidArgumentError, match="HanpackConfig: int3 in packing 'hanpack-v1'.*quantize the original"):
         hf.HanpackConfig.from_dict({"quant_method": "hanpack", "bits": 3, "packing": "hanpack-v1"})
 
 

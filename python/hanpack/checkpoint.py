@@ -57,6 +57,7 @@ __all__ = [
     "PACKING",
     "READABLE_PACKINGS",
     "check_packing",
+    "unreadable_packing",
     "name_matches",
     "read_headers",
 ]
@@ -77,19 +78,24 @@ REPORT = "quantization_report.json"
 METADATA_KEY = "hanpack.quantized"
 
 
-def check_packing(name: str, bits: Optional[int], packing: Optional[str]) -> None:
-    """Raises :class:`CheckpointFormatError` unless tensor ``name`` (``bits`` wide), written
-    in ``packing`` (``None``: before the name was recorded, i.e. hanpack-v1), is readable."""
+def unreadable_packing(bits: Optional[int], packing: Optional[str]) -> Optional[str]:
+    """Why int``bits`` data written in ``packing`` (``None``: before the name was
+    recorded, i.e. hanpack-v1) cannot be read by this version; ``None`` when it can."""
     packing = packing or "hanpack-v1"
     if packing == PACKING or bits in READABLE_PACKINGS.get(packing, ()):
-        return
+        return None
     if packing in READABLE_PACKINGS:
-        raise CheckpointFormatError(
-            f"tensor {name!r}: int{bits} in packing {packing!r}, a layout this hanpack no longer reads "
-            f"({PACKING!r} changed it); quantize the original checkpoint again"
-        )
-    raise CheckpointFormatError(f"tensor {name!r}: packing {packing!r} is not one this hanpack reads ({PACKING!r})")
+        return (f"int{bits} in packing {packing!r}, a layout this hanpack no longer reads "
+                f"({PACKING!r} changed it); quantize the original checkpoint again")
+    return f"packing {packing!r} is not one this hanpack reads ({PACKING!r}); upgrade hanpack"
 
+
+def check_packing(name: str, bits: Optional[int], packing: Optional[str]) -> None:
+    """Raises :class:`CheckpointFormatError` naming tensor ``name`` unless it is readable
+    (see :func:`unreadable_packing`)."""
+    why = unreadable_packing(bits, packing)
+    if why is not None:
+        raise CheckpointFormatError(f"tensor {name!r}: {why}")
 
 _QUANTIZABLE = ("F32", "F16", "BF16")
 # Files a loader of the quantized model needs besides weights and config.json.

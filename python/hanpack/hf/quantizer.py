@@ -44,8 +44,8 @@ from transformers.quantizers.quantizers_utils import get_module_from_name, shoul
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .. import _core
-from ..checkpoint import (DEFAULT_EXCLUDE, METADATA_KEY, PACKING, READABLE_PACKINGS, check_packing, name_matches,
-                          read_headers)
+from ..checkpoint import (DEFAULT_EXCLUDE, METADATA_KEY, PACKING, check_packing, name_matches, read_headers,
+                          unreadable_packing)
 from ..exceptions import CheckpointFormatError, InvalidArgumentError
 from ..nn import QuantLinear, quantized_buffers
 from ..quant import BITS, METHODS, quantize
@@ -95,17 +95,10 @@ class HanpackConfig(QuantizationConfigMixin):
             )
         if act_bits not in (None, 8):
             raise InvalidArgumentError(f"HanpackConfig: act_bits must be None or 8, not {act_bits!r}")
-        if packing in READABLE_PACKINGS and bits in READABLE_PACKINGS[packing]:
-            packing = PACKING  # the same bytes under the current name
-        elif packing in READABLE_PACKINGS:
-            raise InvalidArgumentError(
-                f"HanpackConfig: int{bits} checkpoints in packing {packing!r} use a layout this hanpack no "
-                f"longer reads ({PACKING!r} changed it); quantize the original checkpoint again"
-            )
-        elif packing != PACKING:
-            raise InvalidArgumentError(
-                f"HanpackConfig: packing {packing!r} is not one this hanpack reads ({PACKING!r}); upgrade hanpack"
-            )
+        why = unreadable_packing(bits, packing)
+        if why is not None:
+            raise InvalidArgumentError(f"HanpackConfig: {why}")
+        packing = PACKING  # an older name whose layout for these bits is unchanged reads as the current one
         self.quant_method = QUANT_METHOD
         self.bits = int(bits)
         self.group_size = group_size

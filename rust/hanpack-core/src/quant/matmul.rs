@@ -1102,7 +1102,9 @@ mod avx512 {
     /// FMAs, against four widenings, eight masks, eight conversions and eight FMAs in
     /// `rows::<4>`, and the table applies scale and zero point, so no per-group scaling
     /// or zero term follows. 4096 x 4096 int4, one thread (`examples/matmul_threads`,
-    /// builds alternated): 1.03-1.07 → 0.82-0.85 ms; int3 1.37 → TBD ms. `xl` is
+    /// builds alternated): 1.03-1.07 → 0.82-0.85 ms. int3 (with 100 copies of the weight
+    /// streamed from memory, `COPIES=100`, one thread, best of the bit-plane kernel
+    /// against this one): 1.37 → 0.79-0.86 ms; in cache as fast as int4. `xl` is
     /// `super::table_inputs`.
     ///
     /// # Safety
@@ -1119,15 +1121,17 @@ mod avx512 {
         let ng = l.n_groups();
         let chunks_per_group = l.group_size / super::TABLE_CHUNK;
         let chunk_bytes = super::TABLE_CHUNK * BITS as usize / 8;
-        let codes = (1 << BITS) as f32;
-        let iota = _mm512_setr_ps(
-            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
-        );
-        // int3: entries 8-15 repeat 0-7.
-        let iota = _mm512_sub_ps(
-            iota,
-            _mm512_maskz_mov_ps(if BITS == 3 { 0xFF00 } else { 0 }, _mm512_set1_ps(codes)),
-        );
+        // The codes each table entry stands for (int3: entries 8-15 repeat 0-7).
+        let iota = if BITS == 4 {
+            _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            )
+        } else {
+            _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0,
+            )
+        };
         let mut gather = [0u8; 64];
         for (i, g) in gather.iter_mut().enumerate() {
             *g = (3 * (i / 4) + (i % 4).min(2)) as u8;
