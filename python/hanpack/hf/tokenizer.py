@@ -245,9 +245,10 @@ class HanpackTokenizer(PythonBackend):
 
     def encode_texts(self, texts: Sequence[str], *, split_special_tokens: bool = False,
                      add_bos: bool = False) -> List[List[int]]:
-        """Ids of each text without BOS/EOS, on all cores: exactly the hanpack (so
-        sentencepiece / HF tokenizers / tiktoken) ids, special tokens in the text
-        recognised unless ``split_special_tokens``."""
+        """Ids of each text without EOS, and without BOS unless ``add_bos`` (hanpack's
+        BOS id first), on all cores: exactly the hanpack (so sentencepiece / HF tokenizers
+        / tiktoken) ids, special tokens in the text recognised unless
+        ``split_special_tokens``."""
         texts = list(texts)
         pattern = None if split_special_tokens else self._special_pattern()
         if pattern is None:

@@ -24,10 +24,7 @@ fn main() {
     };
     let bits = if bits == 3 { Bits::B3 } else { Bits::B4 };
     let mode = std::env::var("MODE").unwrap_or_else(|_| "q8".into());
-    let gap_us: u128 = std::env::var("GAP_US")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let gap_us = env_number("GAP_US", 0) as u128;
     let uniform = |i: usize, m: usize| ((i * m) % 2001) as f32 / 1000.0 - 1.0;
     let w: Vec<f32> = (0..rows * cols).map(|i| uniform(i, 7919)).collect();
     let x: Vec<f32> = (0..cols).map(|i| uniform(i, 31)).collect();
@@ -39,10 +36,7 @@ fn main() {
         method: Method::Rtn,
     };
     let q = quantize("w", &w, rows, cols, &spec, None).expect("quantize");
-    let copies: usize = std::env::var("COPIES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
+    let copies = env_number("COPIES", 1).max(1);
     let arrays: Vec<_> = (0..copies)
         .map(|_| (q.packed.clone(), q.scales.clone(), q.zeros.clone()))
         .collect();
@@ -89,4 +83,12 @@ fn main() {
             q.packed.len() as f64 / median / 1e9
         );
     }
+}
+
+/// A number from the environment, `default` when unset or not a number.
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
