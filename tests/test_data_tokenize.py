@@ -164,8 +164,8 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path, tok, monkeypatch, c
     closes = {"n": 0}
     real_close = shards_module.ShardWriter._close
 
-    def close_then_stop(self, end):
-        real_close(self, end)
+    def close_then_stop(self, end, **options):
+        real_close(self, end, **options)
         closes["n"] += 1
         if closes["n"] == full.shards // 2:
             raise Interrupt()
@@ -345,7 +345,7 @@ def _no_bos_model(folder: Path) -> Path:
 def test_a_run_that_wrote_no_shard_may_start_over(tmp_path, tok, monkeypatch):
     paths = write_inputs(tmp_path)[:2]
 
-    def stop(self, end):
+    def stop(self, end, **options):
         raise Interrupt()
 
     monkeypatch.setattr(shards_module.ShardWriter, "_close", stop)
@@ -356,6 +356,30 @@ def test_a_run_that_wrote_no_shard_may_start_over(tmp_path, tok, monkeypatch):
     assert r.resumed_shards == 0 and r.shards > 1
     tokenize_files(paths, tok, tmp_path / "ref", shard_tokens=101, progress=False)
     assert folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "ref")
+
+
+def test_a_failed_flush_to_disk_stops_the_run_and_lists_no_shard(tmp_path, tok, monkeypatch):
+    """Shards are flushed to disk on a helper thread while the run goes on; its error must
+    still end the run, and the shard it belonged to must not be listed."""
+    paths = write_inputs(tmp_path)[:2]
+    monkeypatch.setattr(shards_module, "SYNC_BYTES", 64)
+    flushes = {"n": 0}
+
+    def failing_flush(fd):
+        flushes["n"] += 1
+        raise OSError(5, "Input/output error (injected)")
+
+    monkeypatch.setattr(shards_module.os, "fdatasync", failing_flush)
+    with pytest.raises(OSError, match="injected"):
+        tokenize_files(paths, tok, tmp_path / "out", shard_tokens=10**6, progress=False)
+    assert flushes["n"] >= 1
+    manifest = shards_module.read_manifest(tmp_path / "out")
+    assert manifest is None or (manifest["shards"] == [] and not manifest["complete"])
+    assert not list((tmp_path / "out").glob("*shard-*"))  # the open shard's file was dropped
+    monkeypatch.undo()
+    r = tokenize_files(paths, tok, tmp_path / "out", shard_tokens=10**6, progress=False)
+    tokenize_files(paths, tok, tmp_path / "ref", shard_tokens=10**6, progress=False)
+    assert r.shards == 1 and folder_bytes(tmp_path / "out") == folder_bytes(tmp_path / "ref")
 
 
 def test_large_vocabularies_get_uint32_tokens(tmp_path):

@@ -14,6 +14,7 @@ spread over all cores.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal, Mapping, Sequence, Union, cast
 
@@ -168,7 +169,7 @@ class Tokenizer(_core.TokenizerBase):
     '今天天气很好'
     """
 
-    __slots__ = ("_model", "_origin")
+    __slots__ = ("_model", "_origin", "_digest")
 
     _model: _Model
     _origin: str
@@ -300,6 +301,15 @@ class Tokenizer(_core.TokenizerBase):
         if isinstance(self._model, _core.BpeTokenizer):
             return self._model.to_json()
         return self._model.to_bytes()
+
+    def _sha256(self) -> str:
+        """SHA-256 of :meth:`to_bytes`, cached (serializing a model takes milliseconds, and
+        ``hanpack.data.tokenize_files`` records it with every run)."""
+        digest = getattr(self, "_digest", None)
+        if digest is None:
+            digest = hashlib.sha256(self.to_bytes()).hexdigest()
+            object.__setattr__(self, "_digest", digest)
+        return digest
 
     def save(self, path: PathLike) -> None:
         """Writes a ``.model`` file that stock sentencepiece loads, or for byte-level BPE

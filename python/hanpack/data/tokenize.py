@@ -17,7 +17,6 @@ lines are never documents; they are counted as ``empty``.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections import deque
@@ -41,6 +40,9 @@ PathLike = Union[str, "os.PathLike[str]"]
 BATCH_BYTES = 4 << 20  # text per encode call: large enough to keep all cores busy
 PART_BYTES = 64 << 20  # text per cluster task
 ENCODE_WORKERS = 2  # batches encoding at once (sharing one pool of all cores)
+# Encoded batches that may wait for the writer, beyond those encoding: the writer stops to
+# flush shards to disk, and with nothing queued the workers then sat idle.
+ENCODED_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -285,7 +287,7 @@ def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
-                if len(pending) > workers:
+                if len(pending) > workers + ENCODED_AHEAD:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
@@ -410,7 +412,7 @@ def _run_description(paths, tokenizer, text_field, add_bos, add_eos, dtype, shar
         "version": VERSION,
         "dtype": dtype.name,
         "vocab_size": tokenizer.vocab_size,
-        "tokenizer_sha256": hashlib.sha256(tokenizer.to_bytes()).hexdigest(),
+        "tokenizer_sha256": tokenizer._sha256(),
         "options": {"text_field": text_field, "add_bos": bool(add_bos), "add_eos": bool(add_eos),
                     "shard_tokens": shard_tokens, "on_error": on_error},
         "inputs": inputs,
