@@ -15,6 +15,7 @@
 pub mod agenda;
 pub mod bpe;
 pub mod darts;
+pub mod model_caches;
 pub mod padded;
 pub mod pair_filter;
 pub mod pretokenize;

@@ -16,6 +16,14 @@ pub fn mix(key: u64) -> u64 {
     (key ^ (key >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// The slot of a direct-mapped table of `slots` (a power of two) for a `mix`ed hash: its
+/// top bits, which the multiplication mixes best.
+#[inline]
+pub fn slot_index(hash: u64, slots: usize) -> usize {
+    debug_assert!(slots.is_power_of_two() && slots > 1);
+    (hash >> (64 - slots.trailing_zeros())) as usize
+}
+
 impl PairFilter {
     /// `keys` should be distinct: the filter is sized by their number (at least 512
     /// bytes, so that tiny vocabularies do not get a crowded filter).

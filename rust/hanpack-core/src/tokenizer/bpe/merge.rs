@@ -17,7 +17,8 @@
 use std::cell::RefCell;
 
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
-use crate::tokenizer::pair_filter::mix;
+use crate::tokenizer::model_caches;
+use crate::tokenizer::pair_filter::{mix, slot_index};
 
 use super::cuts::{STICKY_AFTER, STICKY_BEFORE};
 use super::vocab::{pair_key, Merge, Vocab, NO_ID};
@@ -108,6 +109,33 @@ struct Scratch {
     parts: Vec<PartSlot>,
     /// Ids of one character or part on a cache miss.
     char_ids: Vec<u32>,
+    /// The caches of other vocabularies this thread used lately.
+    parked: Vec<(u64, VocabCaches)>,
+}
+
+/// One vocabulary's caches, while parked.
+#[derive(Default)]
+struct VocabCaches {
+    pairs: Vec<PairSlot>,
+    chars: Vec<CharSlot>,
+    parts: Vec<PartSlot>,
+}
+
+impl VocabCaches {
+    fn reset(&mut self) {
+        self.pairs.clear();
+        self.pairs.resize(
+            PAIR_SLOTS,
+            PairSlot {
+                key: u64::MAX,
+                merge: NO_MERGE,
+            },
+        );
+        self.chars.clear();
+        self.chars.resize(CHAR_SLOTS, EMPTY_CHAR);
+        self.parts.clear();
+        self.parts.resize(PART_SLOTS, EMPTY_PART);
+    }
 }
 
 /// Scratch buffers that grew past a piece of this many bytes are freed after the call.
@@ -118,28 +146,37 @@ thread_local! {
 }
 
 impl Scratch {
+    #[inline]
     fn claim(&mut self, vocab: &Vocab) {
         if self.owner != vocab.cache_id {
-            self.owner = vocab.cache_id;
-            self.pairs.clear();
-            self.pairs.resize(
-                PAIR_SLOTS,
-                PairSlot {
-                    key: u64::MAX,
-                    merge: NO_MERGE,
-                },
-            );
-            self.chars.clear();
-            self.chars.resize(CHAR_SLOTS, EMPTY_CHAR);
-            self.parts.clear();
-            self.parts.resize(PART_SLOTS, EMPTY_PART);
+            self.switch_vocab(vocab.cache_id);
         }
+    }
+
+    #[cold]
+    fn switch_vocab(&mut self, owner: u64) {
+        let current = VocabCaches {
+            pairs: std::mem::take(&mut self.pairs),
+            chars: std::mem::take(&mut self.chars),
+            parts: std::mem::take(&mut self.parts),
+        };
+        let caches = model_caches::switch(
+            &mut self.parked,
+            self.owner,
+            current,
+            owner,
+            VocabCaches::reset,
+        );
+        self.owner = owner;
+        self.pairs = caches.pairs;
+        self.chars = caches.chars;
+        self.parts = caches.parts;
     }
 
     /// The cache slot of character `c` (`bytes`, its UTF-8), filled on a miss.
     #[inline]
     fn char_slot(&mut self, vocab: &Vocab, unk: Option<u32>, c: char, bytes: &[u8]) -> CharSlot {
-        let at = (mix(c as u64) >> 50) as usize & (CHAR_SLOTS - 1);
+        let at = slot_index(mix(c as u64), CHAR_SLOTS);
         let slot = self.chars[at];
         if slot.ch == c as u32 {
             return slot;
@@ -164,7 +201,7 @@ impl Scratch {
     #[inline]
     fn short_part(&mut self, vocab: &Vocab, unk: Option<u32>, bytes: &[u8], out: &mut Vec<u32>) {
         let key = part_key(bytes);
-        let at = (mix(key as u64 ^ (key >> 64) as u64) >> 50) as usize & (PART_SLOTS - 1);
+        let at = slot_index(mix(key as u64 ^ (key >> 64) as u64), PART_SLOTS);
         let slot = &self.parts[at];
         if slot.key == key {
             out.extend_from_slice(&slot.ids[..slot.n as usize]);
@@ -190,7 +227,7 @@ impl Scratch {
         if !vocab.may_merge(key) {
             return NO_MERGE;
         }
-        let slot = &mut pairs[(mix(key) >> 50) as usize & (PAIR_SLOTS - 1)];
+        let slot = &mut pairs[slot_index(mix(key), PAIR_SLOTS)];
         if slot.key != key {
             *slot = PairSlot {
                 key,

@@ -206,6 +206,41 @@ fn cut_pieces_agree_with_reference() {
 }
 
 #[test]
+fn tokenizers_used_in_turn_on_one_thread_keep_their_own_answers() {
+    // More vocabularies than a thread keeps caches for, so caches are also emptied and reused.
+    let toks = [
+        cjk_tiktoken(false),
+        cjk_tiktoken(true),
+        from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap(),
+        cjk_tiktoken(true),
+        from_json(tiny_json(true, "").as_bytes(), "tiny").unwrap(),
+        cjk_tiktoken(false),
+    ];
+    let texts = [
+        "中国人的人中国 abcab aaaa",
+        "的人的人民b a民中人国的",
+        "ab中国人ab 中国",
+    ];
+    let encode = |t: &super::BpeTokenizer, s: &str| t.encode(s, &all(), false, false).unwrap();
+    let alone: Vec<Vec<Vec<u32>>> = std::thread::scope(|s| {
+        let runs: Vec<_> = toks
+            .iter()
+            .map(|t| s.spawn(move || texts.iter().map(|x| encode(t, x)).collect()))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_ne!(alone[0], alone[1]);
+    assert_ne!(alone[0], alone[2]);
+    for round in 0..3 {
+        for (k, x) in texts.iter().enumerate() {
+            for (i, t) in toks.iter().enumerate().rev().skip(round % 2) {
+                assert_eq!(encode(t, x), alone[i][k], "tokenizer {i}, text {k}");
+            }
+        }
+    }
+}
+
+#[test]
 fn policy_disallows_and_allows() {
     let t = from_json(tiny_json(false, "").as_bytes(), "tiny").unwrap();
     let none: [String; 0] = [];

@@ -66,6 +66,69 @@ fn bpe_merges_by_score_and_falls_back_to_bytes() {
     );
 }
 
+/// `tiny_bpe` with more pieces (other merges, so other answers in the caches).
+fn tiny_bpe_with(extra: &[(&str, f32)]) -> Vec<u8> {
+    let mut proto = ModelProto::decode(tiny_bpe().as_slice()).unwrap();
+    for &(t, s) in extra {
+        proto.pieces.push(piece(t, s, PieceType::Normal));
+    }
+    proto.encode_to_vec()
+}
+
+#[test]
+fn models_used_in_turn_on_one_thread_keep_their_own_answers() {
+    // More models than a thread keeps caches for, so caches are also emptied and reused.
+    let models: Vec<SpmModel> = [
+        tiny_bpe_with(&[]),
+        tiny_bpe_with(&[("中文", -0.2)]),
+        tiny_bpe_with(&[("文中", -0.3), ("ba", -0.4)]),
+        tiny_bpe_with(&[("中文", -5.0), ("▁中", -0.2)]),
+        tiny_bpe_with(&[("ba", -0.01), ("bab", -0.02)]),
+        tiny_bpe_with(&[("abab", -0.05), ("中文中", -0.1)]),
+    ]
+    .iter()
+    .map(|b| SpmModel::from_bytes(b, "tiny").unwrap())
+    .collect();
+    let texts = [
+        "ab 中文 ab中文 abab",
+        "中文中文文中 bababa",
+        "x中文ab▁",
+        "文中文中文中文",
+    ];
+    // Each model alone, on a thread of its own (fresh caches).
+    let alone: Vec<Vec<Vec<u32>>> = std::thread::scope(|s| {
+        let runs: Vec<_> = models
+            .iter()
+            .map(|m| {
+                s.spawn(move || {
+                    texts
+                        .iter()
+                        .map(|t| m.encode(t, false, false).unwrap())
+                        .collect()
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let distinct: std::collections::HashSet<_> = alone.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        models.len(),
+        "the models should give different ids"
+    );
+    for round in 0..3 {
+        for (k, t) in texts.iter().enumerate() {
+            for (i, m) in models.iter().enumerate().rev().skip(round % 2) {
+                assert_eq!(
+                    m.encode(t, false, false).unwrap(),
+                    alone[i][k],
+                    "model {i}, text {k}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn save_round_trips_bytes() {
     let bytes = tiny_bpe();

@@ -7,7 +7,7 @@
 //! slot that holds the key and the tokens inline; a direct-mapped slot is simply
 //! overwritten by the next segment that hashes to it.
 
-use crate::tokenizer::pair_filter::mix;
+use crate::tokenizer::pair_filter::{mix, slot_index as table_slot};
 
 /// Longest segment cached, in bytes (ten CJK characters).
 pub const MAX_KEY: usize = 30;
@@ -53,7 +53,7 @@ fn slot_index(key: &[u8]) -> usize {
         u64::from_le_bytes(w)
     };
     let (a, b) = (word(0), word(n.saturating_sub(8)));
-    (mix(a ^ b.rotate_left(29) ^ (n as u64) << 56) >> 50) as usize & (SLOTS - 1)
+    table_slot(mix(a ^ b.rotate_left(29) ^ (n as u64) << 56), SLOTS)
 }
 
 impl WordCache {
