@@ -64,7 +64,10 @@ pub fn line_record<'a>(line: &'a [u8], json_field: Option<&str>) -> Record<'a> {
     if line.is_empty() {
         return Record::Skip(SkipKind::Empty, "empty line".into());
     }
-    let text = match std::str::from_utf8(line) {
+    // simdutf8 checks the lines several times faster than `std::str::from_utf8`, whose
+    // byte loop was 7% of a two-core `tokenize_files` run on Chinese text (an eighth as
+    // much as encoding); std then finds where an invalid line breaks.
+    let text = match simdutf8::basic::from_utf8(line).or_else(|_| std::str::from_utf8(line)) {
         Ok(t) => t,
         Err(e) => {
             let at = e.valid_up_to();
