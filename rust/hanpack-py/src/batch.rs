@@ -84,11 +84,16 @@ pub fn encode_flat<'py>(
 ) -> PyResult<(Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>)> {
     let (ids, offsets) = run_detached(py, || {
         pool::install(num_threads, || {
-            let chunk = (texts.len() / (rayon::current_num_threads() * 8)).max(MIN_TASK);
+            // 32 chunks a thread, not 8: the last chunks then end closer together (LLaMA-3 and
+            // Qwen2 lines of Chinese, 2 cores / 1 thread: 1.66-1.74x -> 1.78-1.79x).
+            let chunk = (texts.len() / (rayon::current_num_threads() * 32)).max(MIN_TASK);
             let parts = texts
                 .par_chunks(chunk)
                 .map(|chunk| {
-                    let mut ids: Vec<i32> = Vec::new();
+                    // Room for a token per two bytes (more than text needs but byte fallback):
+                    // growing copied the ids and faulted fresh pages in, on both threads.
+                    let mut ids: Vec<i32> =
+                        Vec::with_capacity(chunk.iter().map(|t| t.len() / 2 + 2).sum());
                     let mut lens = Vec::with_capacity(chunk.len());
                     let mut buf = Vec::new();
                     for t in chunk {
@@ -295,7 +300,10 @@ fn lines_encoded(
         let mut parts = ranges
             .par_iter()
             .map(|range| {
-                let mut p = LinesPart::default();
+                let mut p = LinesPart {
+                    ids: Vec::with_capacity(range.len() / 2), // as in `encode_flat`
+                    ..Default::default()
+                };
                 let mut buf = Vec::new();
                 let mut start = range.start;
                 while start < range.end {
