@@ -11,7 +11,11 @@ torch fp32 ``F.linear``, torch bf16 ``F.linear``, QuantLinear int4-g128 and int3
 torch bf16 gets; "a8": ``act_bits=8``, fp32 input quantized to int8 on the fly, as
 llama.cpp does). torch uses all cores (``torch.get_num_threads()``), as hanpack does.
 Prints times, ratios to fp32 and bf16, and the effective weight bandwidth (bytes of the
-weight as stored / time).
+weight as stored / time). The int3/int4 ratios are also measured with the six QuantLinear
+contenders called in turn, one call each per repetition: a slow spell of the machine then
+lands on int3 and int4 alike, and no weight is read twice in a row, as when a model's
+layers run one after the other (on this VM the in-turn products are slower at the larger
+shapes: the weights of six modules do not all stay in the cache it gets).
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
+def median_times_in_turn(fns: dict, reps: int) -> dict:
+    """Median time of each of ``fns``, calling them one after the other ``reps`` times."""
+    for fn in fns.values():
+        fn()
+    times: dict = {name: [] for name in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=50)
@@ -75,7 +92,11 @@ def main() -> None:
         with torch.inference_mode():
             best = {name: median_time(fn, args.reps) for name, (fn, _) in contenders.items()}
             again = {name: median_time(fn, args.reps) for name, (fn, _) in contenders.items()}
+            ours = {name: fn for name, (fn, _) in contenders.items() if name.startswith("hanpack")}
+            turn = median_times_in_turn(ours, args.reps)
+            turn_again = median_times_in_turn(ours, args.reps)
         best = {k: min(best[k], again[k]) for k in best}
+        turn = {k: min(turn[k], turn_again[k]) for k in turn}
         print(f"\n[{out_f}, {in_f}] batch {args.batch}")
         for name, (_, nbytes) in contenders.items():
             t = best[name]
@@ -85,6 +106,10 @@ def main() -> None:
               f"(int3/int4 time {best['hanpack int3-g128'] / best['hanpack int4-g128']:.2f} with f32 "
               f"activations, {best['hanpack int3-g128 bf16'] / best['hanpack int4-g128 bf16']:.2f} with bf16, "
               f"{best['hanpack int3-g128 a8'] / best['hanpack int4-g128 a8']:.2f} with a8)")
+        print("  called in turn: " + ", ".join(f"{name[8:]} {t * 1e3:.3f} ms" for name, t in turn.items()))
+        print(f"  called in turn, int3/int4 time {turn['hanpack int3-g128'] / turn['hanpack int4-g128']:.2f} with f32 "
+              f"activations, {turn['hanpack int3-g128 bf16'] / turn['hanpack int4-g128 bf16']:.2f} with bf16, "
+              f"{turn['hanpack int3-g128 a8'] / turn['hanpack int4-g128 a8']:.2f} with a8")
         np.testing.assert_allclose(mods[4](x).numpy(), F.linear(x, mods[4].dequantized_weight()).numpy(),
                                    rtol=1e-3, atol=1e-3)
         # bf16 activations: the f32 product of the bf16 inputs, returned in bf16.
