@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
-use crate::tokenizer::model_caches;
+use crate::tokenizer::model_caches::ThreadCaches;
 use crate::tokenizer::pair_filter::{mix, slot_index};
 
 use super::cuts::{STICKY_AFTER, STICKY_BEFORE};
@@ -98,30 +98,25 @@ const EMPTY_CHAR: CharSlot = CharSlot {
 /// Buffers and the pair cache, reused across pieces on one thread.
 #[derive(Default)]
 struct Scratch {
-    owner: u64,
-    pairs: Vec<PairSlot>,
+    caches: ThreadCaches<Caches>,
     ids: Vec<u32>,
     ranks: Vec<Merge>,
     prev: Vec<u32>,
     next: Vec<u32>,
     heap: Agenda<Candidate>,
-    chars: Vec<CharSlot>,
-    parts: Vec<PartSlot>,
     /// Ids of one character or part on a cache miss.
     char_ids: Vec<u32>,
-    /// The caches of other vocabularies this thread used lately.
-    parked: Vec<(u64, VocabCaches)>,
 }
 
-/// One vocabulary's caches, while parked.
+/// One vocabulary's answers.
 #[derive(Default)]
-struct VocabCaches {
+struct Caches {
     pairs: Vec<PairSlot>,
     chars: Vec<CharSlot>,
     parts: Vec<PartSlot>,
 }
 
-impl VocabCaches {
+impl Caches {
     fn reset(&mut self) {
         self.pairs.clear();
         self.pairs.resize(
@@ -148,36 +143,14 @@ thread_local! {
 impl Scratch {
     #[inline]
     fn claim(&mut self, vocab: &Vocab) {
-        if self.owner != vocab.cache_id {
-            self.switch_vocab(vocab.cache_id);
-        }
-    }
-
-    #[cold]
-    fn switch_vocab(&mut self, owner: u64) {
-        let current = VocabCaches {
-            pairs: std::mem::take(&mut self.pairs),
-            chars: std::mem::take(&mut self.chars),
-            parts: std::mem::take(&mut self.parts),
-        };
-        let caches = model_caches::switch(
-            &mut self.parked,
-            self.owner,
-            current,
-            owner,
-            VocabCaches::reset,
-        );
-        self.owner = owner;
-        self.pairs = caches.pairs;
-        self.chars = caches.chars;
-        self.parts = caches.parts;
+        self.caches.claim(vocab.cache_id, Caches::reset);
     }
 
     /// The cache slot of character `c` (`bytes`, its UTF-8), filled on a miss.
     #[inline]
     fn char_slot(&mut self, vocab: &Vocab, unk: Option<u32>, c: char, bytes: &[u8]) -> CharSlot {
         let at = slot_index(mix(c as u64), CHAR_SLOTS);
-        let slot = self.chars[at];
+        let slot = self.caches.chars[at];
         if slot.ch == c as u32 {
             return slot;
         }
@@ -192,7 +165,7 @@ impl Scratch {
         };
         slot.ids[..ids.len()].copy_from_slice(&ids);
         self.char_ids = ids;
-        self.chars[at] = slot;
+        self.caches.chars[at] = slot;
         slot
     }
 
@@ -202,7 +175,7 @@ impl Scratch {
     fn short_part(&mut self, vocab: &Vocab, unk: Option<u32>, bytes: &[u8], out: &mut Vec<u32>) {
         let key = part_key(bytes);
         let at = slot_index(mix(key as u64 ^ (key >> 64) as u64), PART_SLOTS);
-        let slot = &self.parts[at];
+        let slot = &self.caches.parts[at];
         if slot.key == key {
             out.extend_from_slice(&slot.ids[..slot.n as usize]);
             return;
@@ -217,7 +190,7 @@ impl Scratch {
                 ids: [NO_ID; 6],
             };
             slot.ids[..ids.len()].copy_from_slice(ids);
-            self.parts[at] = slot;
+            self.caches.parts[at] = slot;
         }
     }
 
@@ -320,8 +293,9 @@ fn cut_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: 
 
 fn short_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
     let Scratch {
-        pairs, ids, ranks, ..
+        caches, ids, ranks, ..
     } = s;
+    let pairs = &mut caches.pairs;
     initial(vocab, piece, unk, ids);
     // ranks[i]: the merge of ids[i] and ids[i + 1].
     ranks.clear();
@@ -374,7 +348,7 @@ fn entry(rank: u32, left: u32) -> Candidate {
 
 fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out: &mut Vec<u32>) {
     let Scratch {
-        pairs,
+        caches,
         ids,
         prev,
         next,
@@ -382,6 +356,7 @@ fn heap_bpe(vocab: &Vocab, piece: &[u8], unk: Option<u32>, s: &mut Scratch, out:
         ranks,
         ..
     } = s;
+    let pairs = &mut caches.pairs;
     initial(vocab, piece, unk, ids);
     let n = ids.len() as u32;
     // Doubly linked list over positions; `NONE` ends it. A merged-away node is marked by

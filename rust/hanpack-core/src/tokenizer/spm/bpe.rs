@@ -28,7 +28,7 @@ use super::word_cache::WordCache;
 use super::Token;
 use crate::prefetch::prefetch_ptr;
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
-use crate::tokenizer::model_caches;
+use crate::tokenizer::model_caches::ThreadCaches;
 
 /// Ids at or above this are characters that are not pieces (`CHAR_ID | codepoint`).
 const CHAR_ID: u32 = 0x8000_0000;
@@ -153,25 +153,19 @@ struct CharSlot {
 pub struct BpeScratch {
     symbols: Vec<Symbol>,
     heap: Agenda<Pair>,
-    /// The model whose answers the caches hold (0 = none yet).
-    owner: u64,
+    caches: ThreadCaches<Caches>,
+}
+
+/// One model's answers.
+#[derive(Default)]
+struct Caches {
     pairs: Vec<PairSlot>,
     chars: Vec<CharSlot>,
     /// Tokens of recently seen segments.
     words: WordCache,
-    /// The caches of other models this thread used lately.
-    parked: Vec<(u64, ModelCaches)>,
 }
 
-/// One model's caches, while parked.
-#[derive(Default)]
-struct ModelCaches {
-    pairs: Vec<PairSlot>,
-    chars: Vec<CharSlot>,
-    words: WordCache,
-}
-
-impl ModelCaches {
+impl Caches {
     fn reset(&mut self) {
         self.pairs.clear();
         self.pairs.resize(
@@ -191,35 +185,6 @@ impl ModelCaches {
             },
         );
         self.words.clear();
-    }
-}
-
-impl BpeScratch {
-    #[inline]
-    fn claim(&mut self, owner: u64) {
-        if self.owner != owner {
-            self.switch_model(owner);
-        }
-    }
-
-    #[cold]
-    fn switch_model(&mut self, owner: u64) {
-        let current = ModelCaches {
-            pairs: std::mem::take(&mut self.pairs),
-            chars: std::mem::take(&mut self.chars),
-            words: std::mem::take(&mut self.words),
-        };
-        let caches = model_caches::switch(
-            &mut self.parked,
-            self.owner,
-            current,
-            owner,
-            ModelCaches::reset,
-        );
-        self.owner = owner;
-        self.pairs = caches.pairs;
-        self.chars = caches.chars;
-        self.words = caches.words;
     }
 }
 
@@ -355,7 +320,7 @@ impl BpeModel {
         if text.is_empty() {
             return;
         }
-        scratch.claim(self.cache_id);
+        scratch.caches.claim(self.cache_id, Caches::reset);
         if !self.word_split {
             self.encode_word(table, matcher, unk, text, 0, scratch, out);
             return;
@@ -412,7 +377,7 @@ impl BpeModel {
         if word.len() == last.len_utf8() {
             // One character: it is its own token (a frozen user-defined symbol of one
             // character gets the same id, its piece id).
-            let id = Self::char_id(table, &mut scratch.chars, word, last);
+            let id = Self::char_id(table, &mut scratch.caches.chars, word, last);
             out.push(Token {
                 start: base,
                 end: end as u32,
@@ -424,10 +389,22 @@ impl BpeModel {
         if matcher.is_none() && word.len() == first.len_utf8() + last.len_utf8() {
             // Two characters (a third of Chinese segments): one pair lookup, no string
             // hashing. (User-defined symbols could freeze one of them: not here.)
-            let a = Self::char_id(table, &mut scratch.chars, &word[..first.len_utf8()], first);
-            let b = Self::char_id(table, &mut scratch.chars, &word[first.len_utf8()..], last);
+            let a = Self::char_id(
+                table,
+                &mut scratch.caches.chars,
+                &word[..first.len_utf8()],
+                first,
+            );
+            let b = Self::char_id(
+                table,
+                &mut scratch.caches.chars,
+                &word[first.len_utf8()..],
+                last,
+            );
             let mid = base + first.len_utf8() as u32;
-            match merged_pair(table, &self.filter, &mut scratch.pairs, a, b, || word) {
+            match merged_pair(table, &self.filter, &mut scratch.caches.pairs, a, b, || {
+                word
+            }) {
                 Some((merged, _)) => out.push(Token {
                     start: base,
                     end: end as u32,
@@ -448,7 +425,7 @@ impl BpeModel {
             }
             return;
         }
-        if scratch.words.get(word.as_bytes(), |s, e, id| {
+        if scratch.caches.words.get(word.as_bytes(), |s, e, id| {
             out.push(Token {
                 start: s + base,
                 end: e + base,
@@ -459,7 +436,7 @@ impl BpeModel {
         }
         let first = out.len();
         self.encode_word(table, matcher, unk, word, base, scratch, out);
-        scratch.words.insert(
+        scratch.caches.words.insert(
             word.as_bytes(),
             out[first..]
                 .iter()
@@ -483,10 +460,9 @@ impl BpeModel {
         let BpeScratch {
             symbols,
             heap,
-            pairs,
-            chars,
-            ..
+            caches,
         } = scratch;
+        let Caches { pairs, chars, .. } = &mut **caches;
         symbols.clear();
 
         // Split into characters / frozen user-defined symbols.
