@@ -13,6 +13,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -266,6 +267,10 @@ def test_bad_input_stops_with_file_and_line(tmp_path, tok, name, content, kind, 
     else:
         assert e.value.line > 1000 and "breaks off" in str(e.value)
     assert pickle.loads(pickle.dumps(e.value)).args == e.value.args
+    # The run's threads ended with it, while the error (and its traceback) is still alive:
+    # left to the garbage collector, their pools were once shut down inside another
+    # thread's start, which deadlocked.
+    assert not [t.name for t in threading.enumerate() if t.name.startswith(("hanpack-encoder", "hanpack-reader"))]
 
 
 @pytest.mark.parametrize("name,content,kind,line,good", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])

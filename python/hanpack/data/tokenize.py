@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Generator, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -145,11 +145,17 @@ def tokenize_files(
             else:
                 stream = _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_bytes)
             shown = 0
-            for part, base, enc in stream:
-                _deliver(writer, part, base, enc, paths, on_error)
-                if bar is not None:
-                    bar.update(writer.written_tokens - shown)
-                    shown = writer.written_tokens
+            try:
+                for part, base, enc in stream:
+                    _deliver(writer, part, base, enc, paths, on_error)
+                    if bar is not None:
+                        bar.update(writer.written_tokens - shown)
+                        shown = writer.written_tokens
+            finally:
+                # Closed here, on this thread: left to the garbage collector, the stream's
+                # thread pools were shut down inside whatever thread collected it, and a
+                # collection inside `Thread.start` deadlocked on threading's own lock.
+                stream.close()
             writer.finish()
         except BaseException:
             writer.abort()
@@ -179,7 +185,7 @@ def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: l
 
 # -- the local pipeline ------------------------------------------------------------------
 
-def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Iterator[tuple[Part, int, _Encoded]]:
+def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Generator[tuple[Part, int, _Encoded], None, None]:
     """Reading on a background thread (it holds the GIL), encoding two batches at a time on
     all cores (without it), writing on the caller's thread. With ``num_threads=1``
     everything runs on this one thread."""
@@ -310,7 +316,7 @@ def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int
 
 # -- the cluster pipeline ----------------------------------------------------------------
 
-def _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_bytes) -> Iterator[tuple[Part, int, _Encoded]]:
+def _cluster_stream(paths, start, tokenizer, text_field, opts, client, part_bytes) -> Generator[tuple[Part, int, _Encoded], None, None]:
     """Parts encoded by Dask workers, taken back in input order (a bounded window ahead)."""
     parts: list[tuple[Part, int | None]] = []
     for whole, base in _resume_parts(paths, start):
