@@ -129,8 +129,8 @@ impl Keyed for Pair {
 /// (128 KiB, enough for the common Chinese characters; 2^12 measured ~5% slower). Until
 /// `slot_index` took the hash's top bits by the table's size, only 2^14 pair slots were
 /// reachable: on 8 MB of Chinese text (Chinese-LLaMA), after a first pass, 8% of pair
-/// lookups then missed, 2.7% now. Larger tables (4 MiB of pairs, 256 KiB of characters, 4 MiB of segments) measured
-/// no faster, from Python or in `examples/spm_encode`.
+/// lookups then missed, 2.7% now. Larger tables (4 MiB of pairs, 256 KiB of characters,
+/// 4 MiB of segments) measured no faster, from Python or in `examples/spm_encode`.
 const PAIR_SLOTS: usize = 1 << 16;
 const CHAR_SLOTS: usize = 1 << 14;
 
