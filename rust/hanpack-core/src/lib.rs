@@ -12,7 +12,7 @@
 
 pub mod error;
 pub mod io;
-pub(crate) mod prefetch;
+pub mod prefetch;
 pub mod quant;
 pub mod tokenizer;
 pub mod vocab;

@@ -1,9 +1,10 @@
 //! A cache-line prefetch hint, for the loops whose hardware prefetching was measured not
-//! to keep up (long BPE words, the vocabulary trainer's candidate scan).
+//! to keep up (long BPE words, the vocabulary trainer's candidate scan, the int objects of
+//! an id list that the Python binding reads).
 
 /// A hint to load the cache line at `p`; prefetching never faults, whatever the address.
 #[inline(always)]
-pub(crate) fn prefetch_ptr<T>(p: *const T) {
+pub fn prefetch_ptr<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
     unsafe {

@@ -10,6 +10,7 @@
 
 use std::sync::Mutex;
 
+use hanpack_core::prefetch::prefetch_ptr;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -72,20 +73,6 @@ pub fn id_list<'py>(
     }
 }
 
-/// Asks for the cache line of `obj` ahead of its use: the ints of an id list lie all over
-/// the heap, and requested in a first pass their loads overlap.
-#[inline(always)]
-fn prefetch_object(obj: *const ffi::PyObject) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(obj.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = obj;
-}
-
 /// The value of an exact `int` of at most one digit (|v| < 2^30: every token id), read
 /// from CPython's object layout; `None` for anything else (bool, int subclasses, big
 /// ints, other objects), which then take `PyLong_AsLongLongAndOverflow`. The call per id
@@ -129,8 +116,9 @@ pub fn append_ids(obj: &Bound<'_, PyAny>, out: &mut Vec<i64>) -> PyResult<()> {
         let n = list.len();
         out.reserve(n);
         for i in 0..n {
+            // The ints lie all over the heap: requested in a first pass, their loads overlap.
             // SAFETY: `i < len`; the item is only prefetched.
-            prefetch_object(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t) });
+            prefetch_ptr(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t) });
         }
         for i in 0..n {
             let mut overflow: std::os::raw::c_int = 0;

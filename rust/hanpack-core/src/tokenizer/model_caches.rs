@@ -69,6 +69,12 @@ impl<C: Default> ThreadCaches<C> {
     }
 }
 
+/// Empties a direct-mapped table: `slots` copies of `empty` (the allocation is kept).
+pub fn refill<T: Copy>(table: &mut Vec<T>, slots: usize, empty: T) {
+    table.clear();
+    table.resize(slots, empty);
+}
+
 impl<C> Deref for ThreadCaches<C> {
     type Target = C;
 

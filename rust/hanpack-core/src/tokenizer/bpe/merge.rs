@@ -17,7 +17,7 @@
 use std::cell::RefCell;
 
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
-use crate::tokenizer::model_caches::ThreadCaches;
+use crate::tokenizer::model_caches::{refill, ThreadCaches};
 use crate::tokenizer::pair_filter::{mix, slot_index};
 
 use super::cuts::{STICKY_AFTER, STICKY_BEFORE};
@@ -118,18 +118,13 @@ struct Caches {
 
 impl Caches {
     fn reset(&mut self) {
-        self.pairs.clear();
-        self.pairs.resize(
-            PAIR_SLOTS,
-            PairSlot {
-                key: u64::MAX,
-                merge: NO_MERGE,
-            },
-        );
-        self.chars.clear();
-        self.chars.resize(CHAR_SLOTS, EMPTY_CHAR);
-        self.parts.clear();
-        self.parts.resize(PART_SLOTS, EMPTY_PART);
+        let empty_pair = PairSlot {
+            key: u64::MAX,
+            merge: NO_MERGE,
+        };
+        refill(&mut self.pairs, PAIR_SLOTS, empty_pair);
+        refill(&mut self.chars, CHAR_SLOTS, EMPTY_CHAR);
+        refill(&mut self.parts, PART_SLOTS, EMPTY_PART);
     }
 }
 

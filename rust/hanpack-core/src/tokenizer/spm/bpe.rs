@@ -28,7 +28,7 @@ use super::word_cache::WordCache;
 use super::Token;
 use crate::prefetch::prefetch_ptr;
 use crate::tokenizer::agenda::{Agenda, Keyed, RUNS_FROM};
-use crate::tokenizer::model_caches::ThreadCaches;
+use crate::tokenizer::model_caches::{refill, ThreadCaches};
 
 /// Ids at or above this are characters that are not pieces (`CHAR_ID | codepoint`).
 const CHAR_ID: u32 = 0x8000_0000;
@@ -167,17 +167,14 @@ struct Caches {
 
 impl Caches {
     fn reset(&mut self) {
-        self.pairs.clear();
-        self.pairs.resize(
-            PAIR_SLOTS,
-            PairSlot {
-                key: u64::MAX,
-                merged: NOT_A_PIECE,
-                score: 0,
-            },
-        );
-        self.chars.clear();
-        self.chars.resize(
+        let empty_pair = PairSlot {
+            key: u64::MAX,
+            merged: NOT_A_PIECE,
+            score: 0,
+        };
+        refill(&mut self.pairs, PAIR_SLOTS, empty_pair);
+        refill(
+            &mut self.chars,
             CHAR_SLOTS,
             CharSlot {
                 ch: u32::MAX,
