@@ -148,6 +148,9 @@ def test_shards_do_not_depend_on_batching_or_threads(tmp_path, tok, monkeypatch)
     monkeypatch.setattr(tokenize_module, "BATCH_BYTES", 300)
     tokenize_files(paths, tok, tmp_path / "b", shard_tokens=500, num_threads=1, progress=False)
     assert folder_bytes(tmp_path / "a") == folder_bytes(tmp_path / "b")
+    # Many small batches in the pool at once, finishing out of order, still written in order.
+    tokenize_files(paths, tok, tmp_path / "c", shard_tokens=500, num_threads=2, progress=False)
+    assert folder_bytes(tmp_path / "a") == folder_bytes(tmp_path / "c")
 
 
 class Interrupt(BaseException):
@@ -308,6 +311,27 @@ def test_a_file_that_shrinks_during_the_run_is_reported_not_looped_on(tmp_path, 
     assert r.skipped == {"unreadable": 1} and r.documents == 1
     example = json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped_examples"][0]
     assert example.startswith(f"{text}:2: unreadable: breaks off after line 1: the file ends at byte 10")
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_file_removed_during_the_run_is_reported(tmp_path, tok, sp, monkeypatch, threads):
+    gone, kept = tmp_path / "gone.txt", tmp_path / "kept.txt"
+    gone.write_text("第一行\n第二行\n", encoding="utf-8")
+    kept.write_text("好的\n", encoding="utf-8")
+    real = tokenize_module.read_part
+
+    def removing(part, **kw):
+        batches = list(real(part, **kw))  # spans planned ...
+        if part.path == str(gone):
+            gone.unlink()  # ... then the file is gone before the tokenizer reads them
+        return iter(batches)
+
+    monkeypatch.setattr(tokenize_module, "read_part", removing)
+    r = tokenize_files([gone, kept], tok, tmp_path / "out", progress=False, on_error="skip", num_threads=threads)
+    assert r.skipped == {"unreadable": 1} and r.documents == 1
+    assert shard_documents(tmp_path / "out") == [sp.encode("好的")]
+    example = json.loads((tmp_path / "out" / "manifest.json").read_text())["skipped_examples"][0]
+    assert example.startswith(f"{gone}:1: unreadable: breaks off after line 0: ") and "No such file" in example
 
 
 def test_runs_that_must_not_resume_are_refused(tmp_path, tok):

@@ -36,13 +36,23 @@ class TokenizerBase:
     def _encode_lines_core(
         self, source: bytes | tuple[str, int, int, int], json_field: str | None, narrow: bool, add_bos: bool,
         add_eos: bool, num_threads: int | None = None,
-    ) -> tuple[
-        tuple[
-            npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64],
-            npt.NDArray[np.int64], list[tuple[str, int, str]], int,
-        ],
-        int,
-    ]: ...
+    ) -> _LinesResult: ...
+    def _lines_stream(self, narrow: bool, add_bos: bool, add_eos: bool, num_threads: int | None) -> LinesStream: ...
+
+_LinesResult = tuple[
+    tuple[
+        npt.NDArray[np.uint16] | npt.NDArray[np.uint32], npt.NDArray[np.int64], npt.NDArray[np.int64],
+        npt.NDArray[np.int64], list[tuple[str, int, str]], int,
+    ],
+    int,
+]
+
+@final
+class LinesStream:
+    """Batches of lines encoded in the pool, taken back in submission order (hanpack.data)."""
+    def submit(self, source: bytes | tuple[str, int, int, int], json_field: str | None = None) -> None: ...
+    def take(self) -> _LinesResult: ...
+    def close(self) -> None: ...
 
 @final
 class SpmTokenizer:

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generator, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -39,11 +39,11 @@ __all__ = ["tokenize_files", "TokenizeResult"]
 PathLike = Union[str, "os.PathLike[str]"]
 BATCH_BYTES = 4 << 20  # text per encode call: large enough to keep all cores busy
 PART_BYTES = 64 << 20  # text per cluster task
-ENCODE_WORKERS = 2  # batches encoding at once (sharing one pool of all cores)
-# Encoded batches that may wait for the writer, beyond those encoding (a few MB each). With
-# none, the workers sat idle whenever the writer was busy: on two cores, 100-140 ms of a
-# 0.9 s run (the corpora three times over) had no batch encoding; 40 ms with four.
-ENCODED_AHEAD = 4
+# Batches submitted to the encoding pool and not yet written (a few MB each): the pool
+# works through them in order while the writer takes the oldest. With only those encoding,
+# the workers sat idle whenever the writer was busy (on two cores, 100-140 ms of a 0.9 s
+# run, the corpora three times over).
+BATCHES_AHEAD = 6
 
 
 @dataclass(frozen=True)
@@ -186,33 +186,40 @@ def _deliver(writer: ShardWriter, part: Part, base: int, enc: _Encoded, paths: l
 # -- the local pipeline ------------------------------------------------------------------
 
 def _local_stream(paths, start, tokenizer, text_field, opts, num_threads) -> Generator[tuple[Part, int, _Encoded], None, None]:
-    """Reading on a background thread (it holds the GIL), encoding two batches at a time on
-    all cores (without it), writing on the caller's thread. With ``num_threads=1``
-    everything runs on this one thread."""
+    """Reading on a background thread (it holds the GIL), encoding on all cores in the
+    tokenizer's pool (a few batches ahead, without the GIL), writing on the caller's
+    thread. With ``num_threads=1`` everything runs on this one thread."""
     read = ((part, base, batch) for part, base in _resume_parts(paths, start)
             for batch in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES))
     if num_threads == 1:
-        yield from _encode_in_order(read, tokenizer, opts, 1)
+        yield from _encoded_on_this_thread(read, tokenizer, opts)
         return
     batches = in_background(read, "hanpack-reader")
     try:
-        yield from _encode_in_order(batches, tokenizer, opts, num_threads, workers=ENCODE_WORKERS)
+        yield from _numbered(_encoded_ahead(batches, tokenizer, opts, num_threads))
     finally:
         batches.close()
 
 
-def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None) -> list[_Encoded]:
-    """One batch encoded, in stretches whose records are each numbered from their own start."""
+def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", num_threads: int | None,
+             first: Callable[[], tuple[tuple, int]] | None = None) -> list[_Encoded]:
+    """One batch encoded, in stretches whose records are each numbered from their own start.
+    ``first``, for a span or bytes: returns the first ``_encode_lines`` result, already
+    submitted (see :func:`_encoded_ahead`)."""
     common = dict(narrow=opts.narrow, add_bos=opts.add_bos, add_eos=opts.add_eos)
     if batch.span is not None:  # a span of a plain file, cut at line starts: the tokenizer reads it whole
         out: list[_Encoded] = []
         offset, end = batch.span
         while offset < end:  # once, unless the file shrank under the run
             try:
-                result, consumed = tokenizer._encode_lines(
-                    (batch.path, offset, end, end - offset), json_field=batch.json_field, num_threads=num_threads,
-                    **common,
-                )
+                if first is not None:
+                    result, consumed = first()
+                    first = None
+                else:
+                    result, consumed = tokenizer._encode_lines(
+                        (batch.path, offset, end, end - offset), json_field=batch.json_field,
+                        num_threads=num_threads, **common,
+                    )
             except OSError as e:
                 out.append(_nothing_but(Problem("unreadable", AFTER_LAST_LINE, str(e))))
                 break
@@ -224,7 +231,10 @@ def _encoded(tokenizer: "Tokenizer", batch: RawBatch, opts: "_EncodeOptions", nu
             offset += consumed
         return out
     if batch.data is not None:
-        result, _ = tokenizer._encode_lines(batch.data, json_field=batch.json_field, num_threads=num_threads, **common)
+        if first is not None:
+            result, _ = first()
+        else:
+            result, _ = tokenizer._encode_lines(batch.data, json_field=batch.json_field, num_threads=num_threads, **common)
         return [_lines_encoded(result, batch.start_offset)]
     if batch.texts:
         ids, bounds = tokenizer.encode_batch_numpy(
@@ -262,17 +272,47 @@ def _placed(enc: _Encoded, before: int) -> _Encoded:
     return enc
 
 
-def _encode_in_order(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "Tokenizer", opts: "_EncodeOptions",
-                     num_threads: int | None, workers: int = 1) -> Iterator[tuple[Part, int, _Encoded]]:
-    """Encodes batches, ``workers`` at a time (their rayon tasks share one pool, so the
-    cores stay busy across one batch's end and the next one's start), and yields the
-    stretches in input order, numbered from each part's start."""
+def _encoded_ahead(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "Tokenizer", opts: "_EncodeOptions",
+                   num_threads: int | None) -> Iterator[tuple[Part, int, RawBatch, list[_Encoded]]]:
+    """Batches encoded in the tokenizer's pool, :data:`BATCHES_AHEAD` of them submitted
+    ahead of the one taken (``_core.LinesStream``: the pool's workers go from one batch to
+    the next without waiting for a Python thread), in input order. Parquet texts are
+    encoded when their turn comes."""
+    stream = tokenizer._lines_stream(opts.narrow, opts.add_bos, opts.add_eos, num_threads)
+    pending: deque = deque()
+
+    def taken(item: tuple[Part, int, RawBatch]) -> tuple[Part, int, RawBatch, list[_Encoded]]:
+        batch = item[2]
+        streamed = batch.span is not None or batch.data is not None
+        return (*item, _encoded(tokenizer, batch, opts, num_threads, stream.take if streamed else None))
+
+    try:
+        for item in batches:
+            batch = item[2]
+            if batch.span is not None:
+                a, b = batch.span
+                stream.submit((batch.path, a, b, b - a), batch.json_field)
+            elif batch.data is not None:
+                stream.submit(batch.data, batch.json_field)
+            pending.append(item)
+            if len(pending) > BATCHES_AHEAD:
+                yield taken(pending.popleft())
+        while pending:
+            yield taken(pending.popleft())
+    finally:
+        stream.close()
+
+
+def _encoded_on_this_thread(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "Tokenizer",
+                            opts: "_EncodeOptions") -> Iterator[tuple[Part, int, _Encoded]]:
+    """Batches encoded one after another on the calling thread, numbered as by :func:`_numbered`."""
+    return _numbered((*item, _encoded(tokenizer, item[2], opts, 1)) for item in batches)
+
+
+def _numbered(encoded: Iterable[tuple[Part, int, RawBatch, list[_Encoded]]]) -> Iterator[tuple[Part, int, _Encoded]]:
+    """The stretches of batches encoded in input order, numbered from each part's start."""
     current, before = None, 0
-
-    def encode(item: tuple[Part, int, RawBatch]) -> tuple[Part, int, RawBatch, list[_Encoded]]:
-        return (*item, _encoded(tokenizer, item[2], opts, num_threads))
-
-    for part, base, batch, stretches in _ordered_map(encode, batches, workers):
+    for part, base, batch, stretches in encoded:
         if part is not current:
             current, before = part, 0
         before += batch.skipped_lines
@@ -280,27 +320,6 @@ def _encode_in_order(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "
             enc = _placed(enc, before)
             before += enc.n_records
             yield part, base, enc
-
-
-def _ordered_map(fn, items: Iterable, workers: int) -> Iterator:
-    """``map(fn, items)`` on ``workers`` threads, a few items ahead, results in order."""
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    pending: deque = deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="hanpack-encoder") as pool:
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                if len(pending) > workers + ENCODED_AHEAD:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
 
 
 def _resume_parts(paths: list[str], start: Position) -> Iterator[tuple[Part, int]]:
@@ -361,7 +380,7 @@ def _encode_part(part: Part, tokenizer: "Tokenizer", text_field: str, opts: "_En
     """Runs on a worker: a whole part, read and encoded on one thread (the cluster's workers
     are the parallelism), as one stretch."""
     batches = ((part, 0, b) for b in read_part(part, text_field=text_field, batch_bytes=BATCH_BYTES))
-    chunks = [enc for _, _, enc in _encode_in_order(batches, tokenizer, opts, 1)]
+    chunks = [enc for _, _, enc in _encoded_on_this_thread(batches, tokenizer, opts)]
     sizes = np.concatenate([np.diff(c.bounds) for c in chunks])
     return _Encoded(
         ids=np.concatenate([c.ids for c in chunks]),

@@ -244,25 +244,50 @@ pub fn encode_lines<'py>(
         let data = bytes.as_bytes();
         run_detached(py, || Ok((encoded(data)?, data.len())))?
     } else {
-        let (path, start, end, size): (String, u64, u64, usize) =
-            source.extract().map_err(|_| {
-                PyTypeError::new_err("source must be bytes or a (path, start, end, size) tuple")
-            })?;
+        let span = LinesSpan::extract(source)?;
         run_detached(py, || {
-            let data = read_whole_lines(Path::new(&path), start, end, size).map_err(|source| {
-                HanpackError::Io {
-                    path: path.clone().into(),
-                    source,
-                }
-            })?;
+            let data = span.read()?;
             Ok((encoded(&data)?, data.len()))
         })?
     };
     Ok((out.into_py(py), consumed))
 }
 
+/// `(path, start, end, size)`: the whole lines of a file from byte `start`, about `size`
+/// bytes of them, never past `end` (`read_whole_lines`).
+pub struct LinesSpan {
+    path: String,
+    start: u64,
+    end: u64,
+    size: usize,
+}
+
+impl LinesSpan {
+    pub fn extract(source: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let (path, start, end, size) = source.extract().map_err(|_| {
+            PyTypeError::new_err("source must be bytes or a (path, start, end, size) tuple")
+        })?;
+        Ok(Self {
+            path,
+            start,
+            end,
+            size,
+        })
+    }
+
+    /// The lines' bytes (fewer when the file ends early).
+    pub fn read(&self) -> Result<Vec<u8>, HanpackError> {
+        read_whole_lines(Path::new(&self.path), self.start, self.end, self.size).map_err(|source| {
+            HanpackError::Io {
+                path: self.path.clone().into(),
+                source,
+            }
+        })
+    }
+}
+
 /// What `lines_encoded` makes, before it becomes Python objects.
-struct LinesEncoded {
+pub struct LinesEncoded {
     ids: Ids,
     bounds: Vec<i64>,
     lines: Vec<i64>,
@@ -272,7 +297,7 @@ struct LinesEncoded {
 }
 
 impl LinesEncoded {
-    fn into_py(self, py: Python<'_>) -> LinesOut<'_> {
+    pub fn into_py(self, py: Python<'_>) -> LinesOut<'_> {
         let ids = match self.ids {
             Ids::U16(v) => PyArray1::from_vec(py, v).into_any(),
             Ids::U32(v) => PyArray1::from_vec(py, v).into_any(),
@@ -288,7 +313,7 @@ impl LinesEncoded {
     }
 }
 
-fn lines_encoded(
+pub fn lines_encoded(
     data: &[u8],
     json_field: Option<&str>,
     narrow: bool,

@@ -48,6 +48,11 @@ impl BpeTokenizer {
         (&self.model, &self.plain_policy)
     }
 
+    /// `plain`, for work that outlives the call (`LinesStream` jobs).
+    pub(crate) fn plain_shared(&self) -> (Arc<Model>, Policy) {
+        (self.model.clone(), self.plain_policy.clone())
+    }
+
     fn policy(
         &self,
         allowed: Option<Vec<String>>,

@@ -5,6 +5,8 @@
 //! one of the two model classes, held here and by the subclass. The encoding of corpus
 //! lines for `hanpack.data` is here too, written once for both model kinds.
 
+use std::sync::Arc;
+
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
@@ -14,6 +16,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use hanpack_core::error::HanpackError;
 
 use crate::batch;
+use crate::lines_stream::{LinesStream, SharedEncoder};
 use crate::bpe::BpeTokenizer;
 use crate::spm::SpmTokenizer;
 
@@ -95,6 +98,37 @@ impl TokenizerBase {
             num_threads,
             encode,
         )
+    }
+
+    /// A `LinesStream` that encodes batches as `_encode_lines_core` does.
+    fn _lines_stream(
+        &self,
+        narrow: bool,
+        add_bos: bool,
+        add_eos: bool,
+        num_threads: Option<usize>,
+    ) -> LinesStream {
+        let (vocab_size, encode): (usize, SharedEncoder) = match &self.model {
+            Model::Spm(m) => {
+                let m = m.get().shared();
+                (
+                    m.vocab_size(),
+                    Arc::new(move |t: &str, out: &mut Vec<u32>| {
+                        m.encode_into(t, add_bos, add_eos, out)
+                    }),
+                )
+            }
+            Model::Bpe(m) => {
+                let (m, policy) = m.get().plain_shared();
+                (
+                    m.vocab_size(),
+                    Arc::new(move |t: &str, out: &mut Vec<u32>| {
+                        m.encode_into(t, &policy, add_bos, add_eos, out)
+                    }),
+                )
+            }
+        };
+        LinesStream::new(encode, narrow, vocab_size, num_threads)
     }
 
     #[new]

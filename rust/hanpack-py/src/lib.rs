@@ -11,6 +11,7 @@ mod errors;
 mod front;
 mod ggml;
 mod gguf;
+mod lines_stream;
 mod pipeline;
 mod pool;
 mod quant;
@@ -23,6 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PACKING", hanpack_core::quant::formats::PACKING)?;
     m.add_class::<front::TokenizerBase>()?;
+    m.add_class::<lines_stream::LinesStream>()?;
     m.add_class::<spm::SpmTokenizer>()?;
     m.add_class::<bpe::BpeTokenizer>()?;
     m.add_class::<spm::SpmStreamDecoder>()?;

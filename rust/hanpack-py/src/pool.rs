@@ -79,6 +79,13 @@ pub fn install<R: Send>(num_threads: Option<usize>, f: impl FnOnce() -> R + Send
     pool(threads(num_threads)).install(f)
 }
 
+/// Queues `job` on the pool of `num_threads` threads and returns at once. `job` must not
+/// panic (rayon aborts the process on a panic in a spawned job): wrap it in
+/// `errors::guard`.
+pub fn spawn(num_threads: Option<usize>, job: impl FnOnce() + Send + 'static) {
+    pool(threads(num_threads)).spawn(job)
+}
+
 /// The pool of helpers for a product on `num_threads` threads (all cores when `None`),
 /// the calling thread being one of them (`quant::matmul::CallerAndHelpers`); `None` for
 /// one thread.

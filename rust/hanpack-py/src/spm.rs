@@ -41,6 +41,11 @@ impl SpmTokenizer {
         &self.model
     }
 
+    /// The model, for work that outlives the call (`LinesStream` jobs).
+    pub(crate) fn shared(&self) -> Arc<SpmModel> {
+        self.model.clone()
+    }
+
     pub(crate) fn encode_text<'py>(
         &self,
         py: Python<'py>,
