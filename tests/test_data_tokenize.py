@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -121,6 +122,10 @@ def test_every_input_format_gives_the_documents_sentencepiece_encodes(tmp_path, 
         tokens = np.memmap(tmp_path / "out" / s["tokens_file"], dtype=np.uint16, mode="r")  # nanoGPT's reader
         offsets = np.load(tmp_path / "out" / s["offsets_file"])
         assert offsets[0] == 0 and offsets[-1] == len(tokens) and len(offsets) == s["documents"] + 1
+        saved = io.BytesIO()
+        np.save(saved, offsets, allow_pickle=False)  # the file is exactly what np.save writes
+        offsets_file = (tmp_path / "out" / s["offsets_file"]).read_bytes()
+        assert offsets_file == saved.getvalue() and hashlib.sha256(offsets_file).hexdigest() == s["offsets_sha256"]
     # A shard ends at the first document that brings it to shard_tokens.
     for s in manifest["shards"][:-1]:
         offsets = np.load(tmp_path / "out" / s["offsets_file"])

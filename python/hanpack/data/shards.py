@@ -209,14 +209,17 @@ class ShardWriter:
     def _close(self, end: Position | None, *, save: bool = True) -> None:
         assert self._file is not None
         name = shard_name(len(self.manifest["shards"]))
-        offsets = np.concatenate(self._bounds).astype("<i8")
+        offsets = np.concatenate(self._bounds).astype("<i8", copy=False)
         # The tokens' last flush runs while the offsets file is written and flushed: the
         # close is the tail of a run, which no encoding overlaps.
         self._file.flush()
         self._sync.wait()
         self._sync.start(self._file.fileno())
-        buf = _npy_bytes(offsets)
-        write_bytes(self.out_dir / f"{name}.offsets.npy", buf)
+        # The .npy file as its header and the array's own buffer: the last shard's close is
+        # the run's tail, and joining them into one bytes object took two copies (~7 ms for
+        # a million documents).
+        header = _npy_header(offsets)
+        write_bytes(self.out_dir / f"{name}.offsets.npy", header, offsets.data)
         self._sync.wait()
         tmp = self._file.name
         self._file.close()
@@ -228,7 +231,7 @@ class ShardWriter:
             "tokens": self._tokens,
             "documents": len(offsets) - 1,
             "sha256": self._hash.hexdigest(),
-            "offsets_sha256": hashlib.sha256(buf).hexdigest(),
+            "offsets_sha256": _sha256(header, offsets.data),
             "end": None if end is None else {"input": end.input, "record": end.record, "offset": end.offset},
         })
         self.manifest["tokens"] += self._tokens
@@ -257,9 +260,17 @@ class ShardWriter:
         write_bytes(self.out_dir / MANIFEST, data)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+def _npy_header(array: np.ndarray) -> bytes:
+    """The header ``np.save`` writes before a contiguous ``array``'s bytes (format 1.0)."""
     import io
 
     buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
+    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
     return buf.getvalue()
+
+
+def _sha256(*parts: "bytes | memoryview") -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p)
+    return h.hexdigest()
