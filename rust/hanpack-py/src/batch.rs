@@ -194,7 +194,7 @@ pub type LinesOut<'py> = (
 
 /// One task's encoding of a byte range of whole lines.
 #[derive(Default)]
-struct LinesPart {
+pub struct LinesPart {
     ids: Vec<u32>,
     lens: Vec<i64>,
     /// Line numbers and end offsets of the documents, from the range's start (made
@@ -206,7 +206,7 @@ struct LinesPart {
 }
 
 /// Byte ranges of about `data.len() / n` that start at line starts.
-fn line_ranges(data: &[u8], n: usize) -> Vec<Range<usize>> {
+pub fn line_ranges(data: &[u8], n: usize) -> Vec<Range<usize>> {
     let step = (data.len() / n.max(1)).max(1 << 14);
     let mut out = Vec::with_capacity(n + 1);
     let mut start = 0;
@@ -321,95 +321,108 @@ pub fn lines_encoded(
     encode: &impl EncodeInto,
 ) -> Result<LinesEncoded, HanpackError> {
     pool::install(num_threads, || {
-        let ranges = line_ranges(data, rayon::current_num_threads() * 8);
-        let mut parts = ranges
+        let ranges = line_ranges(data, rayon::current_num_threads() * RANGES_PER_THREAD);
+        let parts = ranges
             .par_iter()
-            .map(|range| {
-                let mut p = LinesPart {
-                    ids: Vec::with_capacity(range.len() / 2), // as in `encode_flat`
-                    ..Default::default()
-                };
-                let mut buf = Vec::new();
-                let mut start = range.start;
-                while start < range.end {
-                    let end = memchr::memchr(b'\n', &data[start..range.end])
-                        .map_or(range.end, |i| start + i + 1);
-                    p.n_lines += 1;
-                    match line_record(&data[start..end], json_field) {
-                        Record::Document(text) => {
-                            buf.clear();
-                            encode(&text, &mut buf)?;
-                            p.ids.extend_from_slice(&buf);
-                            p.lens.push(buf.len() as i64);
-                            p.lines.push(p.n_lines);
-                            p.ends.push(end as i64);
-                        }
-                        Record::Skip(kind, message) => {
-                            p.skipped.push((kind.name(), p.n_lines, message))
-                        }
-                    }
-                    start = end;
-                }
-                Ok(p)
-            })
+            .map(|range| lines_part(data, range.clone(), json_field, encode))
             .collect::<Result<Vec<_>, HanpackError>>()?;
-        // Line numbers become chunk-relative; ids and bounds are copied into place in
-        // parallel (serially this was a tenth of the call on two cores), ids narrowed
-        // to the shard's dtype on the way (no separate cast pass).
-        let mut line_base = 0;
-        let mut docs = 0;
-        let mut token_bases = Vec::with_capacity(parts.len());
-        let mut tokens = 0i64;
-        for p in &mut parts {
-            p.lines.iter_mut().for_each(|l| *l += line_base);
-            p.skipped.iter_mut().for_each(|s| s.1 += line_base);
-            line_base += p.n_lines;
-            docs += p.lens.len();
-            token_bases.push(tokens);
-            tokens += p.ids.len() as i64;
-        }
-        let ids = if narrow {
-            Ids::U16(concat_parallel(
-                &parts,
-                |p| p.ids.len(),
-                |p, _, d| d.iter_mut().zip(&p.ids).for_each(|(x, &i)| *x = i as u16),
-            ))
-        } else {
-            Ids::U32(concat_parallel(
-                &parts,
-                |p| p.ids.len(),
-                |p, _, d| d.copy_from_slice(&p.ids),
-            ))
-        };
-        let mut bounds = vec![0i64];
-        bounds.extend(concat_parallel(
-            &parts,
-            |p| p.lens.len(),
-            |p, k, d| {
-                let mut end = token_bases[k];
-                for (b, l) in d.iter_mut().zip(&p.lens) {
-                    end += l;
-                    *b = end;
-                }
-            },
-        ));
-        let mut lines = Vec::with_capacity(docs);
-        let mut ends = Vec::with_capacity(docs);
-        let mut skipped = Vec::new();
-        for p in parts {
-            lines.extend_from_slice(&p.lines);
-            ends.extend_from_slice(&p.ends);
-            skipped.extend(p.skipped);
-        }
-        Ok(LinesEncoded {
-            ids,
-            bounds,
-            lines,
-            ends,
-            skipped,
-            n_lines: line_base as usize,
-        })
+        Ok(gather_lines(parts, narrow))
     })
+}
+
+/// Line ranges per pool thread in a batch of lines.
+pub const RANGES_PER_THREAD: usize = 8;
+
+/// The records of the whole lines `data[range]`, documents encoded.
+pub fn lines_part(
+    data: &[u8],
+    range: Range<usize>,
+    json_field: Option<&str>,
+    encode: &(impl EncodeInto + ?Sized),
+) -> Result<LinesPart, HanpackError> {
+    let mut p = LinesPart {
+        ids: Vec::with_capacity(range.len() / 2), // as in `encode_flat`
+        ..Default::default()
+    };
+    let mut buf = Vec::new();
+    let mut start = range.start;
+    while start < range.end {
+        let end = memchr::memchr(b'\n', &data[start..range.end]).map_or(range.end, |i| start + i + 1);
+        p.n_lines += 1;
+        match line_record(&data[start..end], json_field) {
+            Record::Document(text) => {
+                buf.clear();
+                encode(&text, &mut buf)?;
+                p.ids.extend_from_slice(&buf);
+                p.lens.push(buf.len() as i64);
+                p.lines.push(p.n_lines);
+                p.ends.push(end as i64);
+            }
+            Record::Skip(kind, message) => p.skipped.push((kind.name(), p.n_lines, message)),
+        }
+        start = end;
+    }
+    Ok(p)
+}
+
+/// The parts of consecutive line ranges as one batch's result.
+pub fn gather_lines(mut parts: Vec<LinesPart>, narrow: bool) -> LinesEncoded {
+    // Line numbers become chunk-relative; ids and bounds are copied into place in
+    // parallel (serially this was a tenth of the call on two cores), ids narrowed
+    // to the shard's dtype on the way (no separate cast pass).
+    let mut line_base = 0;
+    let mut docs = 0;
+    let mut token_bases = Vec::with_capacity(parts.len());
+    let mut tokens = 0i64;
+    for p in &mut parts {
+        p.lines.iter_mut().for_each(|l| *l += line_base);
+        p.skipped.iter_mut().for_each(|s| s.1 += line_base);
+        line_base += p.n_lines;
+        docs += p.lens.len();
+        token_bases.push(tokens);
+        tokens += p.ids.len() as i64;
+    }
+    let ids = if narrow {
+        Ids::U16(concat_parallel(
+            &parts,
+            |p| p.ids.len(),
+            |p, _, d| d.iter_mut().zip(&p.ids).for_each(|(x, &i)| *x = i as u16),
+        ))
+    } else {
+        Ids::U32(concat_parallel(
+            &parts,
+            |p| p.ids.len(),
+            |p, _, d| d.copy_from_slice(&p.ids),
+        ))
+    };
+    let mut bounds = vec![0i64];
+    bounds.extend(concat_parallel(
+        &parts,
+        |p| p.lens.len(),
+        |p, k, d| {
+            let mut end = token_bases[k];
+            for (b, l) in d.iter_mut().zip(&p.lens) {
+                end += l;
+                *b = end;
+            }
+        },
+    ));
+    let mut lines = Vec::with_capacity(docs);
+    let mut ends = Vec::with_capacity(docs);
+    let mut skipped = Vec::new();
+    for p in parts {
+        lines.extend_from_slice(&p.lines);
+        ends.extend_from_slice(&p.ends);
+        skipped.extend(p.skipped);
+    }
+    LinesEncoded {
+        ids,
+        bounds,
+        lines,
+        ends,
+        skipped,
+        n_lines: line_base as usize,
+    }
 }
 
 enum Ids {

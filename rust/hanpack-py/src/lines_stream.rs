@@ -3,20 +3,28 @@
 //! were submitted. `hanpack.data`'s local pipeline submits a few batches ahead and writes
 //! each result while the later ones encode.
 //!
-//! Each batch is one job on the pool (read, split into line ranges, encode), so a worker
-//! that runs out of one batch's ranges steals the next batch's at once. Before, a Python
-//! thread sat in a blocking call per batch: each batch's end left a core idle until that
-//! thread had taken the GIL back, converted the result and read its next span (on two
-//! cores, rayon's workers slept 1-5 ms at most batch ends, ~85 ms of a 0.7 s run each).
+//! A batch is a job on the pool that reads the lines and queues one task per line range;
+//! the task that finishes last gathers the parts and hands the result over. No task waits
+//! for another, so a worker that runs out of one batch's ranges takes the next batch's at
+//! once. Before, a Python thread sat in a blocking call per batch: each batch's end left a
+//! core idle until that thread had taken the GIL back, converted the result and read its
+//! next span (on two cores, rayon's workers slept 1-5 ms at most batch ends, ~85 ms of a
+//! 0.7 s run each). A job that waited in `join` for its ranges was no better: the waiting
+//! worker ran other batches' jobs on top of it, and the batch was done only once they were.
 
 use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use hanpack_core::HanpackError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::batch::{lines_encoded, LinesEncoded, LinesOut, LinesSpan};
+use crate::batch::{
+    gather_lines, line_ranges, lines_part, LinesEncoded, LinesOut, LinesPart, LinesSpan,
+    RANGES_PER_THREAD,
+};
 use crate::errors::{guard, to_pyerr, Failure};
 use crate::pool;
 
@@ -52,6 +60,21 @@ struct Shared {
 }
 
 impl Shared {
+    fn closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Batch `seq`'s result (dropped when the stream was closed meanwhile); its job ends.
+    fn finish(&self, seq: u64, outcome: Option<Outcome>) {
+        let mut state = self.lock();
+        if let (Some(outcome), false) = (outcome, state.closed) {
+            let index = (seq - state.first) as usize;
+            state.results[index] = Some(outcome);
+        }
+        state.jobs -= 1;
+        self.job_ended.notify_all();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Jobs never panic while holding it (their work runs under `guard`, unlocked).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -61,6 +84,86 @@ impl Shared {
         self.job_ended
             .wait(state)
             .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One submitted batch, and how it is encoded.
+struct Batch {
+    stream: Arc<Shared>,
+    seq: u64,
+    encode: SharedEncoder,
+    json_field: Option<String>,
+    narrow: bool,
+}
+
+impl Batch {
+    /// The job: reads the lines and queues a task per range (the last one gathers).
+    fn start(self, source: Source) {
+        if self.stream.closed() {
+            return self.stream.finish(self.seq, None);
+        }
+        let prepared = guard(|| {
+            let data = match source {
+                Source::Bytes(b) => b,
+                Source::Span(span) => span.read()?,
+            };
+            let ranges = line_ranges(&data, rayon::current_num_threads() * RANGES_PER_THREAD);
+            Ok((data, ranges))
+        });
+        let (data, ranges) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => return self.stream.finish(self.seq, Some(Err(e))),
+        };
+        if ranges.is_empty() {
+            let lines = gather_lines(Vec::new(), self.narrow);
+            return self.stream.finish(self.seq, Some(Ok((lines, data.len()))));
+        }
+        let n = ranges.len();
+        let parts = Arc::new(Parts {
+            batch: self,
+            data,
+            slots: Mutex::new((0..n).map(|_| None).collect()),
+            left: AtomicUsize::new(n),
+        });
+        for (k, range) in ranges.into_iter().enumerate() {
+            let parts = parts.clone();
+            // FIFO: this worker takes the batch's ranges in order, like the other workers.
+            rayon::spawn_fifo(move || parts.encode(k, range));
+        }
+    }
+}
+
+/// A batch's line ranges being encoded.
+struct Parts {
+    batch: Batch,
+    data: Vec<u8>,
+    slots: Mutex<Vec<Option<Result<LinesPart, Failure>>>>,
+    /// Ranges not yet encoded.
+    left: AtomicUsize,
+}
+
+impl Parts {
+    fn encode(&self, k: usize, range: Range<usize>) {
+        let b = &self.batch;
+        let part = if b.stream.closed() {
+            Err(Failure::Panic("closed".into())) // never seen: a closed stream drops results
+        } else {
+            let encode = |t: &str, out: &mut Vec<u32>| (b.encode)(t, out);
+            guard(|| Ok(lines_part(&self.data, range, b.json_field.as_deref(), &encode)?))
+        };
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())[k] = Some(part);
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last range: every slot is filled.
+            let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
+            let outcome = guard(|| {
+                let parts = slots
+                    .into_iter()
+                    .map(|p| p.unwrap_or_else(|| Err(Failure::Panic("a range was lost".into()))))
+                    .collect::<Result<Vec<_>, Failure>>()?;
+                Ok((gather_lines(parts, b.narrow), self.data.len()))
+            });
+            b.stream.finish(b.seq, Some(outcome));
+        }
     }
 }
 
@@ -111,34 +214,14 @@ impl LinesStream {
             state.jobs += 1;
             state.first + state.results.len() as u64 - 1
         };
-        let (shared, encode) = (self.shared.clone(), self.encode.clone());
-        let (narrow, num_threads) = (self.narrow, self.num_threads);
-        pool::spawn(num_threads, move || {
-            let closed = shared.lock().closed;
-            let outcome = (!closed).then(|| {
-                guard(|| {
-                    let read;
-                    let data = match &source {
-                        Source::Bytes(b) => b.as_slice(),
-                        Source::Span(span) => {
-                            read = span.read()?;
-                            read.as_slice()
-                        }
-                    };
-                    let encode = |t: &str, out: &mut Vec<u32>| encode(t, out);
-                    let field = json_field.as_deref();
-                    let lines = lines_encoded(data, field, narrow, num_threads, &encode)?;
-                    Ok((lines, data.len()))
-                })
-            });
-            let mut state = shared.lock();
-            if let (Some(outcome), false) = (outcome, state.closed) {
-                let index = (seq - state.first) as usize;
-                state.results[index] = Some(outcome);
-            }
-            state.jobs -= 1;
-            shared.job_ended.notify_all();
-        });
+        let batch = Batch {
+            stream: self.shared.clone(),
+            seq,
+            encode: self.encode.clone(),
+            json_field,
+            narrow: self.narrow,
+        };
+        pool::spawn(self.num_threads, move || batch.start(source));
         Ok(())
     }
 
