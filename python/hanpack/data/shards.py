@@ -42,6 +42,7 @@ FORMAT = "hanpack-token-shards"
 VERSION = 1
 MANIFEST = "manifest.json"
 MAX_EXAMPLES = 1000  # skipped records listed with file and line; all of them are counted
+OFFSETS_HEADER_BYTES = 128  # the .npy header of a 1-D int64 array (see _npy_header)
 SYNC_BYTES = 4 << 20  # flushed on a helper thread (see _DataSync); what is left waits for the close
 
 
@@ -139,6 +140,8 @@ class ShardWriter:
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.inputs = inputs
         self._file: BinaryIO | None = None
+        self._offsets_file: BinaryIO | None = None  # the open shard's offsets, header last
+        self._documents = 0  # in the open shard
         self._hash = hashlib.sha256()
         self._tokens = 0
         self._unsynced = 0  # bytes of the open shard written since its last flush to disk
@@ -174,24 +177,30 @@ class ShardWriter:
         self._save_manifest()
 
     def abort(self) -> None:
-        """Drops the open shard's temporary file (the manifest stays at the last shard)."""
+        """Drops the open shard's temporary files (the manifest stays at the last shard)."""
         if self._file is not None:
-            name = self._file.name
             try:
                 self._sync.wait()
             except OSError:
                 pass  # the shard is dropped anyway
-            self._file.close()
-            self._file = None
-            Path(name).unlink(missing_ok=True)
+        for f in (self._file, self._offsets_file):
+            if f is not None:
+                f.close()
+                Path(f.name).unlink(missing_ok=True)
+        self._file = self._offsets_file = None
 
     def _append(self, ids: np.ndarray, bounds: np.ndarray) -> None:
         if self._file is None:
-            self._file = open(self.out_dir / f".{shard_name(len(self.manifest['shards']))}.bin.tmp", "wb")
+            name = shard_name(len(self.manifest["shards"]))
+            self._file = open(self.out_dir / f".{name}.bin.tmp", "wb")
+            self._offsets_file = open(self.out_dir / f".{name}.offsets.npy.tmp", "wb")
             self._hash = hashlib.sha256()
             self._tokens = 0
+            self._documents = 0
             self._unsynced = 0
             self._bounds = [np.zeros(1, np.int64)]
+            # The .npy header is written over these bytes at the close, when the count is known.
+            self._offsets_file.write(bytes(OFFSETS_HEADER_BYTES) + self._bounds[0].data)
         data = np.ascontiguousarray(ids.astype(self.dtype, copy=False)).data  # its buffer: no bytes copy
         self._file.write(data)
         self._hash.update(data)
@@ -202,24 +211,40 @@ class ShardWriter:
             self._file.flush()
             if self._sync.start(self._file.fileno()):
                 self._unsynced = 0
-        self._bounds.append(bounds[1:] + self._tokens)
+        ends = (bounds[1:] + self._tokens).astype("<i8", copy=False)
+        # Written as the shard grows: at the last close, the run's tail, only the header is left.
+        assert self._offsets_file is not None
+        self._offsets_file.write(ends.data)
+        self._bounds.append(ends)
+        self._documents += len(ends)
         self._tokens += len(ids)
         self.written_tokens += len(ids)
 
     def _close(self, end: Position | None, *, save: bool = True) -> None:
-        assert self._file is not None
+        assert self._file is not None and self._offsets_file is not None
         name = shard_name(len(self.manifest["shards"]))
-        offsets = np.concatenate(self._bounds).astype("<i8", copy=False)
-        # The tokens' last flush runs while the offsets file is written and flushed: the
-        # close is the tail of a run, which no encoding overlaps.
+        # The tokens' last flush runs while the offsets file is finished: the close is the
+        # tail of a run, which no encoding overlaps.
         self._file.flush()
         self._sync.wait()
         self._sync.start(self._file.fileno())
-        # The .npy file as its header and the array's own buffer: the last shard's close is
-        # the run's tail, and joining them into one bytes object took two copies (~7 ms for
-        # a million documents).
-        header = _npy_header(offsets)
-        write_bytes(self.out_dir / f"{name}.offsets.npy", header, offsets.data)
+        header = _npy_header(self._documents + 1)
+        # Hashed on a helper thread while this one finishes the file (hashlib releases the GIL).
+        digest: list[str] = []
+        pieces = [header] + [b.data for b in self._bounds]
+        hasher = threading.Thread(target=lambda: digest.append(_sha256(*pieces)), name="hanpack-offsets-hash", daemon=True)
+        hasher.start()
+        try:
+            f = self._offsets_file
+            f.seek(0)
+            f.write(header)
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            os.replace(f.name, self.out_dir / f"{name}.offsets.npy")
+            self._offsets_file = None
+        finally:
+            hasher.join()
         self._sync.wait()
         tmp = self._file.name
         self._file.close()
@@ -229,13 +254,13 @@ class ShardWriter:
             "tokens_file": f"{name}.bin",
             "offsets_file": f"{name}.offsets.npy",
             "tokens": self._tokens,
-            "documents": len(offsets) - 1,
+            "documents": self._documents,
             "sha256": self._hash.hexdigest(),
-            "offsets_sha256": _sha256(header, offsets.data),
+            "offsets_sha256": digest[0],
             "end": None if end is None else {"input": end.input, "record": end.record, "offset": end.offset},
         })
         self.manifest["tokens"] += self._tokens
-        self.manifest["documents"] += len(offsets) - 1
+        self.manifest["documents"] += self._documents
         self._bounds = []
         self._tokens = 0
         self._commit_skipped(end)
@@ -260,13 +285,17 @@ class ShardWriter:
         write_bytes(self.out_dir / MANIFEST, data)
 
 
-def _npy_header(array: np.ndarray) -> bytes:
-    """The header ``np.save`` writes before a contiguous ``array``'s bytes (format 1.0)."""
+def _npy_header(n: int) -> bytes:
+    """The header ``np.save`` writes before ``n`` little-endian int64 values (format 1.0:
+    :data:`OFFSETS_HEADER_BYTES` long for every ``n`` below 2**63, padding included)."""
     import io
 
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, np.lib.format.header_data_from_array_1_0(array))
-    return buf.getvalue()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<i8", "fortran_order": False, "shape": (n,)})
+    header = buf.getvalue()
+    if len(header) != OFFSETS_HEADER_BYTES:
+        raise RuntimeError(f"an .npy header of {len(header)} bytes for {n} offsets, not {OFFSETS_HEADER_BYTES}")
+    return header
 
 
 def _sha256(*parts: "bytes | memoryview") -> str:
