@@ -23,8 +23,12 @@ use crate::pool;
 /// drown in scheduling overhead.
 const MIN_TASK: usize = 64;
 
+/// Items per chunk of a batch whose results become lists: about 256 chunks, so that the
+/// worker's last chunk and the caller's last conversions end close together (10,705 lines
+/// of Chinese on two cores, against 64 chunks: LLaMA-3 1.86-1.90x -> 1.93-2.00x one
+/// thread, Qwen2 1.89-1.90x -> 1.91-1.97x, Chinese-LLaMA unchanged).
 fn list_chunk(n: usize) -> usize {
-    (n / 64).clamp(MIN_TASK, 4096)
+    (n / 256).clamp(MIN_TASK, 4096)
 }
 
 /// `encode(text, out)` appends one text's ids to `out`.
