@@ -35,7 +35,7 @@ where
     if n_chunks == 0 {
         return Ok(());
     }
-    if num_threads == Some(1) {
+    let Some(helpers) = pool::pipeline_helpers(num_threads) else {
         // One thread means one: work and conversion alternate on the calling thread.
         for part in items.chunks(chunk) {
             let r = py
@@ -44,36 +44,29 @@ where
             emit(r)?;
         }
         return Ok(());
-    }
+    };
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, Result<R, Failure>)>();
-    let workers = pool::threads(num_threads).saturating_sub(1);
-    std::thread::scope(|scope| {
+    // The helpers' tasks borrow the batch; this thread converts, inside the scope, so no
+    // thread is started per call (a thread per call, handing its work to a pool that woke
+    // a second, idle worker, left 12% of two cores idle in 9 ms calls).
+    helpers.in_place_scope(|scope| {
         let (next, work) = (&next, &work);
-        if workers > 0 {
-            scope.spawn(move || {
-                pool::install(num_threads, || {
-                    rayon::scope(|s| {
-                        for _ in 0..workers {
-                            let tx = tx.clone();
-                            // Workers take chunks in order, so results arrive roughly in order.
-                            s.spawn(move |_| loop {
-                                let k = next.fetch_add(1, Ordering::Relaxed);
-                                if k >= n_chunks {
-                                    break;
-                                }
-                                let part = &items[k * chunk..((k + 1) * chunk).min(items.len())];
-                                if tx.send((k, guard(|| work(part)))).is_err() {
-                                    break; // the receiver gave up after an error
-                                }
-                            });
-                        }
-                    });
-                });
+        for _ in 0..helpers.current_num_threads() {
+            let tx = tx.clone();
+            // Workers take chunks in order, so results arrive roughly in order.
+            scope.spawn(move |_| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= n_chunks {
+                    break;
+                }
+                let part = &items[k * chunk..((k + 1) * chunk).min(items.len())];
+                if tx.send((k, guard(|| work(part)))).is_err() {
+                    break; // the receiver gave up after an error
+                }
             });
-        } else {
-            drop(tx);
         }
+        drop(tx);
 
         let mut rx = Some(rx);
         let mut waiting: BTreeMap<usize, R> = BTreeMap::new();

@@ -86,6 +86,18 @@ pub fn spawn(num_threads: Option<usize>, job: impl FnOnce() + Send + 'static) {
     pool(threads(num_threads)).spawn(job)
 }
 
+/// Helpers of `pipeline::pipelined` (batches whose results become Python objects), apart
+/// from the batch pools: the calling thread converts and encodes too, so they are one
+/// fewer than the threads asked for.
+static PIPELINE_POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+
+/// The helpers beside the calling thread for a pipelined batch on `num_threads` threads
+/// (all cores when `None`); `None` for one thread.
+pub fn pipeline_helpers(num_threads: Option<usize>) -> Option<Arc<ThreadPool>> {
+    let threads = threads(num_threads);
+    (threads > 1).then(|| pool_in(&PIPELINE_POOLS, "hanpack-pipe", threads - 1))
+}
+
 /// The pool of helpers for a product on `num_threads` threads (all cores when `None`),
 /// the calling thread being one of them (`quant::matmul::CallerAndHelpers`); `None` for
 /// one thread.
