@@ -44,6 +44,7 @@ def _check_lines(sp, tok: hanpack.Tokenizer, lines: list[str], where: str) -> No
     ref_text = sp.decode(ref)
     got_text = tok.decode_batch(ref)
     bad_decode = [i for i, (r, g) in enumerate(zip(ref_text, got_text)) if r != g]
+    one_thread = tok.decode_batch(ref, num_threads=1)  # one thread has a path of its own
 
     problems = []
     if bad_encode:
@@ -52,6 +53,8 @@ def _check_lines(sp, tok: hanpack.Tokenizer, lines: list[str], where: str) -> No
     if bad_decode:
         problems.append(f"decode of sentencepiece's ids: {len(bad_decode)} of {len(lines)} lines differ")
         problems += describe_mismatches(lines, ref_text, got_text, what="text")
+    if one_thread != got_text:
+        problems.append("decode_batch on one thread differs from decode_batch on all cores")
     if not problems:
         return
     pytest.fail(f"{where}:\n  " + "\n  ".join(problems), pytrace=False)
