@@ -1,9 +1,9 @@
 """``tokenize_files``: input files to token shards, on all cores or on a Dask cluster.
 
 Locally, plain text and JSON-lines files are cut into line-aligned spans that the
-tokenizer reads, splits into records and encodes itself (GIL released, all cores, two
-spans at a time); compressed and parquet files are read by a background thread. The
-caller's thread writes the shards. With ``client=`` (a ``dask.distributed.Client``), the
+tokenizer reads, splits into records and encodes itself (GIL released, all cores, a few
+spans queued ahead in its pool); compressed and parquet files are read by a background
+thread. The caller's thread writes the shards. With ``client=`` (a ``dask.distributed.Client``), the
 inputs are cut into parts that the workers read and encode themselves, and this process
 writes the results in input order with the same :class:`~hanpack.data.shards.ShardWriter`,
 so both give byte-identical shards (the workers must see the input paths; the shards are

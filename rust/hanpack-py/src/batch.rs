@@ -399,7 +399,8 @@ pub fn lines_part(
     let mut buf = Vec::new();
     let mut start = range.start;
     while start < range.end {
-        let end = memchr::memchr(b'\n', &data[start..range.end]).map_or(range.end, |i| start + i + 1);
+        let end =
+            memchr::memchr(b'\n', &data[start..range.end]).map_or(range.end, |i| start + i + 1);
         p.n_lines += 1;
         match line_record(&data[start..end], json_field) {
             Record::Document(text) => {

@@ -16,8 +16,8 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use hanpack_core::error::HanpackError;
 
 use crate::batch;
-use crate::lines_stream::{LinesStream, SharedEncoder};
 use crate::bpe::BpeTokenizer;
+use crate::lines_stream::{LinesStream, SharedEncoder};
 use crate::spm::SpmTokenizer;
 
 enum Model {

@@ -146,10 +146,17 @@ impl Parts {
     fn encode(&self, k: usize, range: Range<usize>) {
         let b = &self.batch;
         let part = if b.stream.closed() {
-            Err(Failure::Panic("closed".into())) // never seen: a closed stream drops results
+            Ok(LinesPart::default()) // not encoded: a closed stream drops the batch
         } else {
             let encode = |t: &str, out: &mut Vec<u32>| (b.encode)(t, out);
-            guard(|| Ok(lines_part(&self.data, range, b.json_field.as_deref(), &encode)?))
+            guard(|| {
+                Ok(lines_part(
+                    &self.data,
+                    range,
+                    b.json_field.as_deref(),
+                    &encode,
+                )?)
+            })
         };
         self.slots.lock().unwrap_or_else(|p| p.into_inner())[k] = Some(part);
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
