@@ -318,6 +318,20 @@ def test_a_file_that_shrinks_during_the_run_is_reported_not_looped_on(tmp_path, 
     assert example.startswith(f"{text}:2: unreadable: breaks off after line 1: the file ends at byte 10")
 
 
+def test_empty_files_among_the_inputs(tmp_path, tok, sp):
+    lines = sample_lines()
+    paths = []
+    for i, content in enumerate(["", "\n".join(lines[:5]) + "\n", "", "\n".join(lines[5:9])]):
+        p = tmp_path / f"{i}.{'jsonl' if i == 2 else 'txt'}"
+        p.write_text(content, encoding="utf-8")
+        paths.append(p)
+    for threads in (1, 2):
+        r = tokenize_files(paths, tok, tmp_path / f"out{threads}", num_threads=threads, progress=False)
+        assert shard_documents(tmp_path / f"out{threads}") == [sp.encode(t) for t in lines[:9]]
+        assert r.documents == 9
+    assert folder_bytes(tmp_path / "out1") == folder_bytes(tmp_path / "out2")
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_a_file_removed_during_the_run_is_reported(tmp_path, tok, sp, monkeypatch, threads):
     gone, kept = tmp_path / "gone.txt", tmp_path / "kept.txt"

@@ -309,6 +309,7 @@ def _id_calls(tok, bad: int):
         "decode(numpy)": lambda: tok.decode(np.array([1, bad], dtype=np.int64)),
         "decode_batch": lambda: tok.decode_batch([[1], [2, bad]]),
         "decode_batch(one thread)": lambda: tok.decode_batch([[1]] * 300 + [[2, bad]], num_threads=1),
+        "decode_batch(two threads, a later chunk)": lambda: tok.decode_batch([[1]] * 3000 + [[2, bad]], num_threads=2),
         "id_to_piece": lambda: tok.id_to_piece(bad),
         "piece_score": lambda: tok.piece_score(bad),
         "piece_type": lambda: tok.piece_type(bad),

@@ -279,26 +279,27 @@ def _encoded_ahead(batches: Iterable[tuple[Part, int, RawBatch]], tokenizer: "To
     the next without waiting for a Python thread), in input order. Parquet texts are
     encoded when their turn comes."""
     stream = tokenizer._lines_stream(opts.narrow, opts.add_bos, opts.add_eos, num_threads)
-    pending: deque = deque()
+    pending: deque = deque()  # (item, whether it was submitted)
 
-    def taken(item: tuple[Part, int, RawBatch]) -> tuple[Part, int, RawBatch, list[_Encoded]]:
-        batch = item[2]
-        streamed = batch.span is not None or batch.data is not None
-        return (*item, _encoded(tokenizer, batch, opts, num_threads, stream.take if streamed else None))
+    def taken(item: tuple[Part, int, RawBatch], submitted: bool) -> tuple[Part, int, RawBatch, list[_Encoded]]:
+        return (*item, _encoded(tokenizer, item[2], opts, num_threads, stream.take if submitted else None))
 
     try:
         for item in batches:
             batch = item[2]
-            if batch.span is not None:
+            submitted = False
+            if batch.span is not None and batch.span[0] < batch.span[1]:  # an empty file's span reads nothing
                 a, b = batch.span
                 stream.submit((batch.path, a, b, b - a), batch.json_field)
+                submitted = True
             elif batch.data is not None:
                 stream.submit(batch.data, batch.json_field)
-            pending.append(item)
+                submitted = True
+            pending.append((item, submitted))
             if len(pending) > BATCHES_AHEAD:
-                yield taken(pending.popleft())
+                yield taken(*pending.popleft())
         while pending:
-            yield taken(pending.popleft())
+            yield taken(*pending.popleft())
     finally:
         stream.close()
 

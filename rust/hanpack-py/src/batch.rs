@@ -11,10 +11,10 @@ use numpy::PyArray1;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedStr;
-use pyo3::types::{PyBytes, PyList, PyString};
+use pyo3::types::{PyBytes, PyList};
 use rayon::prelude::*;
 
-use crate::convert::{append_ids, id_list};
+use crate::convert::id_list;
 use crate::errors::{run_detached, Failure};
 use crate::pipeline::pipelined;
 use crate::pool;
@@ -138,97 +138,6 @@ pub fn encode_flat<'py>(
         })
     })?;
     Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, offsets)))
-}
-
-/// Rows are flattened into one id buffer; workers decode chunks of rows into one string
-/// each while this thread turns finished chunks into Python strings (one allocation per
-/// chunk instead of two per row).
-pub fn decode_rows<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    num_threads: Option<usize>,
-    decode: impl DecodeInto,
-) -> PyResult<Bound<'py, PyList>> {
-    if pool::threads(num_threads) == 1 {
-        return decode_rows_here(py, batch, decode);
-    }
-    let mut flat = Vec::new();
-    let mut rows: Vec<Range<usize>> = Vec::new();
-    for row in batch.try_iter()? {
-        let start = flat.len();
-        append_ids(&row?, &mut flat)?;
-        rows.push(start..flat.len());
-    }
-    let out = PyList::empty(py);
-    pipelined(
-        py,
-        &rows,
-        list_chunk(rows.len()),
-        num_threads,
-        |part| {
-            let mut text = String::new();
-            let mut ends = Vec::with_capacity(part.len());
-            for r in part {
-                decode(&flat[r.clone()], &mut text)?;
-                ends.push(text.len());
-            }
-            Ok((text, ends))
-        },
-        |(text, ends)| {
-            let mut start = 0;
-            for end in ends {
-                out.append(PyString::new(py, &text[start..end]))?;
-                start = end;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(out)
-}
-
-/// Rows per chunk of [`decode_rows_here`].
-const DECODE_CHUNK: usize = 256;
-
-/// `decode_rows` on one thread: a chunk of rows at a time through buffers reused from
-/// chunk to chunk, the GIL released while a chunk decodes. Flattening the whole batch
-/// first faulted in a fresh buffer for all its ids on every call (8 MB of Chinese,
-/// Chinese-LLaMA: 213 MB/s, slower than a `decode` per row).
-fn decode_rows_here<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    decode: impl DecodeInto,
-) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
-    let mut rows = batch.try_iter()?;
-    let (mut flat, mut row_ends, mut text, mut text_ends) =
-        (Vec::new(), Vec::new(), String::new(), Vec::new());
-    loop {
-        flat.clear();
-        row_ends.clear();
-        for row in rows.by_ref().take(DECODE_CHUNK) {
-            append_ids(&row?, &mut flat)?;
-            row_ends.push(flat.len());
-        }
-        if row_ends.is_empty() {
-            return Ok(out);
-        }
-        text.clear();
-        text_ends.clear();
-        run_detached(py, || {
-            let mut start = 0;
-            for &end in &row_ends {
-                decode(&flat[start..end], &mut text)?;
-                text_ends.push(text.len());
-                start = end;
-            }
-            Ok(())
-        })?;
-        let mut start = 0;
-        for &end in &text_ends {
-            out.append(PyString::new(py, &text[start..end]))?;
-            start = end;
-        }
-    }
 }
 
 /// What `encode_lines` returns: flat ids (uint16 when `narrow`, else uint32), document bounds (int64, documents + 1),

@@ -16,6 +16,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
+use crate::row_decode;
 use crate::convert::{
     id_list, ids_from_py, str_from_ucs2, str_from_utf8, texts_from_list, with_id_buffer, with_ids,
 };
@@ -275,7 +276,7 @@ impl BpeTokenizer {
         skip_special: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        batch::decode_rows(py, batch, num_threads, |ids, out| {
+        row_decode::decode_rows(py, batch, num_threads, |ids, out| {
             m.decode_into(ids, skip_special, out)
         })
     }

@@ -15,6 +15,7 @@ mod lines_stream;
 mod pipeline;
 mod pool;
 mod quant;
+mod row_decode;
 mod segment;
 mod spm;
 mod vocab;

@@ -10,6 +10,7 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
+use crate::row_decode;
 use crate::convert::{id_list, str_from_utf8, texts_from_list, with_id_buffer, with_ids};
 use crate::errors::{run, run_detached, run_sized, DETACH_MIN_IDS, DETACH_MIN_TEXT};
 
@@ -159,7 +160,7 @@ impl SpmTokenizer {
         })
     }
 
-    /// See `batch::decode_rows`.
+    /// See `row_decode::decode_rows`.
     #[pyo3(signature = (batch, num_threads=None))]
     fn decode_batch<'py>(
         &self,
@@ -168,7 +169,7 @@ impl SpmTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        batch::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, out))
+        row_decode::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, out))
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {
