@@ -16,11 +16,11 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::row_decode;
 use crate::convert::{
     id_list, ids_from_py, str_from_ucs2, str_from_utf8, texts_from_list, with_id_buffer, with_ids,
 };
 use crate::errors::{run, run_detached, run_sized, Failure, DETACH_MIN_IDS, DETACH_MIN_TEXT};
+use crate::row_decode;
 
 #[pyclass(frozen, module = "hanpack._core")]
 pub struct BpeTokenizer {

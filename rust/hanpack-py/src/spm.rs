@@ -10,9 +10,9 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::types::{PyBytes, PyList, PyString};
 
 use crate::batch;
-use crate::row_decode;
 use crate::convert::{id_list, str_from_utf8, texts_from_list, with_id_buffer, with_ids};
 use crate::errors::{run, run_detached, run_sized, DETACH_MIN_IDS, DETACH_MIN_TEXT};
+use crate::row_decode;
 
 /// Loading parses ~10^5 small protobuf strings and frees them again; glibc keeps such
 /// freed chunks mapped, which made a loaded tokenizer look 1.5x bigger in RSS than what
