@@ -1,5 +1,6 @@
-//! Batch encoding and decoding shared by every tokenizer class: the model is given as a
-//! closure, so each class only says how one text (or one id row) is processed.
+//! Batch encoding shared by every tokenizer class (batch decoding: `row_decode`): the
+//! model is given as a closure, so each class only says how one text (or one id row) is
+//! processed.
 
 use std::ops::Range;
 
