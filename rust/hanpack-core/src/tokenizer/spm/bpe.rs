@@ -66,6 +66,25 @@ struct Symbol {
     id: u32,
 }
 
+/// The fields of a `Symbol` that a pair is formed from.
+#[derive(Clone, Copy)]
+struct SymbolFields {
+    start: u32,
+    id: u32,
+    next: i32,
+}
+
+impl From<Symbol> for SymbolFields {
+    #[inline(always)]
+    fn from(s: Symbol) -> Self {
+        SymbolFields {
+            start: s.start,
+            id: s.id,
+            next: s.next,
+        }
+    }
+}
+
 impl Symbol {
     /// The id the symbol is emitted with.
     #[inline]
@@ -524,24 +543,48 @@ impl BpeModel {
                 // symbols the sweep reaches next.
                 prefetch_ptr(symbols.as_ptr().wrapping_add(left + SYMBOLS_AHEAD));
             }
-            let l = symbols[left];
-            if l.next == MERGED {
+            // Fields are read and written one by one, and the new pairs are formed from the
+            // values held here: a symbol read whole (16 bytes) right after one of its
+            // fields was written (4 bytes) waits for the store to retire (store forwarding
+            // fails), and so did a symbol assembled on the stack and stored whole. That wait
+            // was the hottest spot of 1 MB of 'a'.
+            let l_next = symbols[left].next;
+            if l_next == MERGED {
                 continue;
             }
-            let right_index = l.next as usize;
-            let r = symbols[right_index];
-            if r.next as u32 != top.end {
+            let right_index = l_next as usize;
+            let r_next = symbols[right_index].next;
+            if r_next as u32 != top.end {
                 continue;
             }
+            let next = r_next as usize;
+            let merged = SymbolFields {
+                start: symbols[left].start,
+                id: top.id,
+                next: r_next,
+            };
+            let prev = symbols[left].prev;
+            let after = SymbolFields {
+                start: symbols[next].start,
+                id: symbols[next].id,
+                next: symbols[next].next,
+            };
             symbols[left].id = top.id;
-            symbols[left].next = r.next;
-            symbols[r.next as usize].prev = left as i32;
+            symbols[left].next = r_next;
+            symbols[next].prev = left as i32;
             symbols[right_index].next = MERGED;
-            let (prev, next) = (l.prev, r.next);
-            if let Some(p) = ctx.pair(symbols, &mut rev_merge, prev, left as i32) {
-                heap.push(p);
+            if prev >= 0 {
+                let b = &symbols[prev as usize];
+                let before = SymbolFields {
+                    start: b.start,
+                    id: b.id,
+                    next: left as i32,
+                };
+                if let Some(p) = ctx.pair_of(symbols, &mut rev_merge, prev, before, merged) {
+                    heap.push(p);
+                }
             }
-            if let Some(p) = ctx.pair(symbols, &mut rev_merge, left as i32, next) {
+            if let Some(p) = ctx.pair_of(symbols, &mut rev_merge, left as i32, merged, after) {
                 heap.push(p);
             }
         }
@@ -630,13 +673,31 @@ impl<'a> Ctx<'a, '_> {
         if left < 0 {
             return None;
         }
-        // The sentinel (right of the last symbol) is frozen, so no pair reaches past it.
         let (l, r) = (symbols[left as usize], symbols[right as usize]);
+        self.pair_of(symbols, rev_merge, left, l.into(), r.into())
+    }
+
+    /// `pair` with the two symbols' fields given (`l` at index `left`, `r` its next
+    /// symbol): passed as fields, not as `Symbol`s, because a `Symbol` built here was
+    /// copied through the stack in one 16-byte load after 4-byte stores.
+    #[inline(always)]
+    fn pair_of(
+        &mut self,
+        symbols: &[Symbol],
+        rev_merge: &mut Option<RevMerge<'a>>,
+        left: i32,
+        l: SymbolFields,
+        r: SymbolFields,
+    ) -> Option<Pair> {
+        // The sentinel (right of the last symbol) is frozen, so no pair reaches past it.
         if (l.id | r.id) & FROZEN != 0 {
             return None;
         }
         let text = self.text;
-        let end = || symbols[r.next as usize].start;
+        // The closures take copies: capturing `l` or `r` by reference kept them in memory,
+        // where they were stored field by field and then loaded whole.
+        let (l_start, r_next) = (l.start, r.next);
+        let end = move || symbols[r_next as usize].start;
         let key = (l.id as u64) << 32 | r.id as u64;
         let (merged, score) = if self.recent[0].0 == key {
             self.recent[0].1
@@ -644,8 +705,8 @@ impl<'a> Ctx<'a, '_> {
             self.recent.swap(0, 1);
             self.recent[0].1
         } else {
-            let found = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, || {
-                &text[l.start as usize..end() as usize]
+            let found = merged_pair(self.table, self.filter, self.pairs, l.id, r.id, move || {
+                &text[l_start as usize..end() as usize]
             });
             self.recent = [(key, found), self.recent[0]];
             found
