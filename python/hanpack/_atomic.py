@@ -13,16 +13,14 @@ from typing import Iterator, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def write_bytes(path: PathLike, *parts: "bytes | memoryview") -> None:
-    """Writes ``parts`` back to back to ``path`` via a temporary file in the same folder and
-    a rename (parts rather than one joined buffer: no copy of a large array's bytes)."""
+def write_bytes(path: PathLike, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file in the same folder and a rename."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            for data in parts:
-                f.write(data)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -199,8 +199,7 @@ pub fn encode_lines<'py>(
     num_threads: Option<usize>,
     encode: impl EncodeInto,
 ) -> PyResult<(LinesOut<'py>, usize)> {
-    // uint16 ids only when every id fits.
-    let narrow = narrow && vocab_size <= 1 << 16;
+    let narrow = narrow_ids(narrow, vocab_size);
     let encoded = |data: &[u8]| lines_encoded(data, json_field, narrow, num_threads, &encode);
     let (out, consumed) = if let Ok(bytes) = source.cast::<PyBytes>() {
         let data = bytes.as_bytes();
@@ -213,6 +212,11 @@ pub fn encode_lines<'py>(
         })?
     };
     Ok((out.into_py(py), consumed))
+}
+
+/// Whether corpus ids go out as uint16: when asked and every id fits.
+pub fn narrow_ids(narrow: bool, vocab_size: usize) -> bool {
+    narrow && vocab_size <= 1 << 16
 }
 
 /// `(path, start, end, size)`: the whole lines of a file from byte `start`, about `size`

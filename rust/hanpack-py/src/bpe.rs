@@ -44,12 +44,8 @@ impl BpeTokenizer {
         })
     }
 
-    /// The model and the policy `TokenizerBase`'s corpus-line encoding uses.
-    pub(crate) fn plain(&self) -> (&Model, &Policy) {
-        (&self.model, &self.plain_policy)
-    }
-
-    /// `plain`, for work that outlives the call (`LinesStream` jobs).
+    /// The model and the policy `TokenizerBase`'s corpus-line encoding uses (owned: its
+    /// `LinesStream` jobs outlive the call).
     pub(crate) fn plain_shared(&self) -> (Arc<Model>, Policy) {
         (self.model.clone(), self.plain_policy.clone())
     }

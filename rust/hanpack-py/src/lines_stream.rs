@@ -22,8 +22,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::batch::{
-    gather_lines, line_ranges, lines_part, LinesEncoded, LinesOut, LinesPart, LinesSpan,
-    RANGES_PER_THREAD,
+    gather_lines, line_ranges, lines_part, narrow_ids, LinesEncoded, LinesOut, LinesPart,
+    LinesSpan, RANGES_PER_THREAD,
 };
 use crate::errors::{guard, to_pyerr, Failure};
 use crate::pool;
@@ -193,7 +193,7 @@ impl LinesStream {
         Self {
             shared: Arc::default(),
             encode,
-            narrow: narrow && vocab_size <= 1 << 16,
+            narrow: narrow_ids(narrow, vocab_size),
             num_threads,
         }
     }

@@ -9,12 +9,38 @@
 //! oversubscription held 2-core batches to ~1.5x one thread.
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 
 use pyo3::prelude::*;
 
 use crate::errors::{guard, to_pyerr, Failure};
 use crate::pool;
+
+/// The receiving end of a channel that several threads, or a closure run without the GIL,
+/// may use: an `mpsc::Receiver` is not `Sync`, so such a closure could not borrow it (and
+/// moving it out and back for each wait was written twice). Each use locks it, uncontended
+/// but for helpers waiting on the same job queue.
+pub struct SharedReceiver<T>(Mutex<mpsc::Receiver<T>>);
+
+impl<T: Send> SharedReceiver<T> {
+    pub fn new(receiver: mpsc::Receiver<T>) -> Self {
+        Self(Mutex::new(receiver))
+    }
+
+    fn receiver(&self) -> std::sync::MutexGuard<'_, mpsc::Receiver<T>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A message already sent, if any.
+    pub fn try_recv(&self) -> Option<T> {
+        self.receiver().try_recv().ok()
+    }
+
+    /// The next message, waiting for it; `None` once every sender is gone.
+    pub fn recv(&self) -> Option<T> {
+        self.receiver().recv().ok()
+    }
+}
 
 /// Runs `work` over `chunk`-sized slices of `items` on the pool and hands each result, in
 /// chunk order, to `emit` on the calling thread (with the GIL held only during `emit`).
@@ -68,7 +94,7 @@ where
         }
         drop(tx);
 
-        let mut rx = Some(rx);
+        let rx = SharedReceiver::new(rx);
         let mut waiting: BTreeMap<usize, R> = BTreeMap::new();
         let mut expected = 0;
         let fail = |e: Failure| {
@@ -81,8 +107,7 @@ where
                 expected += 1;
                 continue;
             }
-            let receiver = rx.as_ref().expect("receiver is put back after each wait");
-            if let Ok((k, r)) = receiver.try_recv() {
+            if let Some((k, r)) = rx.try_recv() {
                 waiting.insert(k, r.map_err(fail)?);
                 continue;
             }
@@ -94,17 +119,11 @@ where
                 waiting.insert(k, r.map_err(fail)?);
                 continue;
             }
-            let receiver = rx.take().expect("receiver is put back after each wait");
-            let (msg, receiver) = py.detach(move || {
-                let msg = receiver.recv();
-                (msg, receiver)
-            });
-            rx = Some(receiver);
-            match msg {
-                Ok((k, r)) => {
+            match py.detach(|| rx.recv()) {
+                Some((k, r)) => {
                     waiting.insert(k, r.map_err(fail)?);
                 }
-                Err(_) => {
+                None => {
                     return Err(to_pyerr(
                         py,
                         Failure::Panic("a worker thread ended early".into()),

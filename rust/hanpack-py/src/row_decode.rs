@@ -8,7 +8,7 @@
 //! now 285 MB/s).
 
 use std::collections::BTreeMap;
-use std::sync::{mpsc, Mutex};
+use std::sync::mpsc;
 
 use hanpack_core::HanpackError;
 use pyo3::prelude::*;
@@ -17,6 +17,7 @@ use pyo3::types::{PyIterator, PyList, PyString};
 use crate::batch::DecodeInto;
 use crate::convert::append_ids;
 use crate::errors::{guard, run_detached, to_pyerr, Failure};
+use crate::pipeline::SharedReceiver;
 use crate::pool;
 
 /// Rows per chunk.
@@ -85,15 +86,14 @@ pub fn decode_rows<'py>(
         return Ok(out);
     };
     let (job_tx, job_rx) = mpsc::channel::<(usize, Chunk)>();
-    let job_rx = Mutex::new(job_rx);
+    let job_rx = SharedReceiver::new(job_rx);
     let (done_tx, done_rx) = mpsc::channel::<(usize, Chunk, Result<(), Failure>)>();
     let n_helpers = helpers.current_num_threads();
     helpers.in_place_scope(|scope| {
         for _ in 0..n_helpers {
             let (job_rx, done_tx, decode) = (&job_rx, done_tx.clone(), &decode);
             scope.spawn(move |_| loop {
-                let job = job_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                let Ok((k, mut chunk)) = job else {
+                let Some((k, mut chunk)) = job_rx.recv() else {
                     break; // no more chunks
                 };
                 let r = guard(|| Ok(chunk.decode(decode)?));
@@ -103,7 +103,8 @@ pub fn decode_rows<'py>(
             });
         }
         drop(done_tx);
-        let r = convert_in_order(py, &mut rows, &out, &job_tx, done_rx, 2 * n_helpers + 1);
+        let done = SharedReceiver::new(done_rx);
+        let r = convert_in_order(py, &mut rows, &out, &job_tx, &done, 2 * n_helpers + 1);
         drop(job_tx); // the helpers end
         r
     })?;
@@ -117,17 +118,15 @@ fn convert_in_order(
     rows: &mut Bound<'_, PyIterator>,
     out: &Bound<'_, PyList>,
     jobs: &mpsc::Sender<(usize, Chunk)>,
-    done: mpsc::Receiver<(usize, Chunk, Result<(), Failure>)>,
+    done: &SharedReceiver<(usize, Chunk, Result<(), Failure>)>,
     ahead: usize,
 ) -> PyResult<()> {
     let (mut sent, mut appended, mut more) = (0, 0, true);
     let mut ready = BTreeMap::new();
     let mut spare: Vec<Chunk> = Vec::new();
-    let mut done = Some(done);
     let helper_gone = || to_pyerr(py, Failure::Panic("a helper thread ended early".into()));
     loop {
-        let receiver = done.as_ref().expect("put back after each wait");
-        while let Ok((k, chunk, r)) = receiver.try_recv() {
+        while let Some((k, chunk, r)) = done.try_recv() {
             ready.insert(k, (chunk, r));
         }
         while let Some((chunk, r)) = ready.remove(&appended) {
@@ -149,10 +148,7 @@ fn convert_in_order(
             return Ok(());
         }
         // Nothing to fill or append: wait for a helper, without the GIL.
-        let receiver = done.take().expect("put back after each wait");
-        let (msg, receiver) = py.detach(move || (receiver.recv(), receiver));
-        done = Some(receiver);
-        let (k, chunk, r) = msg.map_err(|_| helper_gone())?;
+        let (k, chunk, r) = py.detach(|| done.recv()).ok_or_else(helper_gone)?;
         ready.insert(k, (chunk, r));
     }
 }

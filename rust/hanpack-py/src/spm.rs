@@ -38,10 +38,6 @@ impl SpmTokenizer {
         }
     }
 
-    pub(crate) fn core(&self) -> &SpmModel {
-        &self.model
-    }
-
     /// The model, for work that outlives the call (`LinesStream` jobs).
     pub(crate) fn shared(&self) -> Arc<SpmModel> {
         self.model.clone()
