@@ -92,13 +92,13 @@ pub fn decode_rows<'py>(
     helpers.in_place_scope(|scope| {
         for _ in 0..n_helpers {
             let (job_rx, done_tx, decode) = (&job_rx, done_tx.clone(), &decode);
-            scope.spawn(move |_| loop {
-                let Some((k, mut chunk)) = job_rx.recv() else {
-                    break; // no more chunks
-                };
-                let r = guard(|| Ok(chunk.decode(decode)?));
-                if done_tx.send((k, chunk, r)).is_err() {
-                    break; // the caller gave up after an error
+            // Until no chunk is left (the caller dropped the sender).
+            scope.spawn(move |_| {
+                while let Some((k, mut chunk)) = job_rx.recv() {
+                    let r = guard(|| Ok(chunk.decode(decode)?));
+                    if done_tx.send((k, chunk, r)).is_err() {
+                        break; // the caller gave up after an error
+                    }
                 }
             });
         }
