@@ -18,42 +18,53 @@
 const LONG: u16 = 0xFFFF;
 const BYTES: u16 = 0xFFFE;
 const ABSENT: u16 = 0xFFFD;
-/// `BYTES_INLINE + n`: the token's `n` (at most [`INLINE_BYTES`]) bytes are in the slot.
+/// A narrow slot whose token has a wide slot: its index is in the first two units.
+const WIDE: u16 = 0xFFFC;
+/// `BYTES_INLINE + n`: the token's `n` bytes are in the slot, two to a unit
+/// (little-endian); at most twice the slot's units of text.
 const BYTES_INLINE: u16 = 0xFF00;
-const INLINE_BYTES: usize = 2 * INLINE;
-/// Units a slot holds (the eighth is the tag): every Chinese token fits.
-const INLINE: usize = 7;
-type Slot = [u16; INLINE + 1];
+/// Units of text in a narrow slot (the fourth unit is the tag).
+const NARROW: usize = 3;
+/// Units of text in a wide slot (the eighth unit is the tag): every Chinese token fits.
+const WIDE_UNITS: usize = 7;
+type Narrow = [u16; NARROW + 1];
+type Wide = [u16; WIDE_UNITS + 1];
 
 /// id → the token's text as UTF-16 code units, where it is short whole BMP text.
 #[derive(Clone, Debug, Default)]
 pub struct Ucs2Slots {
-    /// Up to 7 units and, last, their count or a tag; a `BYTES_INLINE` slot holds the
-    /// token's bytes, two to a unit (little-endian).
-    slots: Vec<Slot>,
+    /// Eight bytes per id. The ids of a line hit this table all over, so its size is what
+    /// decoding waits for: LLaMA-3's is 1 MiB, where one 16-byte slot per id took 2 MiB
+    /// and decoding classical poetry spent 40% of its time waiting for slots (5.6 ns an
+    /// id, 3.4 with the slots in cache). 98% of the ids of Chinese text (LLaMA-3, Qwen2)
+    /// are tokens of at most three units, or byte tokens of one or two bytes, and fit.
+    narrow: Vec<Narrow>,
+    /// The tokens that do not fit (Latin words, longer Chinese words).
+    wide: Vec<Wide>,
 }
 
 impl Ucs2Slots {
     /// Slots for ids `0..n`; `bytes_of(id)` is the token's bytes, `None` for no token.
     pub fn build<'a>(n: usize, bytes_of: impl Fn(usize) -> Option<&'a [u8]>) -> Self {
-        let mut slots = Vec::with_capacity(n);
+        let mut narrow = Vec::with_capacity(n);
+        let mut wide = Vec::new();
         let mut units: Vec<u16> = Vec::new();
         for id in 0..n {
-            let mut slot: Slot = [0; INLINE + 1];
-            slot[INLINE] = match bytes_of(id) {
+            let mut slot: Wide = [0; WIDE_UNITS + 1];
+            slot[WIDE_UNITS] = match bytes_of(id) {
                 None => ABSENT,
                 Some(b) => match std::str::from_utf8(b) {
                     Ok(s) if s.chars().all(|c| (c as u32) < 0x10000) => {
                         units.clear();
                         units.extend(s.encode_utf16());
-                        if units.len() <= INLINE {
+                        if units.len() <= WIDE_UNITS {
                             slot[..units.len()].copy_from_slice(&units);
                             units.len() as u16
                         } else {
                             LONG
                         }
                     }
-                    _ if b.len() <= INLINE_BYTES => {
+                    _ if b.len() <= 2 * WIDE_UNITS => {
                         for (i, pair) in b.chunks(2).enumerate() {
                             slot[i] =
                                 u16::from_le_bytes([pair[0], pair.get(1).copied().unwrap_or(0)]);
@@ -63,13 +74,26 @@ impl Ucs2Slots {
                     _ => BYTES,
                 },
             };
-            slots.push(slot);
+            let tag = slot[WIDE_UNITS];
+            let fits = match tag {
+                LONG | BYTES | ABSENT => true,
+                t if t >= BYTES_INLINE => usize::from(t - BYTES_INLINE) <= 2 * NARROW,
+                t => usize::from(t) <= NARROW,
+            };
+            narrow.push(if fits {
+                [slot[0], slot[1], slot[2], tag]
+            } else {
+                let at = u32::try_from(wide.len()).expect("fewer than 2^32 tokens");
+                wide.push(slot);
+                [at as u16, (at >> 16) as u16, 0, WIDE]
+            });
         }
-        Self { slots }
+        Self { narrow, wide }
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.narrow.capacity() * std::mem::size_of::<Narrow>()
+            + self.wide.capacity() * std::mem::size_of::<Wide>()
     }
 }
 
@@ -89,64 +113,100 @@ impl Ucs2Slots {
         out: &mut Vec<u16>,
     ) -> bool {
         // Whole tokens are copied a slot at a time through a raw pointer into space
-        // reserved up front (each adds at most INLINE units; the copy writes a whole
-        // slot): with the length in a register the loop waits only for the slot loads.
-        // Other tokens go through `out` itself, and the pointer is taken again after.
+        // reserved up front (each adds at most WIDE_UNITS units; a copy writes at most a
+        // whole wide slot): with the length in a register the loop waits only for the
+        // slot loads. Other tokens go through `out` itself, and the pointer is taken again
+        // after.
+        let room = |left: usize| left * WIDE_UNITS + 1;
         let mut run = Run {
             bytes: [0; RUN],
             len: 0,
         };
-        out.reserve(ids.len() * INLINE + INLINE + 1);
-        // The slots of a line's ids lie all over a table of megabytes (LLaMA-3: 2 MiB):
-        // requested first, their loads overlap.
+        out.reserve(room(ids.len()));
+        // The slots of a line's ids lie all over the table: requested first, their loads
+        // overlap.
         for &id in ids {
-            if let Some(slot) = self.slots.get(id as usize) {
+            if let Some(slot) = self.narrow.get(id as usize) {
                 crate::prefetch::prefetch_ptr(slot);
             }
         }
         let mut len = out.len();
         let mut dst = out.as_mut_ptr();
-        // Invariant before id `k`: `len + (ids.len() - k) * INLINE + 1 <= out.capacity()`.
+        // A character cut into two byte tokens of one or two bytes each (17% of LLaMA-3's
+        // tokens on Chinese text): the first token's bytes wait here, in registers, and
+        // the second completes the character. Anything else goes through `run`, which is
+        // empty while bytes wait here (they move to it first).
+        let mut pend = Pending::default();
+        // Invariant before id `k`: `len + room(ids.len() - k) <= out.capacity()`.
         for (k, &id) in ids.iter().enumerate() {
             let Ok(i) = u32::try_from(id) else {
                 return false;
             };
-            let Some(slot) = self.slots.get(i as usize) else {
+            let Some(slot) = self.narrow.get(i as usize) else {
                 return false;
             };
-            let tag = slot[INLINE];
-            if tag == ABSENT {
-                return false;
-            }
-            if tag as usize <= INLINE && run.len == 0 {
+            let tag = slot[NARROW];
+            if tag as usize <= NARROW && run.len == 0 && pend.n == 0 {
                 if skip(i) {
                     continue;
                 }
-                // SAFETY: by the invariant (`ids.len() - k >= 1`) the slot's INLINE + 1
-                // units fit; `len` grows by at most INLINE, which keeps the invariant.
-                // The first `tag` of the copied units are the token's text.
+                // SAFETY: by the invariant (`ids.len() - k >= 1`) the slot's units fit;
+                // `len` grows by at most NARROW, which keeps the invariant. The first
+                // `tag` of the copied units are the token's text.
                 unsafe {
-                    std::ptr::copy_nonoverlapping(slot.as_ptr(), dst.add(len), INLINE + 1);
+                    std::ptr::copy_nonoverlapping(slot.as_ptr(), dst.add(len), NARROW + 1);
                 }
                 len += tag as usize;
                 continue;
             }
+            if tag.wrapping_sub(BYTES_INLINE + 1) < 2 && run.len == 0 {
+                if skip(i) {
+                    continue;
+                }
+                let n = u32::from(tag - BYTES_INLINE);
+                match pend.take(u32::from(slot[0]), n) {
+                    Taken::Waiting => continue,
+                    Taken::Char(unit) => {
+                        // SAFETY: by the invariant one unit fits at `len`.
+                        unsafe { *dst.add(len) = unit };
+                        len += 1;
+                        continue;
+                    }
+                    Taken::No => {}
+                }
+            }
+            if tag == ABSENT {
+                return false;
+            }
             if skip(i) {
                 continue;
             }
-            if tag == LONG {
-                return false;
-            }
             // SAFETY: `len` units of `out` have been written (above, or by `out` itself).
             unsafe { out.set_len(len) };
-            let ok = if tag as usize <= INLINE {
+            if pend.n != 0 {
+                let waiting = pend.bytes.to_le_bytes();
+                if !run.append(&waiting[..pend.n as usize], out) {
+                    return false;
+                }
+                pend.n = 0;
+            }
+            let (units, tag): (&[u16], u16) = if tag == WIDE {
+                let at = usize::from(slot[0]) | usize::from(slot[1]) << 16;
+                let w = &self.wide[at];
+                (&w[..WIDE_UNITS], w[WIDE_UNITS])
+            } else {
+                (&slot[..NARROW], tag)
+            };
+            let ok = if tag == LONG {
+                false
+            } else if tag as usize <= WIDE_UNITS {
                 run.flush(out, false) && {
-                    out.extend_from_slice(&slot[..tag as usize]);
+                    out.extend_from_slice(&units[..tag as usize]);
                     true
                 }
-            } else if (BYTES_INLINE..=BYTES_INLINE + INLINE_BYTES as u16).contains(&tag) {
-                let mut inline = [0u8; 2 * INLINE];
-                for (j, u) in slot[..INLINE].iter().enumerate() {
+            } else if tag > BYTES_INLINE && usize::from(tag - BYTES_INLINE) <= 2 * units.len() {
+                let mut inline = [0u8; 2 * WIDE_UNITS];
+                for (j, u) in units.iter().enumerate() {
                     inline[2 * j..2 * j + 2].copy_from_slice(&u.to_le_bytes());
                 }
                 run.append(&inline[..(tag - BYTES_INLINE) as usize], out)
@@ -156,13 +216,59 @@ impl Ucs2Slots {
             if !ok {
                 return false;
             }
-            out.reserve((ids.len() - k) * INLINE + 1); // the invariant again
+            out.reserve(room(ids.len() - k)); // the invariant again
             len = out.len();
             dst = out.as_mut_ptr();
         }
         // SAFETY: as above.
         unsafe { out.set_len(len) };
-        run.len == 0 || run.flush(out, false)
+        // Bytes still waiting end inside a character: text to replace.
+        pend.n == 0 && (run.len == 0 || run.flush(out, false))
+    }
+}
+
+/// The bytes (one or two) of a token that starts a three-byte character, waiting for the
+/// token that ends it.
+#[derive(Default)]
+struct Pending {
+    /// Little-endian, `n` of them.
+    bytes: u32,
+    n: u32,
+}
+
+enum Taken {
+    /// The token starts a character; its bytes wait.
+    Waiting,
+    /// The token ended the waiting character: its code unit.
+    Char(u16),
+    /// Neither (another lead byte, a character of other than three bytes, E0 and ED
+    /// leads, whose second byte has a narrower range, or bytes that cannot follow): the
+    /// general path takes the token.
+    No,
+}
+
+impl Pending {
+    /// Takes a token of `n` (1 or 2) bytes, the low `n` bytes of `b`.
+    #[inline(always)]
+    fn take(&mut self, b: u32, n: u32) -> Taken {
+        // Continuation bytes: 0b10xx_xxxx in each of the token's bytes.
+        let mask = if n == 1 { 0xC0 } else { 0xC0C0 };
+        let cont = mask & 0x8080;
+        if self.n == 0 {
+            let lead = b & 0xFF;
+            let three = matches!(lead, 0xE1..=0xEC | 0xEE..=0xEF);
+            if three && (n == 1 || (b >> 8) & 0xC0 == 0x80) {
+                self.bytes = b;
+                self.n = n;
+                return Taken::Waiting;
+            }
+        } else if self.n + n == 3 && b & mask == cont {
+            let all = self.bytes | b << (8 * self.n);
+            self.n = 0;
+            let unit = ((all & 0x0F) << 12) | ((all >> 8 & 0x3F) << 6) | (all >> 16 & 0x3F);
+            return Taken::Char(unit as u16);
+        }
+        Taken::No
     }
 }
 
@@ -330,6 +436,110 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Byte tokens of one and two bytes in every split of a short sequence (the pending
+    /// path for characters cut in two, and what it leaves to the general path), against
+    /// `std`'s UTF-8 decoder.
+    #[test]
+    fn one_and_two_byte_tokens_in_every_split_decode_like_utf8() {
+        let edges: &[u8] = &[
+            0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xAD, 0xB8, 0xBF, 0xC0, 0xC2, 0xDF,
+            0xE0, 0xE1, 0xE4, 0xEC, 0xED, 0xEE, 0xEF, 0xF0, 0xF4, 0xFF,
+        ];
+        let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        let mut pair_id = std::collections::HashMap::new();
+        for &a in edges {
+            for &b in edges {
+                pair_id.insert((a, b), tokens.len() as i64);
+                tokens.push(vec![a, b]);
+            }
+        }
+        let refs: Vec<&[u8]> = tokens.iter().map(|t| &t[..]).collect();
+        let slots = Ucs2Slots::build(refs.len(), |i| Some(refs[i]));
+        let mut out = Vec::new();
+        let mut check = |ids: &[i64]| {
+            out.clear();
+            let seq: Vec<u8> = ids
+                .iter()
+                .flat_map(|&i| refs[i as usize].to_vec())
+                .collect();
+            let ok = slots.decode_into(ids, |_| false, |i| refs[i as usize], &mut out);
+            let want = std::str::from_utf8(&seq)
+                .ok()
+                .filter(|s| s.chars().all(|c| (c as u32) < 0x10000));
+            assert_eq!(
+                ok.then(|| String::from_utf16(&out).unwrap()).as_deref(),
+                want,
+                "{seq:x?} as {ids:?}"
+            );
+        };
+        let zhong = ["中".as_bytes()[0], "中".as_bytes()[1], "中".as_bytes()[2]];
+        for &a in edges {
+            for &b in edges {
+                let ab = pair_id[&(a, b)];
+                for &c in edges {
+                    let bc = pair_id[&(b, c)];
+                    check(&[ab, i64::from(c)]);
+                    check(&[i64::from(a), bc]);
+                    // After a whole character, and followed by one.
+                    check(&[
+                        pair_id[&(zhong[0], zhong[1])],
+                        i64::from(zhong[2]),
+                        ab,
+                        i64::from(c),
+                    ]);
+                    check(&[
+                        i64::from(a),
+                        bc,
+                        i64::from(zhong[0]),
+                        pair_id[&(zhong[1], zhong[2])],
+                    ]);
+                    for &d in edges {
+                        check(&[ab, pair_id[&(c, d)]]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wide_slots_and_skipped_byte_tokens() {
+        let zhong = "中".as_bytes();
+        let tokens: Vec<&[u8]> = vec![
+            "一二三".as_bytes(),                                 // narrow: three units
+            "一二三四".as_bytes(),                               // wide: four
+            " seven!".as_bytes(),                                // wide: seven
+            &zhong[..1],                                         // narrow: one byte
+            &zhong[1..],                                         // narrow: two bytes
+            b"\xB8\xAD\xE4\xB8\xAD\xE4", // narrow: six bytes, ends mid-character
+            b"\xB8\xAD\xE4\xB8\xAD\xE4\xB8\xAD\xE4\xB8\xAD\xE4", // wide: 12 bytes
+            b"\xB8\xAD",
+        ];
+        let slots = Ucs2Slots::build(tokens.len(), |i| Some(tokens[i]));
+        assert_eq!(slots.wide.len(), 3);
+        let decode = |ids: &[i64], skip: &dyn Fn(u32) -> bool| {
+            let mut out = Vec::new();
+            slots
+                .decode_into(ids, skip, |i| tokens[i as usize], &mut out)
+                .then(|| String::from_utf16(&out).unwrap())
+        };
+        let none = |_: u32| false;
+        assert_eq!(
+            decode(&[1, 2, 0], &none).as_deref(),
+            Some("一二三四 seven!一二三")
+        );
+        assert_eq!(decode(&[3, 4, 1], &none).as_deref(), Some("中一二三四"));
+        assert_eq!(
+            decode(&[3, 5, 6, 7, 2], &none).as_deref(),
+            Some("中中中中中中中 seven!")
+        );
+        // A skipped token between the two halves of a character does not cut it.
+        assert_eq!(decode(&[3, 2, 4], &|i| i == 2).as_deref(), Some("中"));
+        assert_eq!(decode(&[3, 0, 4], &|i| i == 0).as_deref(), Some("中"));
+        // Half a character before whole text, or at the end: text to replace.
+        assert_eq!(decode(&[3, 1], &none), None);
+        assert_eq!(decode(&[0, 3], &none), None);
     }
 
     #[test]
