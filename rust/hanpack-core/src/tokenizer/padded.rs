@@ -101,6 +101,14 @@ impl ByteArena {
         Some(&self.bytes[s as usize..e as usize])
     }
 
+    /// Requests the cache line that [`Self::append_to`] reads first for entry `index`.
+    #[inline]
+    pub fn prefetch(&self, index: usize) {
+        if let Some(slot) = self.short.get(index) {
+            crate::prefetch::prefetch_ptr(slot);
+        }
+    }
+
     /// Appends entry `index` to `out`; false if there is no such entry.
     #[inline]
     pub fn append_to(&self, index: usize, out: &mut Vec<u8>) -> bool {

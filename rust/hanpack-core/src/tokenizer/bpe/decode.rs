@@ -17,6 +17,11 @@ impl BpeTokenizer {
         out: &mut Vec<u8>,
     ) -> Result<()> {
         out.reserve(ids.len() * 3);
+        // One slot per id, all over a table of megabytes: requested first, the loads
+        // overlap (English text, where lines take this path: see `ucs2`).
+        for &id in ids {
+            self.vocab.prefetch_bytes(id as u32);
+        }
         for &id in ids {
             // A negative or too large id fails the conversion or the lookup alike.
             let known = u32::try_from(id).is_ok_and(|i| {

@@ -290,6 +290,12 @@ impl Vocab {
         self.bytes.get(id as usize)
     }
 
+    /// Requests what [`Self::append_bytes`] reads for token `id`.
+    #[inline]
+    pub fn prefetch_bytes(&self, id: u32) {
+        self.bytes.prefetch(id as usize)
+    }
+
     /// Appends the bytes of token `id` to `out`; false if no token has that id.
     #[inline]
     pub fn append_bytes(&self, id: u32, out: &mut Vec<u8>) -> bool {
