@@ -40,6 +40,14 @@ impl<F: Fn(&str, &mut Vec<u32>) -> Result<(), HanpackError> + Sync> EncodeInto f
 pub trait DecodeInto: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync {}
 impl<F: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync> DecodeInto for F {}
 
+/// Decodes ids straight to UTF-16 units where it can (see `hanpack_core::tokenizer::ucs2`;
+/// false otherwise, with a partial result written).
+pub trait DecodeUtf16: Fn(&[i64], &mut Vec<u16>) -> bool + Sync {}
+impl<F: Fn(&[i64], &mut Vec<u16>) -> bool + Sync> DecodeUtf16 for F {}
+
+/// For models without a UTF-16 decoder.
+pub const NO_UTF16: Option<fn(&[i64], &mut Vec<u16>) -> bool> = None;
+
 /// A list of id lists; workers encode chunks while this thread builds the Python lists.
 pub fn encode_lists<'py>(
     py: Python<'py>,

@@ -272,9 +272,13 @@ impl BpeTokenizer {
         skip_special: bool,
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        row_decode::decode_rows(py, batch, num_threads, |ids, out| {
-            m.decode_into(ids, skip_special, out)
-        })
+        row_decode::decode_rows(
+            py,
+            batch,
+            num_threads,
+            |ids, out| m.decode_into(ids, skip_special, out),
+            Some(|ids: &[i64], out: &mut Vec<u16>| m.decode_ucs2_into(ids, skip_special, out)),
+        )
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {

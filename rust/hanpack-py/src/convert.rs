@@ -251,28 +251,27 @@ pub fn str_from_ucs2<'py>(
 ) -> PyResult<Option<Bound<'py, PyString>>> {
     let mut buf = UNITS.take();
     buf.clear();
-    let r = f(&mut buf).and_then(|done| {
-        if !done {
-            return Ok(None);
-        }
-        // SAFETY: the pointer and length describe `buf`, alive for the call, whose units
-        // are all below U+10000 (no surrogates), as the two-byte kind requires; the result
-        // is a new reference or NULL with an exception set.
-        unsafe {
-            let s = ffi::PyUnicode_FromKindAndData(
-                ffi::PyUnicode_2BYTE_KIND as std::os::raw::c_int,
-                buf.as_ptr().cast(),
-                buf.len() as ffi::Py_ssize_t,
-            );
-            Ok(Some(
-                Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked::<PyString>(),
-            ))
-        }
-    });
+    let r = f(&mut buf).and_then(|done| done.then(|| str_from_units(py, &buf)).transpose());
     if buf.capacity() <= KEEP_IDS * 4 {
         UNITS.set(buf);
     }
     r
+}
+
+/// A Python str from UTF-16 units that are all below U+10000, as
+/// `hanpack_core::tokenizer::ucs2` writes them.
+pub fn str_from_units<'py>(py: Python<'py>, units: &[u16]) -> PyResult<Bound<'py, PyString>> {
+    // SAFETY: the pointer and length describe `units`, alive for the call, which are all
+    // below U+10000 (no surrogates), as the two-byte kind requires; the result is a new
+    // reference or NULL with an exception set.
+    unsafe {
+        let s = ffi::PyUnicode_FromKindAndData(
+            ffi::PyUnicode_2BYTE_KIND as std::os::raw::c_int,
+            units.as_ptr().cast(),
+            units.len() as ffi::Py_ssize_t,
+        );
+        Ok(Bound::from_owned_ptr_or_err(py, s)?.cast_into_unchecked::<PyString>())
+    }
 }
 
 /// Calls `f` with an empty per-thread buffer for token ids (a per-text `encode` otherwise

@@ -14,8 +14,8 @@ use hanpack_core::HanpackError;
 use pyo3::prelude::*;
 use pyo3::types::{PyIterator, PyList, PyString};
 
-use crate::batch::DecodeInto;
-use crate::convert::append_ids;
+use crate::batch::{DecodeInto, DecodeUtf16};
+use crate::convert::{append_ids, str_from_units};
 use crate::errors::{guard, run_detached, to_pyerr, Failure};
 use crate::pipeline::SharedReceiver;
 use crate::pool;
@@ -29,9 +29,25 @@ struct Chunk {
     ids: Vec<i64>,
     /// Where each row's ids end in `ids`.
     row_ends: Vec<usize>,
+    /// The texts of rows decoded to UTF-16 (Chinese text with byte-level BPE: Python then
+    /// copies the units instead of decoding UTF-8 on the calling thread, which alone makes
+    /// the strings).
+    units: Vec<u16>,
     text: String,
-    /// Where each row's text ends in `text`.
-    text_ends: Vec<usize>,
+    /// Where each row's text ends, in `units` or in `text`.
+    text_ends: Vec<TextEnd>,
+}
+
+#[derive(Clone, Copy)]
+enum TextEnd {
+    Units(usize),
+    Utf8(usize),
+}
+
+/// How a chunk's rows are decoded: to UTF-16 first where the model can.
+struct Decoders<'a, D, U> {
+    utf8: &'a D,
+    utf16: Option<&'a U>,
 }
 
 impl Chunk {
@@ -46,35 +62,60 @@ impl Chunk {
         Ok(!self.row_ends.is_empty())
     }
 
-    fn decode(&mut self, decode: &impl DecodeInto) -> Result<(), HanpackError> {
+    fn decode<D: DecodeInto, U: DecodeUtf16>(
+        &mut self,
+        decoders: &Decoders<'_, D, U>,
+    ) -> Result<(), HanpackError> {
+        self.units.clear();
         self.text.clear();
         self.text_ends.clear();
         let mut start = 0;
         for &end in &self.row_ends {
-            decode(&self.ids[start..end], &mut self.text)?;
-            self.text_ends.push(self.text.len());
+            let ids = &self.ids[start..end];
+            let at = self.units.len();
+            if decoders.utf16.is_some_and(|f| f(ids, &mut self.units)) {
+                self.text_ends.push(TextEnd::Units(self.units.len()));
+            } else {
+                self.units.truncate(at);
+                (decoders.utf8)(ids, &mut self.text)?;
+                self.text_ends.push(TextEnd::Utf8(self.text.len()));
+            }
             start = end;
         }
         Ok(())
     }
 
     fn append_to(&self, py: Python<'_>, out: &Bound<'_, PyList>) -> PyResult<()> {
-        let mut start = 0;
+        let (mut units_start, mut text_start) = (0, 0);
         for &end in &self.text_ends {
-            out.append(PyString::new(py, &self.text[start..end]))?;
-            start = end;
+            match end {
+                TextEnd::Units(end) => {
+                    out.append(str_from_units(py, &self.units[units_start..end])?)?;
+                    units_start = end;
+                }
+                TextEnd::Utf8(end) => {
+                    out.append(PyString::new(py, &self.text[text_start..end]))?;
+                    text_start = end;
+                }
+            }
         }
         Ok(())
     }
 }
 
-/// The texts of `batch`'s rows (each a sequence of ids), on `num_threads` threads.
+/// The texts of `batch`'s rows (each a sequence of ids), on `num_threads` threads, by
+/// `utf16` where it can and by `decode` otherwise.
 pub fn decode_rows<'py>(
     py: Python<'py>,
     batch: &Bound<'py, PyAny>,
     num_threads: Option<usize>,
     decode: impl DecodeInto,
+    utf16: Option<impl DecodeUtf16>,
 ) -> PyResult<Bound<'py, PyList>> {
+    let decode = Decoders {
+        utf8: &decode,
+        utf16: utf16.as_ref(),
+    };
     let out = PyList::empty(py);
     let mut rows = batch.try_iter()?;
     let Some(helpers) = pool::pipeline_helpers(num_threads) else {

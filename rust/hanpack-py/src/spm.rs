@@ -165,7 +165,13 @@ impl SpmTokenizer {
         num_threads: Option<usize>,
     ) -> PyResult<Bound<'py, PyList>> {
         let m = &self.model;
-        row_decode::decode_rows(py, batch, num_threads, |ids, out| m.decode_into(ids, out))
+        row_decode::decode_rows(
+            py,
+            batch,
+            num_threads,
+            |ids, out| m.decode_into(ids, out),
+            batch::NO_UTF16,
+        )
     }
 
     fn id_to_piece(&self, id: i64) -> Option<&str> {

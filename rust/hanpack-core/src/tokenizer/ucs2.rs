@@ -99,6 +99,8 @@ impl Ucs2Slots {
 
 /// Bytes of consecutive byte tokens collected before they are decoded at once.
 const RUN: usize = 64;
+/// Slots requested this many ids before they are read.
+const AHEAD: usize = 32;
 
 impl Ucs2Slots {
     /// Appends the text of `ids` to `out` as UTF-16 units; `false` when that cannot be
@@ -123,13 +125,16 @@ impl Ucs2Slots {
             len: 0,
         };
         out.reserve(room(ids.len()));
-        // The slots of a line's ids lie all over the table: requested first, their loads
-        // overlap.
-        for &id in ids {
-            if let Some(slot) = self.narrow.get(id as usize) {
+        // The slots of a line's ids lie all over the table: requested AHEAD ids before
+        // they are read, their loads overlap. (Not all up front: an English line usually
+        // leaves this path at its first long word, and the requests for the rest were
+        // wasted.)
+        let prefetch = |k: usize| {
+            if let Some(slot) = ids.get(k).and_then(|&id| self.narrow.get(id as usize)) {
                 crate::prefetch::prefetch_ptr(slot);
             }
-        }
+        };
+        (0..AHEAD).for_each(prefetch);
         let mut len = out.len();
         let mut dst = out.as_mut_ptr();
         // A character cut into two byte tokens of one or two bytes each (17% of LLaMA-3's
@@ -139,6 +144,7 @@ impl Ucs2Slots {
         let mut pend = Pending::default();
         // Invariant before id `k`: `len + room(ids.len() - k) <= out.capacity()`.
         for (k, &id) in ids.iter().enumerate() {
+            prefetch(k + AHEAD);
             let Ok(i) = u32::try_from(id) else {
                 return false;
             };
