@@ -45,8 +45,11 @@ impl<F: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync> DecodeInto f
 pub trait DecodeUtf16: Fn(&[i64], &mut Vec<u16>) -> bool + Sync {}
 impl<F: Fn(&[i64], &mut Vec<u16>) -> bool + Sync> DecodeUtf16 for F {}
 
+/// A UTF-16 decoder as a plain function type.
+pub type Utf16Fn = fn(&[i64], &mut Vec<u16>) -> bool;
+
 /// For models without a UTF-16 decoder.
-pub const NO_UTF16: Option<fn(&[i64], &mut Vec<u16>) -> bool> = None;
+pub const NO_UTF16: Option<Utf16Fn> = None;
 
 /// A list of id lists; workers encode chunks while this thread builds the Python lists.
 pub fn encode_lists<'py>(
