@@ -41,15 +41,8 @@ pub trait DecodeInto: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync
 impl<F: Fn(&[i64], &mut String) -> Result<(), HanpackError> + Sync> DecodeInto for F {}
 
 /// Decodes ids straight to UTF-16 units where it can (see `hanpack_core::tokenizer::ucs2`;
-/// false otherwise, with a partial result written).
-pub trait DecodeUtf16: Fn(&[i64], &mut Vec<u16>) -> bool + Sync {}
-impl<F: Fn(&[i64], &mut Vec<u16>) -> bool + Sync> DecodeUtf16 for F {}
-
-/// A UTF-16 decoder as a plain function type.
-pub type Utf16Fn = fn(&[i64], &mut Vec<u16>) -> bool;
-
-/// For models without a UTF-16 decoder.
-pub const NO_UTF16: Option<Utf16Fn> = None;
+/// false otherwise, with a partial result written). Called once per row, so dynamic.
+pub type DecodeUtf16<'a> = &'a (dyn Fn(&[i64], &mut Vec<u16>) -> bool + Sync);
 
 /// A list of id lists; workers encode chunks while this thread builds the Python lists.
 pub fn encode_lists<'py>(

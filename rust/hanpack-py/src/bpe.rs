@@ -277,7 +277,7 @@ impl BpeTokenizer {
             batch,
             num_threads,
             |ids, out| m.decode_into(ids, skip_special, out),
-            Some(|ids: &[i64], out: &mut Vec<u16>| m.decode_ucs2_into(ids, skip_special, out)),
+            Some(&|ids: &[i64], out: &mut Vec<u16>| m.decode_ucs2_into(ids, skip_special, out)),
         )
     }
 

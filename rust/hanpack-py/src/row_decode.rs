@@ -44,12 +44,6 @@ enum TextEnd {
     Utf8(usize),
 }
 
-/// How a chunk's rows are decoded: to UTF-16 first where the model can.
-struct Decoders<'a, D, U> {
-    utf8: &'a D,
-    utf16: Option<&'a U>,
-}
-
 impl Chunk {
     /// The next rows of `rows` (up to [`CHUNK_ROWS`]); false when there were none.
     fn fill(&mut self, rows: &mut Bound<'_, PyIterator>) -> PyResult<bool> {
@@ -62,9 +56,11 @@ impl Chunk {
         Ok(!self.row_ends.is_empty())
     }
 
-    fn decode<D: DecodeInto, U: DecodeUtf16>(
+    /// Decodes the rows to UTF-16 by `utf16` where it can, else by `decode`.
+    fn decode(
         &mut self,
-        decoders: &Decoders<'_, D, U>,
+        decode: &impl DecodeInto,
+        utf16: Option<DecodeUtf16<'_>>,
     ) -> Result<(), HanpackError> {
         self.units.clear();
         self.text.clear();
@@ -73,11 +69,11 @@ impl Chunk {
         for &end in &self.row_ends {
             let ids = &self.ids[start..end];
             let at = self.units.len();
-            if decoders.utf16.is_some_and(|f| f(ids, &mut self.units)) {
+            if utf16.is_some_and(|f| f(ids, &mut self.units)) {
                 self.text_ends.push(TextEnd::Units(self.units.len()));
             } else {
                 self.units.truncate(at);
-                (decoders.utf8)(ids, &mut self.text)?;
+                decode(ids, &mut self.text)?;
                 self.text_ends.push(TextEnd::Utf8(self.text.len()));
             }
             start = end;
@@ -110,18 +106,14 @@ pub fn decode_rows<'py>(
     batch: &Bound<'py, PyAny>,
     num_threads: Option<usize>,
     decode: impl DecodeInto,
-    utf16: Option<impl DecodeUtf16>,
+    utf16: Option<DecodeUtf16<'_>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let decode = Decoders {
-        utf8: &decode,
-        utf16: utf16.as_ref(),
-    };
     let out = PyList::empty(py);
     let mut rows = batch.try_iter()?;
     let Some(helpers) = pool::pipeline_helpers(num_threads) else {
         let mut chunk = Chunk::default();
         while chunk.fill(&mut rows)? {
-            run_detached(py, || Ok(chunk.decode(&decode)?))?;
+            run_detached(py, || Ok(chunk.decode(&decode, utf16)?))?;
             chunk.append_to(py, &out)?;
         }
         return Ok(out);
@@ -136,7 +128,7 @@ pub fn decode_rows<'py>(
             // Until no chunk is left (the caller dropped the sender).
             scope.spawn(move |_| {
                 while let Some((k, mut chunk)) = job_rx.recv() {
-                    let r = guard(|| Ok(chunk.decode(decode)?));
+                    let r = guard(|| Ok(chunk.decode(decode, utf16)?));
                     if done_tx.send((k, chunk, r)).is_err() {
                         break; // the caller gave up after an error
                     }

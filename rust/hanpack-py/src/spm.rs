@@ -170,7 +170,7 @@ impl SpmTokenizer {
             batch,
             num_threads,
             |ids, out| m.decode_into(ids, out),
-            batch::NO_UTF16,
+            None,
         )
     }
 

@@ -261,9 +261,7 @@ impl Pending {
         let mask = if n == 1 { 0xC0 } else { 0xC0C0 };
         let cont = mask & 0x8080;
         if self.n == 0 {
-            let lead = b & 0xFF;
-            let three = matches!(lead, 0xE1..=0xEC | 0xEE..=0xEF);
-            if three && (n == 1 || (b >> 8) & 0xC0 == 0x80) {
+            if starts_three(b as u8) && (n == 1 || (b >> 8) & 0xC0 == 0x80) {
                 self.bytes = b;
                 self.n = n;
                 return Taken::Waiting;
@@ -271,11 +269,23 @@ impl Pending {
         } else if self.n + n == 3 && b & mask == cont {
             let all = self.bytes | b << (8 * self.n);
             self.n = 0;
-            let unit = ((all & 0x0F) << 12) | ((all >> 8 & 0x3F) << 6) | (all >> 16 & 0x3F);
-            return Taken::Char(unit as u16);
+            return Taken::Char(three_byte_unit(all));
         }
         Taken::No
     }
+}
+
+/// A lead byte of a three-byte character whose second byte may be any continuation byte
+/// (E0 and ED bound it more narrowly; their characters take the general path).
+#[inline(always)]
+fn starts_three(lead: u8) -> bool {
+    matches!(lead, 0xE1..=0xEC | 0xEE..=0xEF)
+}
+
+/// The code unit of a checked three-byte character, its bytes little-endian in `all`.
+#[inline(always)]
+fn three_byte_unit(all: u32) -> u16 {
+    (((all & 0x0F) << 12) | ((all >> 8 & 0x3F) << 6) | (all >> 16 & 0x3F)) as u16
 }
 
 /// Bytes of consecutive tokens that are not whole text (a character split across
@@ -310,9 +320,9 @@ impl Run {
         let run = &self.bytes[..self.len];
         // A CJK character cut in two (the common run): decoded directly. E0 and ED
         // leads, which bound the second byte, take the general path.
-        if let [a @ (0xE1..=0xEC | 0xEE..=0xEF), b, c] = *run {
-            if b & 0xC0 == 0x80 && c & 0xC0 == 0x80 {
-                out.push(((a as u16 & 0x0F) << 12) | ((b as u16 & 0x3F) << 6) | (c as u16 & 0x3F));
+        if let [a, b, c] = *run {
+            if starts_three(a) && b & 0xC0 == 0x80 && c & 0xC0 == 0x80 {
+                out.push(three_byte_unit(u32::from_le_bytes([a, b, c, 0])));
                 self.len = 0;
                 return true;
             }
