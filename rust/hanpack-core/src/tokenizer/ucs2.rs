@@ -364,6 +364,25 @@ mod tests {
             .then(|| String::from_utf16(&out).unwrap())
     }
 
+    /// Decodes `ids` and checks the result against `std`'s UTF-8 decoder on their bytes:
+    /// text to replace, or beyond U+FFFF, must be refused.
+    fn assert_like_std(slots: &Ucs2Slots, tokens: &[&[u8]], ids: &[i64], out: &mut Vec<u16>) {
+        out.clear();
+        let seq: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| tokens[i as usize].iter().copied())
+            .collect();
+        let ok = slots.decode_into(ids, |_| false, |i| tokens[i as usize], out);
+        let want = std::str::from_utf8(&seq)
+            .ok()
+            .filter(|s| s.chars().all(|c| (c as u32) < 0x10000));
+        assert_eq!(
+            ok.then(|| String::from_utf16(out).unwrap()).as_deref(),
+            want,
+            "{seq:x?} as {ids:?}"
+        );
+    }
+
     #[test]
     fn whole_and_split_characters_decode_like_utf8() {
         let zhong = "中".as_bytes();
@@ -429,17 +448,8 @@ mod tests {
         let slots = Ucs2Slots::build(256, |i| Some(refs[i]));
         let mut out = Vec::new();
         let mut check = |seq: &[u8]| {
-            out.clear();
             let ids: Vec<i64> = seq.iter().map(|&b| i64::from(b)).collect();
-            let ok = slots.decode_into(&ids, |_| false, |i| refs[i as usize], &mut out);
-            let want = std::str::from_utf8(seq)
-                .ok()
-                .filter(|s| s.chars().all(|c| (c as u32) < 0x10000));
-            assert_eq!(
-                ok.then(|| String::from_utf16(&out).unwrap()).as_deref(),
-                want,
-                "{seq:x?}"
-            );
+            assert_like_std(&slots, &refs, &ids, &mut out);
         };
         for a in 0..=255u8 {
             check(&[a]);
@@ -474,22 +484,7 @@ mod tests {
         let refs: Vec<&[u8]> = tokens.iter().map(|t| &t[..]).collect();
         let slots = Ucs2Slots::build(refs.len(), |i| Some(refs[i]));
         let mut out = Vec::new();
-        let mut check = |ids: &[i64]| {
-            out.clear();
-            let seq: Vec<u8> = ids
-                .iter()
-                .flat_map(|&i| refs[i as usize].to_vec())
-                .collect();
-            let ok = slots.decode_into(ids, |_| false, |i| refs[i as usize], &mut out);
-            let want = std::str::from_utf8(&seq)
-                .ok()
-                .filter(|s| s.chars().all(|c| (c as u32) < 0x10000));
-            assert_eq!(
-                ok.then(|| String::from_utf16(&out).unwrap()).as_deref(),
-                want,
-                "{seq:x?} as {ids:?}"
-            );
-        };
+        let mut check = |ids: &[i64]| assert_like_std(&slots, &refs, ids, &mut out);
         let zhong = ["中".as_bytes()[0], "中".as_bytes()[1], "中".as_bytes()[2]];
         for &a in edges {
             for &b in edges {
