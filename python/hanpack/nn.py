@@ -14,8 +14,9 @@ dequantize + matrix product in Rust (``hanpack_core::quant::matmul``: multi-thre
 AVX2/FMA or AVX-512 where the CPU has it, GIL released), reading the tensors without
 copies; fp32 and bf16 (and fp16) activations, the output in the activation's dtype. bf16
 inputs are read as they are and widened to f32 in the kernel: the f32 product of the bf16
-inputs (at batch 1, int4 layers whose shapes the f32 table kernel does not take use
-AVX512-BF16 dot products where the CPU has them). On other devices the weight is
+inputs (at batch 1 with AVX512-BF16, dot products on the bf16 inputs: on AMD Zen 4 for
+int4 and int3, elsewhere for int4 layers whose shapes the f32 table kernel does not
+take; see ``hanpack_core::quant::matmul_bf16``). On other devices the weight is
 dequantized there, one layer at a time, and ``F.linear`` runs.
 """
 

@@ -1,22 +1,34 @@
 //! `y = x · Wᵀ` for bf16 activations: `hanpack.nn.QuantLinear`'s CPU path when the
 //! model runs in bf16.
 //!
-//! For int4 at batch 1 on a CPU with AVX512-BF16, the codes become bf16 (0..15 are exact
-//! in bf16) and `vdpbf16ps` multiplies them pairwise with the bf16 inputs, accumulating
-//! in f32. The products of two bf16 values are exact in f32 and the sums are f32 sums, so
-//! this is the f32 computation on the given bf16 inputs (a denormal input counts as 0),
-//! with half the instructions per code of widening the codes to f32 (the AVX-512 kernel
-//! of [`super::matmul`]): a byte widens to one 16-bit lane, and a 32-entry table
-//! (`vpermw`, which reads the low five bits of each lane) turns its low nibble, and its
-//! high nibble after a shift, into bf16.
+//! At batch 1 on a CPU with AVX512-BF16 the codes become bf16 and `vdpbf16ps` multiplies
+//! them pairwise with the bf16 inputs, accumulating in f32. The products of two bf16
+//! values are exact in f32 and the sums are f32 sums, so this is the f32 computation on
+//! the given bf16 inputs (a denormal input counts as 0), with half the multiply
+//! instructions per code of widening the codes to f32 (the kernels of [`super::matmul`]).
 //!
-//! Every other case widens the inputs to f32 and runs [`super::matmul::matmul`]: int3,
-//! other widths, batch > 1, groups that are not whole 64-code spans, a CPU without
-//! AVX512-BF16, and shapes the f32 table kernel takes (whole 128-input chunks), which it
-//! runs at least as fast (4096 x 4096, 2 threads, `examples/matmul_threads`: 0.40-0.42
-//! ms against 0.42-0.45 ms; streaming 100 copies of the weight from memory, 0.53 against
-//! 0.90 ms). Both are tested against [`super::matmul::matmul_ref`] on the
-//! widened inputs.
+//! * **int4** ([`avx512bf16::rows`]): a byte widens to one 16-bit lane, and a 32-entry
+//!   table (`vpermw`, which reads the low five bits of each lane) turns its low nibble,
+//!   and its high nibble after a shift, into bf16 (0..15 are exact in bf16).
+//! * **int3** ([`avx512bf16::rows_int3`]): a chunk of 128 codes (48 bytes) is gathered
+//!   six bytes to each 64-bit lane (`vpermb`), so code `c` of a lane sits at bit `3c`;
+//!   `vpmultishiftqb` moves code `4k + j` of every lane into 16-bit word `j` of output
+//!   `k`, and `vpternlogd` keeps its three bits at mantissa bits 4-6 under the exponent of
+//!   8: bf16 `8 + q`. The offset joins the zero point's term (`Σ (8 + q)·x = 8·Σx + Σ q·x`).
+//!
+//! Where they run: on AMD (Zen 4) wherever the shapes allow, as the f32 table kernel is
+//! slower there. 4096 x 4096, two threads, `MODE=bf16 examples/matmul_threads` (this
+//! project's AMD EPYC VM), in cache / streaming 60 copies of the weight from memory: int4
+//! 0.325 / 0.448 ms (table) → 0.240 / 0.302 ms; int3 0.391 / 0.393 ms → 0.320 / 0.296 ms.
+//! On Intel the int4 kernel runs only on shapes the table kernel does not take, which it
+//! ran at least as fast there (Xeon, 4096 x 4096, 2 threads: 0.40-0.42 ms against
+//! 0.42-0.45 ms; streaming 100 copies, 0.53 against 0.90 ms), and int3 takes the table
+//! kernel (the int3 kernel was not measured on Intel).
+//!
+//! Every other case widens the inputs to f32 and runs [`super::matmul::matmul`]: other
+//! widths, batch > 1, groups that are not whole spans (int4, 64 codes) or chunks (int3,
+//! 128 codes), a CPU without AVX512-BF16. All are tested against
+//! [`super::matmul::matmul_ref`] on the widened inputs.
 
 use half::bf16;
 
@@ -24,8 +36,11 @@ use super::formats::{Bits, BLOCK};
 use super::matmul::{matmul_on, split_rows, table_kernel_applies, PackedWeight, Rayon, RowTasks};
 use crate::error::Result;
 
-/// Codes per step of the kernel: 32 packed bytes.
+/// Codes per step of the int4 kernel: 32 packed bytes.
 const SPAN: usize = 64;
+
+/// Codes per step of the int3 kernel: 48 packed bytes.
+const CHUNK: usize = 128;
 
 /// The fast kernel's contract is [`super::matmul::matmul_ref`]'s on `x` widened to f32.
 pub fn matmul_bf16(w: &PackedWeight<'_>, x: &[bf16], batch: usize, out: &mut [f32]) -> Result<()> {
@@ -42,17 +57,29 @@ pub fn matmul_bf16_on(
 ) -> Result<()> {
     w.check_sizes(x.len(), batch, out.len())?;
     #[cfg(target_arch = "x86_64")]
-    if batch == 1 && spans_fit(w) && has_bf16_dot() && !table_kernel_applies(&w.layout, batch) {
-        let arranged = arranged_inputs(w, x);
-        let xsum = group_sums(w, x);
+    if batch == 1 && has_bf16_dot() {
         let l = w.layout;
-        let padded = l.cols.div_ceil(BLOCK) * BLOCK;
-        split_rows(tasks, &l, padded, 1, out, |first, dst| {
-            // SAFETY: the CPU has AVX-512 F/BW/BF16 and F16C (`has_bf16_dot`), and the
-            // weight's sizes were checked against its layout.
-            unsafe { avx512bf16::rows(w, &arranged, &xsum, first, dst) }
-        });
-        return Ok(());
+        let over_table = amd_zen4() || !table_kernel_applies(&l, batch);
+        let xsum = || group_sums(w, x);
+        if spans_fit(w) && over_table {
+            let (arranged, xsum) = (arranged_inputs(w, x), xsum());
+            let padded = l.cols.div_ceil(BLOCK) * BLOCK;
+            split_rows(tasks, &l, padded, 1, out, |first, dst| {
+                // SAFETY: the CPU has AVX-512 F/BW/BF16 and F16C (`has_bf16_dot`), and
+                // the weight's sizes were checked against its layout.
+                unsafe { avx512bf16::rows(w, &arranged, &xsum, first, dst) }
+            });
+            return Ok(());
+        }
+        if chunks_fit(w) && amd_zen4() {
+            let (arranged, xsum) = (chunk_inputs(x), xsum());
+            split_rows(tasks, &l, l.cols, 1, out, |first, dst| {
+                // SAFETY: the CPU has AVX-512 F/BW/VBMI/BF16 and F16C (`amd_zen4`), and
+                // the weight's sizes were checked against its layout.
+                unsafe { avx512bf16::rows_int3(w, &arranged, &xsum, first, dst) }
+            });
+            return Ok(());
+        }
     }
     let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
     matmul_on(tasks, w, &xf, batch, out)
@@ -76,6 +103,27 @@ fn has_bf16_dot() -> bool {
         && std::arch::is_x86_feature_detected!("f16c")
 }
 
+/// int3 whose rows and groups are whole chunks.
+fn chunks_fit(w: &PackedWeight<'_>) -> bool {
+    let l = w.layout;
+    l.bits == Bits::B3 && l.cols.is_multiple_of(CHUNK) && l.group_size.is_multiple_of(CHUNK)
+}
+
+/// An AMD CPU with the int3 kernel's instructions (AVX512-VBMI besides `has_bf16_dot`'s):
+/// Zen 4 and later, where these kernels outrun the f32 table kernel (see the module's
+/// comment).
+#[cfg(target_arch = "x86_64")]
+fn amd_zen4() -> bool {
+    static AMD_ZEN4: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMD_ZEN4.get_or_init(|| {
+        let id = std::arch::x86_64::__cpuid(0);
+        let vendor = [id.ebx, id.edx, id.ecx].map(u32::to_le_bytes);
+        vendor.concat() == b"AuthenticAMD"
+            && has_bf16_dot()
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    })
+}
+
 /// The inputs' bf16 bits in the order the codes come out of a span's 32 bytes: the 32
 /// even inputs (low nibbles), then the 32 odd ones (high nibbles); zeros past `cols`.
 fn arranged_inputs(w: &PackedWeight<'_>, x: &[bf16]) -> Vec<u16> {
@@ -87,6 +135,19 @@ fn arranged_inputs(w: &PackedWeight<'_>, x: &[bf16]) -> Vec<u16> {
             let at = |i: usize| x.get(i).map_or(0, |v| v.to_bits());
             dst[j] = at(s * SPAN + 2 * j);
             dst[SPAN / 2 + j] = at(s * SPAN + 2 * j + 1);
+        }
+    }
+    out
+}
+
+/// The inputs' bf16 bits in the order the int3 kernel's words come out of a chunk:
+/// word `4m + j` of output `k` is code `16m + 4k + j`.
+fn chunk_inputs(x: &[bf16]) -> Vec<u16> {
+    let mut out = vec![0u16; x.len()];
+    for (src, dst) in x.chunks_exact(CHUNK).zip(out.chunks_exact_mut(CHUNK)) {
+        for (c, v) in src.iter().enumerate() {
+            let (m, k, j) = (c / 16, c % 16 / 4, c % 4);
+            dst[32 * k + 4 * m + j] = v.to_bits();
         }
     }
     out
@@ -104,7 +165,7 @@ mod avx512bf16 {
     use std::arch::x86_64::*;
 
     use super::super::matmul::{widen_f16, zero_terms_avx512, PackedWeight};
-    use super::SPAN;
+    use super::{CHUNK, SPAN};
 
     /// Entry `i` is bf16 `i mod 16`: `vpermw` reads the low five bits of each index, so a
     /// widened byte indexes its low nibble directly (bit 4 lands in the table's repeat).
@@ -209,6 +270,95 @@ mod avx512bf16 {
             *y = _mm512_reduce_add_ps(yv) - zero_terms;
         }
     }
+
+    /// `vpmultishiftqb` controls of int3 output `k`: both bytes of word `j` of every lane
+    /// start 4 bits below code `4k + j` (at bit `3(4k + j)`), so that the code lands in
+    /// bits 4-6 (wrapping around the lane for code 0: its bits below are masked off).
+    const INT3_CONTROLS: [[u8; 64]; 4] = {
+        let mut out = [[0u8; 64]; 4];
+        let mut k = 0;
+        while k < 4 {
+            let mut b = 0;
+            while b < 64 {
+                let code = 4 * k + (b % 8) / 2;
+                out[k][b] = ((3 * code + 64 - 4) % 64) as u8;
+                b += 1;
+            }
+            k += 1;
+        }
+        out
+    };
+
+    /// Rows `first..` of int3 `w` into `dst` (batch 1).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VBMI/BF16 and F16C; `w`'s arrays match its layout, which
+    /// `super::chunks_fit` accepted; `xa` and `xsum` come from `super::chunk_inputs` and
+    /// `super::group_sums` for `w`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512bf16,f16c")]
+    pub(super) unsafe fn rows_int3(
+        w: &PackedWeight<'_>,
+        xa: &[u16],
+        xsum: &[f32],
+        first: usize,
+        dst: &mut [f32],
+    ) {
+        const CHUNK_BYTES: usize = CHUNK * 3 / 8;
+        let l = w.layout;
+        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let chunks_per_group = l.group_size / CHUNK;
+        // Code bits 4-6 of each word, under bf16 8's sign and exponent: `8 + q`.
+        let (mask, eight) = (_mm512_set1_epi16(0x0070), _mm512_set1_epi16(0x4100));
+        let ctrl = INT3_CONTROLS.map(|c| _mm512_loadu_si512(c.as_ptr() as *const _));
+        // Bytes 6m..6m + 6 of the chunk into lane m (the lane's top two bytes: any).
+        let mut gather = [0u8; 64];
+        for (i, g) in gather.iter_mut().enumerate() {
+            *g = (6 * (i / 8) + (i % 8).min(5)) as u8;
+        }
+        let gather = _mm512_loadu_si512(gather.as_ptr() as *const _);
+        let zero = _mm512_setzero_ps();
+        let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
+        let x0 = xa.as_ptr();
+        for (i, y) in dst.iter_mut().enumerate() {
+            let r = first + i;
+            widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
+            widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
+            let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            let mut yv = zero;
+            let mut ch = 0;
+            for &s in &sf {
+                let mut acc = [zero; 4];
+                for _ in 0..chunks_per_group {
+                    let at = row.add(ch * CHUNK_BYTES);
+                    // As in `matmul`'s kernels: keep the memory stream going.
+                    _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
+                    // A masked load: the last chunk ends the buffer.
+                    let v = _mm512_permutexvar_epi8(
+                        gather,
+                        _mm512_maskz_loadu_epi32(0x0FFF, at as *const _),
+                    );
+                    let xc = x0.add(ch * CHUNK);
+                    for (k, a) in acc.iter_mut().enumerate() {
+                        let q = _mm512_ternarylogic_epi32::<0xEA>(
+                            _mm512_multishift_epi64_epi8(ctrl[k], v),
+                            mask,
+                            eight,
+                        );
+                        let xk = _mm512_loadu_si512(xc.add(32 * k) as *const _);
+                        *a = _mm512_dpbf16_ps(*a, bh(q), bh(xk));
+                    }
+                    ch += 1;
+                }
+                let sum =
+                    _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+                yv = _mm512_fmadd_ps(_mm512_set1_ps(s), sum, yv);
+            }
+            // `(A & mask) | eight` is ternary-logic 0xEA; the codes' offset 8 joins the
+            // zero points: Σ s·(8 + z)·Σx.
+            zf.iter_mut().for_each(|z| *z += 8.0);
+            *y = _mm512_reduce_add_ps(yv) - zero_terms_avx512(&sf, &zf, xsum);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -217,8 +367,9 @@ mod tests {
     use crate::quant::matmul::support::{assert_near_reference, packed, weight_and_input};
     use crate::quant::{quantize, Method, QuantSpec};
 
-    /// Every shape class (the fast path's: whole spans, a short last group, per-channel;
-    /// and the fallbacks': an odd number of blocks, group 32, int3, batch 2) against the
+    /// Every shape class (the int4 kernel's: whole spans, a short last group,
+    /// per-channel; the int3 kernel's: whole chunks, per-channel, in the pool; and the
+    /// fallbacks': an odd number of blocks, group 32, int3 group 64, batch 2) against the
     /// scalar reference on the widened inputs.
     #[test]
     fn matches_the_reference_on_widened_inputs() {
@@ -231,6 +382,9 @@ mod tests {
             (Bits::B4, 11, 160, Some(128), 1),
             (Bits::B4, 13, 256, Some(32), 1),
             (Bits::B3, 17, 256, Some(128), 1),
+            (Bits::B3, 9, 384, None, 1),
+            (Bits::B3, 301, 1024, Some(256), 1),
+            (Bits::B3, 5, 192, Some(64), 1),
             (Bits::B4, 7, 256, Some(128), 2),
         ];
         for &(bits, rows, cols, group_size, batch) in cases {
@@ -241,6 +395,53 @@ mod tests {
             let mut fast = vec![0f32; batch * rows];
             matmul_bf16(&w, &xb, batch, &mut fast).unwrap();
             assert_near_reference(&q, &xf, batch, &fast);
+        }
+    }
+
+    /// The int3 kernel itself on any CPU with its instructions (it is chosen on AMD
+    /// only): inputs of every magnitude, bf16 subnormals (counted as 0) included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_int3_kernel_matches_the_reference() {
+        if !(has_bf16_dot() && std::arch::is_x86_feature_detected!("avx512vbmi")) {
+            return;
+        }
+        let cases: &[(usize, usize, Option<usize>)] = &[
+            (37, 256, Some(128)),
+            (9, 384, None),
+            (11, 512, Some(256)),
+            (640, 4096, Some(128)),
+        ];
+        let scales = [1.0f32, 3e-7, 1e30, 1e-39, 7.5e20];
+        for &(rows, cols, group_size) in cases {
+            let (q, x) = weight_and_input(Bits::B3, rows, cols, group_size, 1);
+            let w = packed(&q);
+            assert!(chunks_fit(&w));
+            for wide in [false, true] {
+                let xb: Vec<bf16> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| bf16::from_f32(if wide { v * scales[i % 5] } else { v }))
+                    .collect();
+                // The kernel counts subnormal inputs as 0, as `vdpbf16ps` does.
+                let xf: Vec<f32> = xb
+                    .iter()
+                    .map(|v| v.to_f32())
+                    .map(|v| if v.is_normal() { v } else { 0.0 })
+                    .collect();
+                let mut fast = vec![0f32; rows];
+                // SAFETY: the features were checked above, the shapes by `chunks_fit`.
+                unsafe {
+                    avx512bf16::rows_int3(
+                        &w,
+                        &chunk_inputs(&xb),
+                        &group_sums(&w, &xb),
+                        0,
+                        &mut fast,
+                    )
+                };
+                assert_near_reference(&q, &xf, 1, &fast);
+            }
         }
     }
 
