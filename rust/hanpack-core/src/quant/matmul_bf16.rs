@@ -324,6 +324,7 @@ mod avx512bf16 {
             widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
             widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
             let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            let full = r + 1 < l.rows;
             let mut yv = zero;
             let mut ch = 0;
             for &s in &sf {
@@ -332,10 +333,9 @@ mod avx512bf16 {
                     let at = row.add(ch * CHUNK_BYTES);
                     // As in `matmul`'s kernels: keep the memory stream going.
                     _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
-                    // A masked load: the last chunk ends the buffer.
                     let v = _mm512_permutexvar_epi8(
                         gather,
-                        _mm512_maskz_loadu_epi32(0x0FFF, at as *const _),
+                        super::super::matmul::int3_chunk_bytes(at, full),
                     );
                     let xc = x0.add(ch * CHUNK);
                     for (k, a) in acc.iter_mut().enumerate() {

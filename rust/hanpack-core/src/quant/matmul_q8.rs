@@ -200,7 +200,13 @@ mod avx512vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn unit_dot4(w: *const u8, mask: u64, x: *const i8) -> __m512 {
         let nibble = _mm512_set1_epi8(0x0F);
-        let v = _mm512_maskz_loadu_epi8(mask, w as *const i8);
+        // A plain load where the mask takes all 64 bytes (masked loads are slower on
+        // Zen 4; see `super::super::matmul::int3_chunk_bytes`).
+        let v = if mask == u64::MAX {
+            _mm512_loadu_si512(w as *const _)
+        } else {
+            _mm512_maskz_loadu_epi8(mask, w as *const i8)
+        };
         let low = _mm512_and_si512(v, nibble);
         let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
         let xe = _mm512_loadu_si512(x as *const _);
@@ -250,12 +256,23 @@ mod avx512vnni {
 
     /// One int3 unit's integer dot product: `bytes` packed bytes at `w` (whole 12-byte
     /// blocks, at most four) against the activations at `x`, in order: codes `0..64`
-    /// from the first triple of each 64-bit lane, `64..128` from the second.
+    /// from the first triple of each 64-bit lane, `64..128` from the second. `full`: 64
+    /// bytes at `w` may be read.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
-    unsafe fn unit_dot3(w: *const u8, bytes: usize, x: *const i8, c: &Int3Consts) -> __m512 {
-        let mask = (1u64 << bytes) - 1;
-        let v = _mm512_permutexvar_epi8(c.gather, _mm512_maskz_loadu_epi8(mask, w as *const i8));
+    unsafe fn unit_dot3(
+        w: *const u8,
+        bytes: usize,
+        full: bool,
+        x: *const i8,
+        c: &Int3Consts,
+    ) -> __m512 {
+        let v = if full && bytes == 48 {
+            super::super::matmul::int3_chunk_bytes(w, true)
+        } else {
+            _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, w as *const i8)
+        };
+        let v = _mm512_permutexvar_epi8(c.gather, v);
         let seven = _mm512_set1_epi8(7);
         let q0 = _mm512_and_si512(_mm512_multishift_epi64_epi8(c.first, v), seven);
         let q1 = _mm512_and_si512(_mm512_multishift_epi64_epi8(c.second, v), seven);
@@ -278,6 +295,7 @@ mod avx512vnni {
     unsafe fn unit_dot<const BITS: u32>(
         w: *const u8,
         bytes: usize,
+        full: bool,
         x: *const i8,
         c: &Int3Consts,
     ) -> __m512 {
@@ -289,7 +307,7 @@ mod avx512vnni {
             };
             unit_dot4(w, mask, x)
         } else {
-            unit_dot3(w, bytes, x, c)
+            unit_dot3(w, bytes, full, x, c)
         }
     }
 
@@ -338,6 +356,8 @@ mod avx512vnni {
                 }
             }
             let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            // Not the last row: 64 bytes can be read from any unit of it.
+            let full = r + 1 < l.rows;
             // Two accumulators (units are short: one chain of additions would set the pace).
             let (mut y0, mut y1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             let mut u = 0;
@@ -347,10 +367,11 @@ mod avx512vnni {
                 // hint per step, int4's second line went unrequested (4096x4096, one thread: 0.49 -> 0.45 ms).
                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024) as *const i8);
                 _mm_prefetch::<_MM_HINT_T0>(at.wrapping_add(1024 + 64) as *const i8);
-                let d0 = unit_dot::<BITS>(at, unit_bytes, x0.add(u * per), &consts);
+                let d0 = unit_dot::<BITS>(at, unit_bytes, full, x0.add(u * per), &consts);
                 let d1 = unit_dot::<BITS>(
                     at.add(unit_bytes),
                     unit_bytes,
+                    full,
                     x0.add((u + 1) * per),
                     &consts,
                 );
@@ -364,7 +385,8 @@ mod avx512vnni {
                 } else {
                     unit_bytes
                 };
-                let d = unit_dot::<BITS>(row.add(u * unit_bytes), bytes, x0.add(u * per), &consts);
+                let at = row.add(u * unit_bytes);
+                let d = unit_dot::<BITS>(at, bytes, full, x0.add(u * per), &consts);
                 y0 = _mm512_fmadd_ps(_mm512_set1_ps(factor[u]), d, y0);
                 u += 1;
             }
