@@ -186,6 +186,24 @@ mod avx512bf16 {
         std::mem::transmute::<__m512i, __m512bh>(v)
     }
 
+    /// Row `r`'s packed bytes, with its scales and zeros widened into `sf` and `zf`.
+    ///
+    /// # Safety
+    /// The CPU has F16C.
+    #[inline]
+    #[target_feature(enable = "f16c")]
+    unsafe fn row_params(
+        w: &PackedWeight<'_>,
+        r: usize,
+        sf: &mut [f32],
+        zf: &mut [f32],
+    ) -> *const u8 {
+        let (ng, rb) = (w.layout.n_groups(), w.layout.row_bytes());
+        widen_f16(&w.scales[r * ng..(r + 1) * ng], sf);
+        widen_f16(&w.zeros[r * ng..(r + 1) * ng], zf);
+        w.packed[r * rb..(r + 1) * rb].as_ptr()
+    }
+
     /// One span: 32 bytes of codes at `w` against the 64 arranged inputs at `x`, into the
     /// even (`a`) and odd (`b`) accumulators.
     #[inline]
@@ -223,9 +241,7 @@ mod avx512bf16 {
         let x0 = xa.as_ptr();
         for (i, y) in dst.iter_mut().enumerate() {
             let r = first + i;
-            widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
-            widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
-            let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            let row = row_params(w, r, &mut sf, &mut zf);
             let mut yv = zero;
             let mut k = 0;
             for (g, &s) in sf.iter().enumerate() {
@@ -305,7 +321,7 @@ mod avx512bf16 {
     ) {
         const CHUNK_BYTES: usize = CHUNK * 3 / 8;
         let l = w.layout;
-        let (ng, rb) = (l.n_groups(), l.row_bytes());
+        let ng = l.n_groups();
         let chunks_per_group = l.group_size / CHUNK;
         // Code bits 4-6 of each word, under bf16 8's sign and exponent: `8 + q`.
         let (mask, eight) = (_mm512_set1_epi16(0x0070), _mm512_set1_epi16(0x4100));
@@ -321,9 +337,7 @@ mod avx512bf16 {
         let x0 = xa.as_ptr();
         for (i, y) in dst.iter_mut().enumerate() {
             let r = first + i;
-            widen_f16(&w.scales[r * ng..(r + 1) * ng], &mut sf);
-            widen_f16(&w.zeros[r * ng..(r + 1) * ng], &mut zf);
-            let row = w.packed[r * rb..(r + 1) * rb].as_ptr();
+            let row = row_params(w, r, &mut sf, &mut zf);
             let full = r + 1 < l.rows;
             let mut yv = zero;
             let mut ch = 0;
