@@ -18,8 +18,9 @@
 //!
 //! Where they run: on AMD (Zen 4) wherever the shapes allow, as the f32 table kernel is
 //! slower there. 4096 x 4096, two threads, `MODE=bf16 examples/matmul_threads` (this
-//! project's AMD EPYC VM), in cache / streaming 60 copies of the weight from memory: int4
-//! 0.325 / 0.448 ms (table) → 0.240 / 0.302 ms; int3 0.391 / 0.393 ms → 0.320 / 0.296 ms.
+//! project's AMD EPYC VM), median in cache / streaming 60 copies of the weight from
+//! memory: int4 0.325-0.399 / 0.448-0.496 ms (table) → 0.240-0.292 / 0.302-0.423 ms;
+//! int3 0.391-0.423 / 0.393-0.440 ms → 0.264-0.324 / 0.296-0.343 ms.
 //! On Intel the int4 kernel runs only on shapes the table kernel does not take, which it
 //! ran at least as fast there (Xeon, 4096 x 4096, 2 threads: 0.40-0.42 ms against
 //! 0.42-0.45 ms; streaming 100 copies, 0.53 against 0.90 ms), and int3 takes the table
