@@ -88,6 +88,22 @@ def test_prequantized_checkpoint_loads_packed_quantlinear(fp_model, tmp_path):
     assert float((got - want).abs().max()) <= 1e-4 * float(want.abs().max())
 
 
+def test_casting_a_loaded_model_keeps_the_packed_parameters(fp_model, tmp_path):
+    """``model.to(torch.bfloat16)`` after loading gives what loading in bf16 does (it used to
+    cast the fp16 scales to bf16, which the kernels then read as fp16 bits)."""
+    q = _quantized(fp_model, tmp_path / "q", bits=4, group_size=32)
+    cast = AutoModelForCausalLM.from_pretrained(q).to(torch.bfloat16)
+    loaded = AutoModelForCausalLM.from_pretrained(q, dtype=torch.bfloat16)
+    assert _buffers(cast).keys() == _buffers(loaded).keys()
+    for name, bufs in _buffers(cast).items():
+        for b, t in bufs.items():
+            assert torch.equal(t, _buffers(loaded)[name][b]), (name, b)
+    # Up to bf16 rounding (`.to()` also casts the rotary frequencies, which loading in
+    # bf16 keeps in fp32); the fp16 scales read as bf16 bits were off by the logits' size.
+    got, want = _logits(cast).float(), _logits(loaded).float()
+    assert float((got - want).abs().max()) <= 0.02 * float(want.abs().max())
+
+
 @pytest.mark.parametrize("bits,method", [(4, "hqq"), (3, "rtn"), (8, "mse")])
 def test_quantize_on_load_equals_hanpack_quantize(fp_model, tmp_path, bits, method):
     q = _quantized(fp_model, tmp_path / "q", bits=bits, group_size=32, method=method)

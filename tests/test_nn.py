@@ -221,3 +221,37 @@ def test_cached_buffer_views_follow_copies_moves_and_in_place_loads():
     assert torch.equal(lin(x), ya)
     again = pickle.loads(pickle.dumps(lin))
     assert "_views" not in again.__dict__ and torch.equal(again(x), ya)
+
+
+def test_module_casts_keep_scales_and_zeros_fp16():
+    """``.to(torch.bfloat16)``, ``.float()``, ``.double()``, ``.half()`` cast every floating
+    buffer of a model; QuantLinear's scales and zeros stay fp16 (the kernels read fp16 bits:
+    a bf16 copy read that way gave garbage), bias follows the cast, products are unchanged."""
+    import copy
+
+    q = _quantized(4, 40, 256, 128, seed=5)
+    lin = hanpack.nn.QuantLinear.from_quantized(q)
+    x = torch.randn(3, 256)
+    want, want_b = lin(x), lin(x[:1].bfloat16())
+    for dtype in (torch.bfloat16, torch.float64, torch.float16, torch.float32):
+        m = copy.deepcopy(lin).to(dtype)
+        assert (m.scales.dtype, m.zeros.dtype) == (torch.float16, torch.float16)
+        assert torch.equal(m.scales, lin.scales) and torch.equal(m.zeros, lin.zeros)
+        assert torch.equal(m(x), want) and torch.equal(m(x[:1].bfloat16()), want_b)
+    with_bias = hanpack.nn.QuantLinear.from_quantized(q, torch.randn(40)).to(torch.bfloat16)
+    assert with_bias.bias.dtype == torch.bfloat16 and with_bias.scales.dtype == torch.float16
+
+
+def test_buffers_assigned_in_another_dtype_are_read_by_value():
+    """``load_state_dict(assign=True)`` with bf16 scales and zeros: their values are used
+    (as fp16), not their bits."""
+    q = _quantized(3, 24, 256, 128, seed=6)
+    lin = hanpack.nn.QuantLinear.from_quantized(q)
+    state = lin.state_dict()
+    state["scales"], state["zeros"] = state["scales"].bfloat16(), state["zeros"].bfloat16()
+    lin.load_state_dict(state, assign=True)
+    x = torch.randn(2, 256)
+    y = lin(x)
+    assert lin.scales.dtype == torch.float16
+    assert torch.equal(lin.scales, state["scales"].to(torch.float16))
+    _close(y, x, lin.dequantized_weight(), 1e-5)

@@ -94,6 +94,9 @@ class QuantLinear(nn.Module):
     (several times faster; see ``benches/RESULTS.md``). ``None`` (the default) keeps the
     activations as they are. Other devices ignore it.
 
+    Casting the module or its model (``.to(torch.bfloat16)``, ``.float()``) casts the bias
+    only: ``scales`` and ``zeros`` stay fp16 and follow the device.
+
     >>> QuantLinear(4096, 4096, bits=4, group_size=128, act_bits=8)  # doctest: +SKIP
     """
 
@@ -143,6 +146,19 @@ class QuantLinear(nn.Module):
         m = cls.from_quantized(q, linear.bias, act_bits=act_bits)
         return m.to(linear.weight.device)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "QuantLinear":
+        """``.to(dtype)``, ``.float()``, ``.bfloat16()`` and the like on a model cast every
+        floating buffer; the kernels read ``scales`` and ``zeros`` as fp16 bits (a bf16
+        copy read that way gave garbage logits) and a round trip through bf16 would lose
+        their precision. So they follow the module's device only and stay fp16."""
+        kept = {name: self._buffers[name] for name in ("scales", "zeros")}
+        super()._apply(fn, recurse)
+        for name, old in kept.items():
+            new = self._buffers[name]
+            if old is not None and new is not None and new.dtype != torch.float16:
+                self._buffers[name] = old.to(device=new.device)
+        return self
+
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The weight as a dense tensor (for checks; forward never makes it on CPU)."""
         return dequantize_torch(self.qweight, self.scales, self.zeros, bits=self.bits, group_size=self.group_size,
@@ -160,6 +176,13 @@ class QuantLinear(nn.Module):
         ptrs = (qweight.data_ptr(), scales.data_ptr(), zeros.data_ptr())
         views = self.__dict__.get("_views")
         if views is None or views[0] != ptrs:
+            if scales.dtype != torch.float16 or zeros.dtype != torch.float16:
+                # Assigned in another dtype (`load_state_dict(assign=True)`, an attribute
+                # set directly): their values, as the fp16 the kernels read.
+                b["scales"], b["zeros"] = scales.to(torch.float16), zeros.to(torch.float16)
+                return self._arrays()
+            if qweight.dtype != torch.uint8:
+                raise InvalidArgumentError(f"QuantLinear.qweight must be uint8, not {qweight.dtype}")
             arrays = (qweight.numpy(), scales.view(torch.int16).numpy().view(np.uint16),
                       zeros.view(torch.int16).numpy().view(np.uint16))
             views = (ptrs, arrays)
