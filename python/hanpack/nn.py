@@ -181,8 +181,6 @@ class QuantLinear(nn.Module):
                 # set directly): their values, as the fp16 the kernels read.
                 b["scales"], b["zeros"] = scales.to(torch.float16), zeros.to(torch.float16)
                 return self._arrays()
-            if qweight.dtype != torch.uint8:
-                raise InvalidArgumentError(f"QuantLinear.qweight must be uint8, not {qweight.dtype}")
             arrays = (qweight.numpy(), scales.view(torch.int16).numpy().view(np.uint16),
                       zeros.view(torch.int16).numpy().view(np.uint16))
             views = (ptrs, arrays)

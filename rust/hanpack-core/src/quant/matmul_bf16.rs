@@ -306,6 +306,19 @@ mod avx512bf16 {
         out
     };
 
+    /// `vpermb` indices: bytes `6m..6m + 6` of a chunk into 64-bit lane `m` (the lane's
+    /// top two bytes: any).
+    const INT3_GATHER: [u8; 64] = {
+        let mut out = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            let b = if i % 8 < 5 { i % 8 } else { 5 };
+            out[i] = (6 * (i / 8) + b) as u8;
+            i += 1;
+        }
+        out
+    };
+
     /// Rows `first..` of int3 `w` into `dst` (batch 1).
     ///
     /// # Safety
@@ -327,12 +340,7 @@ mod avx512bf16 {
         // Code bits 4-6 of each word, under bf16 8's sign and exponent: `8 + q`.
         let (mask, eight) = (_mm512_set1_epi16(0x0070), _mm512_set1_epi16(0x4100));
         let ctrl = INT3_CONTROLS.map(|c| _mm512_loadu_si512(c.as_ptr() as *const _));
-        // Bytes 6m..6m + 6 of the chunk into lane m (the lane's top two bytes: any).
-        let mut gather = [0u8; 64];
-        for (i, g) in gather.iter_mut().enumerate() {
-            *g = (6 * (i / 8) + (i % 8).min(5)) as u8;
-        }
-        let gather = _mm512_loadu_si512(gather.as_ptr() as *const _);
+        let gather = _mm512_loadu_si512(INT3_GATHER.as_ptr() as *const _);
         let zero = _mm512_setzero_ps();
         let (mut sf, mut zf) = (vec![0f32; ng], vec![0f32; ng]);
         let x0 = xa.as_ptr();

@@ -198,14 +198,14 @@ mod avx512vnni {
     /// the odd.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn unit_dot4(w: *const u8, mask: u64, x: *const i8) -> __m512 {
+    unsafe fn unit_dot4(w: *const u8, bytes: usize, x: *const i8) -> __m512 {
         let nibble = _mm512_set1_epi8(0x0F);
-        // A plain load where the mask takes all 64 bytes (masked loads are slower on
-        // Zen 4; see `super::super::matmul::int3_chunk_bytes`).
-        let v = if mask == u64::MAX {
+        // A plain load for a whole unit (masked loads are slower on Zen 4; see
+        // `super::super::matmul::int3_chunk_bytes`).
+        let v = if bytes == 64 {
             _mm512_loadu_si512(w as *const _)
         } else {
-            _mm512_maskz_loadu_epi8(mask, w as *const i8)
+            _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, w as *const i8)
         };
         let low = _mm512_and_si512(v, nibble);
         let high = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
@@ -267,8 +267,8 @@ mod avx512vnni {
         x: *const i8,
         c: &Int3Consts,
     ) -> __m512 {
-        let v = if full && bytes == 48 {
-            super::super::matmul::int3_chunk_bytes(w, true)
+        let v = if bytes == 48 {
+            super::super::matmul::int3_chunk_bytes(w, full)
         } else {
             _mm512_maskz_loadu_epi8((1u64 << bytes) - 1, w as *const i8)
         };
@@ -300,12 +300,7 @@ mod avx512vnni {
         c: &Int3Consts,
     ) -> __m512 {
         if BITS == 4 {
-            let mask = if bytes == 64 {
-                u64::MAX
-            } else {
-                (1u64 << bytes) - 1
-            };
-            unit_dot4(w, mask, x)
+            unit_dot4(w, bytes, x)
         } else {
             unit_dot3(w, bytes, full, x, c)
         }
