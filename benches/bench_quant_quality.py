@@ -12,6 +12,10 @@ the quantization error itself):
 
     python benches/bench_quant_quality.py [--models stories260k smollm2] [--groups 128 32]
 
+``mse+imp`` is mse weighted by ``hanpack.calibrate.activation_importance``: ``E[x²]`` of
+every linear input over 32 x 256 tokens that the fp model samples itself from BOS (seed
+0), so no text beyond the checkpoint is used.
+
 For each row: the share of RTN's perplexity gap that the best other method closes,
 ``(ppl_rtn - ppl_best) / (ppl_rtn - ppl_original)``.
 """
@@ -23,11 +27,13 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import hanpack
+from hanpack.calibrate import activation_importance
 from hanpack.evaluate import load_causal_lm, perplexity
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -81,13 +87,19 @@ def evaluate(model_dir: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.T
 def run(name: str, src: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.Tokenizer, bits_list: List[int], groups: List[int], methods: List[str]) -> None:
     base = evaluate(src, texts, tok)
     print(f"\n{name}: original " + ", ".join(f"{t}: ppl {p:.4f}" for (t, _, _), p in zip(texts, base)), flush=True)
+    importance = None
+    if "mse+imp" in methods:
+        t0 = time.perf_counter()
+        importance = activation_importance(src)
+        print(f"  importance: {importance.source['tokens']} self-sampled tokens, {time.perf_counter() - t0:.1f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for bits in bits_list:
             for group in groups:
                 res: Dict[str, Tuple[List[float], float]] = {}
                 for m in methods:
                     dst = Path(tmp) / f"{m}{bits}g{group}"
-                    r = hanpack.quantize_checkpoint(src, dst, bits=bits, group_size=group, method=m, progress=False)
+                    kw = {"method": "mse", "importance": importance} if m == "mse+imp" else {"method": m}
+                    r = hanpack.quantize_checkpoint(src, dst, bits=bits, group_size=group, progress=False, **kw)
                     n = [t.shape[0] * t.shape[1] for t in r.quantized]
                     rel = (sum(t.relative_error**2 * k for t, k in zip(r.quantized, n)) / sum(n)) ** 0.5
                     res[m] = (evaluate(dst, texts, tok), rel)
@@ -106,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=["stories260k", "smollm2"])
     ap.add_argument("--groups", type=int, nargs="+", default=[128])
-    ap.add_argument("--methods", nargs="+", default=["rtn", "mse", "hqq"])
+    ap.add_argument("--methods", nargs="+", default=["rtn", "mse", "hqq", "mse+imp"])
     ap.add_argument("--kb", type=int, default=12, help="KB of each corpus text for SmolLM2")
     args = ap.parse_args()
     if "stories260k" in args.models:

@@ -2,7 +2,7 @@
 :class:`hanpack.Tokenizer`, which adds argument checks and keyword-only options)."""
 
 from os import PathLike
-from typing import AbstractSet, Any, Iterable, Literal, Sequence
+from typing import AbstractSet, Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -250,6 +250,7 @@ class ShardQuantizer:
         method: str,
         metadata: dict[str, str],
         num_threads: int | None = None,
+        importance: Mapping[str, Sequence[float]] | None = None,
     ) -> ShardQuantizer: ...
     def __len__(self) -> int: ...
     def step(self) -> dict[str, object] | None: ...

@@ -38,7 +38,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -220,12 +220,16 @@ def quantize_checkpoint(
     exclude: Optional[Sequence[str]] = None,
     num_threads: Optional[int] = None,
     progress: Optional[bool] = None,
+    importance: Union[None, PathLike, Mapping[str, npt.ArrayLike]] = None,
 ) -> CheckpointReport:
     """Quantizes the safetensors checkpoint ``src`` (a directory, sharded or not, or one
     ``.safetensors`` file) into the new directory ``dst``. See the module documentation
     for what is quantized and written. ``exclude`` replaces :data:`DEFAULT_EXCLUDE`
     (pass ``DEFAULT_EXCLUDE + ("...",)`` to extend it). ``progress``: a tqdm bar on
-    stderr (default: when stderr is a terminal).
+    stderr (default: when stderr is a terminal). ``importance`` (``method="mse"`` only):
+    per-input-feature error weights by tensor name, e.g. from
+    :func:`hanpack.calibrate.activation_importance`, or the path of a file it saved; every
+    quantized tensor needs one, other entries are ignored.
 
     >>> import hanpack, tempfile, os  # doctest: +SKIP
     >>> r = hanpack.quantize_checkpoint("stories260k", "out", bits=4, group_size=64)  # doctest: +SKIP
@@ -247,6 +251,7 @@ def quantize_checkpoint(
     plans = [_choose(r.tensors(), include, exclude) for r in readers]
     if include is not None and not any(plans):
         raise InvalidArgumentError(f"include={list(include)!r} matches no tensor of {src}")
+    weights, importance_source = _importance(importance, method, [n for names in plans for n in names])
     total = sum(int(np.prod(shape)) for r in readers for _, _, shape in r.tensors())
     src_dir = src if src.is_dir() else None
 
@@ -259,7 +264,8 @@ def quantize_checkpoint(
             for shard, names in zip(shards, plans):
                 if bar is not None:
                     bar.set_postfix_str(shard.name)
-                job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads)
+                job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads,
+                                           {n: weights[n] for n in names} if weights else None)
                 while (d := job.step()) is not None:
                     reports.append(_tensor_report(d))
                     if bar is not None:
@@ -268,8 +274,11 @@ def quantize_checkpoint(
             seconds = time.perf_counter() - t0
             if indexed:
                 _write_index(tmp, [tmp / s.name for s in shards])
+            spec: Dict[str, Any] = dict(bits=bits, group_size=group_size, sym=sym, method=method)
+            if importance_source is not None:
+                spec["importance"] = importance_source
             if src_dir is not None:
-                _write_side_files(src_dir, tmp, reports, bits=bits, group_size=group_size, sym=sym, method=method)
+                _write_side_files(src_dir, tmp, reports, **spec)
             report = CheckpointReport(
                 dst=dst,
                 tensors=tuple(reports),
@@ -277,11 +286,30 @@ def quantize_checkpoint(
                 src_bytes=sum(s.stat().st_size for s in shards),
                 dst_bytes=sum((tmp / s.name).stat().st_size for s in shards),
             )
-            _write_json(tmp / REPORT, _report_json(report, bits=bits, group_size=group_size, sym=sym, method=method))
+            _write_json(tmp / REPORT, _report_json(report, **spec))
     finally:
         if bar is not None:
             bar.close()
     return report
+
+
+def _importance(
+    importance: Union[None, PathLike, Mapping[str, npt.ArrayLike]], method: str, quantized: List[str]
+) -> Tuple[Optional[Dict[str, List[float]]], Optional[Dict[str, Any]]]:
+    """The error weights of the tensors to quantize, and how they were made."""
+    if importance is None:
+        return None, None
+    if method != "mse":
+        raise InvalidArgumentError(f"importance is only used by method='mse', not {method!r}")
+    from .calibrate import Importance
+
+    imp = importance if isinstance(importance, Importance) else (
+        Importance(importance) if isinstance(importance, Mapping) else Importance.load(importance))
+    missing = [n for n in quantized if n not in imp]
+    if missing:
+        raise InvalidArgumentError(f"the importance has no entry for {len(missing)} tensor(s) to quantize, e.g. {missing[:3]}; "
+                                   "calibrate this model, or exclude them")
+    return {n: imp[n].tolist() for n in quantized}, imp.source or {"text": "given"}
 
 
 def _tensor_report(d: Dict[str, Any]) -> TensorReport:
@@ -315,8 +343,10 @@ def _write_index(tmp: Path, shards: List[Path]) -> None:
     _write_json(tmp / INDEX, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
 
 
-def _quantization_config(reports: List[TensorReport], *, bits: int, group_size: Optional[int], sym: bool, method: str) -> Dict[str, Any]:
+def _quantization_config(reports: List[TensorReport], *, bits: int, group_size: Optional[int], sym: bool, method: str,
+                         importance: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     skipped = [t.name for t in reports if not t.quantized and len(t.shape) == 2 and t.dtype in _QUANTIZABLE]
+    extra = {} if importance is None else {"importance": importance}
     return {
         "quant_method": "hanpack",
         "bits": bits,
@@ -326,6 +356,7 @@ def _quantization_config(reports: List[TensorReport], *, bits: int, group_size: 
         "packing": PACKING,
         "modules_to_not_convert": sorted({n[: -len(".weight")] if n.endswith(".weight") else n for n in skipped}),
         "version": _core.__version__,
+        **extra,
     }
 
 

@@ -6,6 +6,7 @@
     hanpack segment "我来到北京清华大学"          # words, jieba-exact (--file, --no-hmm, --dict, --user-dict)
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
     hanpack quantize SRC OUT.gguf --format gguf --type Q4_K_M   # llama.cpp's file types
+    hanpack calibrate MODEL IMPORTANCE.safetensors [--text FILE]   # for --method mse --importance
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
     hanpack tokenize FILES... --model M --out DIR [--eos] [--on-error skip]   # token shards
     hanpack vocab train FILES... --vocab-size N --out DIR     # SentencePiece-compatible BPE
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -154,6 +156,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     r = quantize_checkpoint(
         args.src, args.dst, bits=args.bits, group_size=group, method=args.method, sym=args.sym,
         include=args.include or None, exclude=exclude, num_threads=args.threads, progress=not args.quiet,
+        importance=args.importance,
     )
     q = r.quantized
     if args.report:
@@ -170,6 +173,22 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     print(f"size {r.src_bytes / 1e6:.1f} MB -> {r.dst_bytes / 1e6:.1f} MB; mean relative error {mean:.4f}"
           + (f", worst {worst.relative_error:.4f} ({worst.name})" if worst else ""))
     print(f"written to {r.dst} (per-tensor figures in quantization_report.json)")
+    return 0
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibrate import activation_importance
+
+    if os.path.lexists(args.out):
+        raise FileExistsError(17, "the destination already exists (hanpack never overwrites)", args.out)
+    text = None if args.text is None else Path(args.text).read_text(encoding="utf-8")
+    t0 = time.perf_counter()
+    imp = activation_importance(args.model, text=text, samples=args.samples, seq_len=args.seq_len, seed=args.seed,
+                                batch_size=args.batch_size, device=args.device)
+    imp.save(args.out)
+    src = imp.source
+    print(f"{len(imp)} linear layers, {src['tokens']} tokens ({src['text']}) in {time.perf_counter() - t0:.1f} s; "
+          f"written to {args.out}")
     return 0
 
 
@@ -238,7 +257,19 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--report", action="store_true", help="print each tensor's relative error, SNR and largest error")
+    q.add_argument("--importance", metavar="FILE", help="per-input error weights from 'hanpack calibrate' (--method mse)")
     q.set_defaults(func=_cmd_quantize)
+
+    k = sub.add_parser("calibrate", help="activation statistics (E[x^2] per input) of a causal LM's linear layers, for --importance")
+    k.add_argument("model", help="checkpoint directory (transformers, float32 on --device)")
+    k.add_argument("out", help="new .safetensors file")
+    k.add_argument("--text", help="UTF-8 text to calibrate on (default: text the model samples itself from BOS)")
+    k.add_argument("--samples", type=int, default=32, help="sequences (default 32)")
+    k.add_argument("--seq-len", type=int, default=256, help="tokens per sequence (default 256)")
+    k.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    k.add_argument("--batch-size", type=int, default=8)
+    k.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    k.set_defaults(func=_cmd_calibrate)
 
     v = sub.add_parser("eval-ppl", help="perplexity of checkpoints on a text (transformers, CPU)")
     v.add_argument("models", nargs="+", help="checkpoint directories; the first is the baseline")

@@ -65,6 +65,8 @@ class HanpackConfig(QuantizationConfigMixin):
     kept in float; ``None`` for the defaults described in the module documentation.
     ``act_bits``: ``None``, or 8 to quantize activations to int8 on the fly on CPU (see
     :class:`hanpack.nn.QuantLinear`); saved with the model like the other keys.
+    ``importance``: how ``quantize_checkpoint`` made mse's error weights, when it had
+    them (a record only: quantizing on load does not calibrate).
 
     >>> HanpackConfig(bits=3, group_size=64).to_dict()["quant_method"]  # doctest: +SKIP
     'hanpack'
@@ -80,6 +82,7 @@ class HanpackConfig(QuantizationConfigMixin):
         packing: str = PACKING,
         version: Optional[str] = None,
         act_bits: Optional[int] = None,
+        importance: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("quant_method", None)
@@ -108,6 +111,7 @@ class HanpackConfig(QuantizationConfigMixin):
         self.packing = packing
         self.version = version or _core.__version__
         self.act_bits = act_bits
+        self.importance = importance
 
 
 def _described(checkpoint_files: Optional[Sequence[str]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[str, List[int]]]]:

@@ -77,7 +77,7 @@ pub struct ShardQuantizer {
 #[pymethods]
 impl ShardQuantizer {
     #[new]
-    #[pyo3(signature = (src, dst, to_quantize, bits, group_size, sym, method, metadata, num_threads=None))]
+    #[pyo3(signature = (src, dst, to_quantize, bits, group_size, sym, method, metadata, num_threads=None, importance=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -90,6 +90,7 @@ impl ShardQuantizer {
         method: &str,
         metadata: HashMap<String, String>,
         num_threads: Option<usize>,
+        importance: Option<HashMap<String, Vec<f32>>>,
     ) -> PyResult<Self> {
         let method = Method::from_name(method);
         run_detached(py, move || {
@@ -104,7 +105,14 @@ impl ShardQuantizer {
                 sym,
                 method,
             };
-            let job = CoreShard::new(&src, &dst, &to_quantize, spec, &metadata)?;
+            let job = CoreShard::new(
+                &src,
+                &dst,
+                &to_quantize,
+                spec,
+                &metadata,
+                importance.unwrap_or_default(),
+            )?;
             let total = job.work().count();
             Ok(Self {
                 job,

@@ -26,7 +26,7 @@ use std::path::Path;
 use half::{bf16, f16};
 
 use super::stats::{error_stats, ErrorStats};
-use super::{quantize, Element, Layout, QuantSpec, QuantizedTensor};
+use super::{check_importance, quantize, Element, Layout, Method, QuantSpec, QuantizedTensor};
 use crate::error::{HanpackError, Result};
 use crate::io::safetensors::{dtype_name, elements, Dtype, SafetensorsFile, TensorEntry};
 use crate::io::safetensors_writer::{PlannedTensor, SafetensorsWriter};
@@ -61,19 +61,30 @@ pub struct ShardQuantizer {
     work: Vec<(usize, Option<Layout>)>,
     next: usize,
     spec: QuantSpec,
+    /// Per-column weights of the squared error (`Method::Mse`), by tensor name.
+    importance: HashMap<String, Vec<f32>>,
 }
 
 impl ShardQuantizer {
     /// Opens `src`, checks that every tensor of `to_quantize` exists and can be quantized
     /// with `spec`, and creates `dst` (which must not exist) with its full header.
-    /// `metadata` is added to the source's `__metadata__`.
+    /// `metadata` is added to the source's `__metadata__`. `importance` gives tensors
+    /// of `to_quantize` per-column error weights (see [`quantize`]); each is checked here,
+    /// before anything is written.
     pub fn new(
         src: &Path,
         dst: &Path,
         to_quantize: &[String],
         spec: QuantSpec,
         metadata: &HashMap<String, String>,
+        importance: HashMap<String, Vec<f32>>,
     ) -> Result<Self> {
+        if !importance.is_empty() && spec.method != Method::Mse {
+            return Err(HanpackError::InvalidArgument(format!(
+                "an importance is only used by method \"mse\", not {:?}",
+                spec.method.name()
+            )));
+        }
         let src = SafetensorsFile::open(src)?;
         let chosen: HashSet<&str> = to_quantize.iter().map(String::as_str).collect();
         if let Some(missing) = to_quantize.iter().find(|n| src.entry(n).is_none()) {
@@ -96,6 +107,9 @@ impl ShardQuantizer {
                 continue;
             }
             let layout = quantizable(e, &spec)?;
+            if let Some(imp) = importance.get(&e.name) {
+                check_importance(&e.name, imp, layout.cols, "importance")?;
+            }
             let [qw, sc, ze] = quantized_names(&e.name);
             let (rows, rb, ng) = (layout.rows, layout.row_bytes(), layout.n_groups());
             plan.push(PlannedTensor {
@@ -131,6 +145,12 @@ impl ShardQuantizer {
             );
             work.push((i, Some(layout)));
         }
+        if let Some(stray) = importance.keys().find(|n| !chosen.contains(n.as_str())) {
+            return Err(HanpackError::InvalidArgument(format!(
+                "{}: an importance is given for {stray:?}, which is not a tensor being quantized",
+                src.path().display()
+            )));
+        }
         let mut seen = HashSet::with_capacity(plan.len());
         if let Some(dup) = plan.iter().find(|t| !seen.insert(t.name.as_str())) {
             return Err(HanpackError::InvalidArgument(format!(
@@ -154,6 +174,7 @@ impl ShardQuantizer {
             work,
             next: 0,
             spec,
+            importance,
         })
     }
 
@@ -187,16 +208,29 @@ impl ShardQuantizer {
                 }
             }
             Some(layout) => {
+                let imp = self.importance.get(&e.name).map(Vec::as_slice);
                 let (q, stats) = match e.dtype {
-                    Dtype::F32 => {
-                        quantize_with_stats(&e.name, &elements::<f32>(bytes), &layout, &self.spec)?
-                    }
-                    Dtype::F16 => {
-                        quantize_with_stats(&e.name, &elements::<f16>(bytes), &layout, &self.spec)?
-                    }
-                    _ => {
-                        quantize_with_stats(&e.name, &elements::<bf16>(bytes), &layout, &self.spec)?
-                    }
+                    Dtype::F32 => quantize_with_stats(
+                        &e.name,
+                        &elements::<f32>(bytes),
+                        &layout,
+                        &self.spec,
+                        imp,
+                    )?,
+                    Dtype::F16 => quantize_with_stats(
+                        &e.name,
+                        &elements::<f16>(bytes),
+                        &layout,
+                        &self.spec,
+                        imp,
+                    )?,
+                    _ => quantize_with_stats(
+                        &e.name,
+                        &elements::<bf16>(bytes),
+                        &layout,
+                        &self.spec,
+                        imp,
+                    )?,
                 };
                 let [qw, sc, ze] = quantized_names(&e.name);
                 writer.write(&qw, &q.packed)?;
@@ -257,8 +291,9 @@ fn quantize_with_stats<T: Element>(
     w: &[T],
     layout: &Layout,
     spec: &QuantSpec,
+    importance: Option<&[f32]>,
 ) -> Result<(QuantizedTensor, ErrorStats)> {
-    let q = quantize(name, w, layout.rows, layout.cols, spec, None)?;
+    let q = quantize(name, w, layout.rows, layout.cols, spec, importance)?;
     let stats = error_stats(w, &q);
     Ok((q, stats))
 }
@@ -270,7 +305,7 @@ fn half_bytes(v: &[f16]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{Bits, Method};
+    use crate::quant::Bits;
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("hanpack-ckpt-{}-{name}", std::process::id()));
@@ -333,6 +368,7 @@ mod tests {
             &["layer.weight".into()],
             spec,
             &HashMap::new(),
+            HashMap::new(),
         )
         .unwrap();
         let mut seen = vec![];
@@ -384,6 +420,7 @@ mod tests {
                 &[name.into()],
                 spec,
                 &HashMap::new(),
+                HashMap::new(),
             )
             .err()
             .unwrap();
@@ -396,10 +433,84 @@ mod tests {
             &[],
             spec,
             &HashMap::new(),
+            HashMap::new(),
         )
         .err()
         .unwrap();
         assert!(matches!(exists, HanpackError::IoWrite { .. }), "{exists}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn an_importance_weights_its_tensor_and_is_checked_first() {
+        let d = dir("importance");
+        let w = source(&d.join("in.safetensors"));
+        let spec = QuantSpec {
+            bits: Bits::B3,
+            group_size: Some(32),
+            sym: false,
+            method: Method::Mse,
+        };
+        let imp: Vec<f32> = (0..70)
+            .map(|c| if c % 7 == 0 { 50.0 } else { 0.5 })
+            .collect();
+        let mut job = ShardQuantizer::new(
+            &d.join("in.safetensors"),
+            &d.join("out.safetensors"),
+            &["layer.weight".into()],
+            spec,
+            &HashMap::new(),
+            HashMap::from([("layer.weight".to_string(), imp.clone())]),
+        )
+        .unwrap();
+        while job.step().unwrap().is_some() {}
+        job.finish().unwrap();
+        let out = SafetensorsFile::open(&d.join("out.safetensors")).unwrap();
+        let weighted = quantize("layer.weight", &w, 6, 70, &spec, Some(&imp)).unwrap();
+        let plain = quantize("layer.weight", &w, 6, 70, &spec, None).unwrap();
+        assert_ne!(weighted.scales, plain.scales);
+        assert_eq!(
+            out.bytes(out.entry("layer.scales").unwrap()),
+            &half_bytes(&weighted.scales)[..]
+        );
+        assert_eq!(
+            out.bytes(out.entry("layer.qweight").unwrap()),
+            &weighted.packed[..]
+        );
+        let cases = [
+            (spec, "layer.weight", vec![1.0; 69], "69 entries"),
+            (spec, "layer.weight", vec![-1.0; 70], "non-negative"),
+            (
+                spec,
+                "norm.weight",
+                vec![1.0; 4],
+                "not a tensor being quantized",
+            ),
+            (
+                QuantSpec {
+                    method: Method::Hqq,
+                    ..spec
+                },
+                "layer.weight",
+                vec![1.0; 70],
+                "only used by method",
+            ),
+        ];
+        for (i, (spec, name, imp, want)) in cases.into_iter().enumerate() {
+            let dst = d.join(format!("bad{i}.out"));
+            let err = ShardQuantizer::new(
+                &d.join("in.safetensors"),
+                &dst,
+                &["layer.weight".into()],
+                spec,
+                &HashMap::new(),
+                HashMap::from([(name.to_string(), imp)]),
+            )
+            .err()
+            .unwrap();
+            assert!(err.to_string().contains(want), "{err}");
+            assert!(!dst.exists());
+        }
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
