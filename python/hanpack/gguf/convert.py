@@ -319,7 +319,8 @@ def convert_checkpoint(
     """Writes the transformers LLaMA checkpoint ``src`` (directory with ``config.json``,
     safetensors weights and ``tokenizer.model``) as the GGUF file ``dst`` (which must not
     exist) in llama.cpp's ``file_type`` (``"Q4_K_M"``, ``"Q3_K_M"``, ``"Q4_0"``, ``"F16"``,
-    … see :data:`~hanpack.gguf.mixture.FILE_TYPES`). ``imatrix``: GGUF tensor name →
+    … see :data:`~hanpack.gguf.mixture.FILE_TYPES`). ``imatrix``: tensor name (GGUF's, or
+    the checkpoint's, as :func:`hanpack.calibrate.activation_importance` gives) →
     per-column importances (as llama-imatrix computes); those tensors use llama.cpp's
     importance-weighted quantizers. ``pre``: llama.cpp's pre-tokenizer name for a byte-level
     BPE ``tokenizer.json`` (detected for gpt-2, llama-bpe and qwen2). ``progress``: a tqdm bar on stderr (default: when
@@ -358,8 +359,10 @@ def convert_checkpoint(
                 elif spec.name.endswith("attn_k.weight"):
                     w = _permute(w, hp.n_head_kv)
                 qw = None
-                if imatrix is not None and spec.name in imatrix:
-                    qw = np.asarray(imatrix[spec.name], dtype=np.float32)
+                for key in (spec.name, names[spec.name]) if imatrix is not None else ():
+                    if key in imatrix:
+                        qw = np.asarray(imatrix[key], dtype=np.float32)
+                        break
                 out.write(spec.name, quantize(w, spec.qtype, imatrix=qw, name=spec.name, num_threads=num_threads))
                 if bar is not None:
                     bar.update(w.size)
