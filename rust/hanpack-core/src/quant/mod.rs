@@ -19,6 +19,7 @@
 //! one the first in row-major order is reported, whatever the thread timing.
 
 pub mod checkpoint;
+pub mod cuda_sources;
 pub mod formats;
 pub mod ggml;
 pub mod matmul;
