@@ -17,6 +17,7 @@
 
 #define HP_BLOCK 32
 
+#ifndef HP_HOST_EMULATION  // tests/cuda_emulation.cpp runs these sources on the CPU with host versions
 __device__ __forceinline__ float hp_f16_to_f32(unsigned short h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -38,6 +39,7 @@ __device__ __forceinline__ unsigned short hp_f32_to_bf16(float f) {
     asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));  // sm_80 and later
     return h;
 }
+#endif
 
 // Activations and outputs: fp16 (BF16 = false) or bf16 (BF16 = true) bits.
 template <bool BF16>

@@ -2,7 +2,9 @@
 
 Without a GPU (CI): every kernel compiles with NVRTC for sm_80 and sm_90, with no
 register spills; the build embeds the repository's current sources; the compile cache and
-compile errors behave; and asking for the CUDA path says why it cannot run. With a GPU
+compile errors behave; asking for the CUDA path says why it cannot run; and the kernels'
+C++ run on the CPU (``tests/cuda_emulation.cpp``: a thread per CUDA thread, shuffles
+through barriers) give the reference's numbers. With a GPU
 (``-m gpu`` selects these; they skip without one): the GEMV and the dequantize kernel
 against the CPU reference and ``torch.matmul`` on the dequantized weight, for int3 and
 int4, groups 32/64/128 and per-channel, odd sizes and batches."""
@@ -93,6 +95,59 @@ def test_the_launcher_names_the_sizes_that_do_not_fit() -> None:
         x_ = kw.pop("x")
         with pytest.raises(InvalidArgumentError, match=why):
             hk.quant_linear(x_, **kw)
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++) to build tests/cuda_emulation.cpp")
+    exe = tmp_path_factory.mktemp("emulation") / "cuda_emulation"
+    subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", f"-I{REPO / 'cuda'}", str(REPO / "tests" / "cuda_emulation.cpp"),
+                    "-o", str(exe)], check=True, capture_output=True, text=True)
+    return exe
+
+
+def _emulate(exe: Path, tmp: Path, mode: str, bits: int, dtype: torch.dtype, qw, s, z, *, rows: int, cols: int, group: int,
+             x=None) -> torch.Tensor:
+    import subprocess
+
+    files = {}
+    for name, t in (("qweight", qw), ("scales", s), ("zeros", z), ("x", x)):
+        if t is not None:
+            files[name] = tmp / f"{name}.bin"
+            files[name].write_bytes(t.contiguous().view(torch.uint8).numpy().tobytes())
+    batch = 0 if x is None else x.shape[0]
+    tag = "bf16" if dtype is torch.bfloat16 else "f16"
+    out = tmp / "out.bin"
+    subprocess.run([str(exe), mode, str(bits), tag, str(batch), str(rows), str(cols), str(group), str(s.shape[1]),
+                    str(files["qweight"]), str(files["scales"]), str(files["zeros"]), str(files.get("x", "-")), str(out)],
+                   check=True)
+    shape = (batch, rows) if mode == "gemv" else (rows, cols)
+    return torch.frombuffer(bytearray(out.read_bytes()), dtype=torch.int16).view(dtype).reshape(shape)
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_the_kernels_run_on_the_cpu_give_the_reference(emulator: Path, tmp_path: Path, bits: int, dtype: torch.dtype) -> None:
+    """Dequantize: bit-identical to dequantize_torch. GEMV: within the output dtype's
+    rounding of the float64 product, for groups of 32/64/128, per-channel, a short last
+    block (172 inputs), batches 1, 3 and 8, and row counts that leave a thread block part
+    empty."""
+    for rows, cols, group in ((130, 172, 32), (64, 172, 172), (40, 1024, 128), (9, 4160, 64)):
+        qw, s, z = _packed(rows, cols, bits, group, "cpu", seed=rows)
+        w = _emulate(emulator, tmp_path, "dequantize", bits, dtype, qw, s, z, rows=rows, cols=cols, group=group)
+        assert torch.equal(w, dequantize_torch(qw, s, z, bits=bits, group_size=group, in_features=cols, dtype=dtype))
+        ref_w = dequantize_torch(qw, s, z, bits=bits, group_size=group, in_features=cols, dtype=torch.float64)
+        for batch in (1, 3, 8):
+            x = torch.randn(batch, cols, generator=torch.Generator().manual_seed(batch)).to(dtype)
+            y = _emulate(emulator, tmp_path, "gemv", bits, dtype, qw, s, z, rows=rows, cols=cols, group=group, x=x)
+            ref = x.double() @ ref_w.T
+            tol = (8e-3 if dtype is torch.bfloat16 else 1e-3) * ref.abs().max().item()
+            assert (y.double() - ref).abs().max().item() <= tol, (rows, cols, group, batch)
 
 
 def _packed(rows: int, cols: int, bits: int, group: int, device: str, seed: int = 0):
