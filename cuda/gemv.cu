@@ -34,9 +34,16 @@ __device__ __forceinline__ void hp_gemv(
 #pragma unroll
     for (int b = 0; b < HP_MAX_BATCH; ++b) acc[b] = 0.0f;
 
+    // The next block's words are loaded before this block is used, so that each lane has
+    // two weight loads in flight: at batch 1 the rows' warps are too few per SM to hide
+    // DRAM latency with one (e.g. 4096 rows are 1024 thread blocks, ~8 per SM on an H100).
+    unsigned int next[BITS];
+    if (lane < n_blocks) hp_load_block<BITS>(wrow, lane, next);
     for (int blk = lane; blk < n_blocks; blk += 32) {
         unsigned int w[BITS];
-        hp_load_block<BITS>(wrow, blk, w);
+#pragma unroll
+        for (int j = 0; j < BITS; ++j) w[j] = next[j];
+        if (blk + 32 < n_blocks) hp_load_block<BITS>(wrow, blk + 32, next);
         float q[HP_BLOCK];
         hp_decode<BITS>(w, q);
         const int base = blk * HP_BLOCK;
