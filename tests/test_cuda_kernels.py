@@ -79,6 +79,19 @@ def test_without_a_gpu_the_cuda_path_says_why() -> None:
         hk.quant_linear(torch.ones(1, 64), q["qweight"], q["scales"], q["zeros"], bits=4, group_size=32, in_features=64)
 
 
+def test_the_op_traces_with_fake_cuda_tensors() -> None:
+    """torch.compile and export trace the custom op through its fake implementation,
+    which needs no GPU: the output's shape, dtype and device."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.empty(3, 5, 64, dtype=torch.bfloat16, device="cuda")
+        qw = torch.empty(100, 24, dtype=torch.uint8, device="cuda")
+        s = torch.empty(100, 2, dtype=torch.float16, device="cuda")
+        y = torch.ops.hanpack.quant_linear(x, qw, s, s, 3, 32, 64)
+        assert (tuple(y.shape), y.dtype, y.device.type) == ((3, 5, 100), torch.bfloat16, "cuda")
+
+
 def test_the_launcher_names_the_sizes_that_do_not_fit() -> None:
     q = quantized_buffers(hq.quantize(np.ones((8, 96), np.float32), bits=3, group_size=32, method="rtn"))
     qw, s, z = q["qweight"], q["scales"], q["zeros"]
