@@ -144,7 +144,12 @@ def test_activation_importance_equals_mean_squares_of_the_hidden_states() -> Non
         np.testing.assert_allclose(imp["lm_head.weight"], (last * last).mean(0).numpy(), rtol=1e-5)
     linears = {n for n, m in lm.named_modules() if isinstance(m, torch.nn.Linear)}
     assert set(imp) == {f"{n}.weight" for n in linears}
-    assert imp.source == {"text": "given", "characters": len(text), "samples": 5, "seq_len": 64, "tokens": 320}
+    assert imp.source == {"text": "given", "characters": len(text), "samples": 5, "seq_len": 64, "tokens": 320, "dtype": "float32"}
+    # The model in bf16 (half the memory): the same statistics to bf16's precision.
+    half = activation_importance(src, text=text, samples=5, seq_len=64, batch_size=2, dtype=torch.bfloat16, progress=False)
+    assert half.source["dtype"] == "bfloat16"
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.4.mlp.down_proj.weight"):
+        np.testing.assert_allclose(half[name], imp[name], rtol=0.1, atol=1e-3 * imp[name].max())
 
 
 def test_self_sampled_importance_is_seeded_and_leaves_the_rng_alone() -> None:

@@ -17,8 +17,9 @@ data-free quantization-aware training does (LLM-QAT). With ``text`` the statisti
 from that text, cut into ``seq_len``-token chunks.
 
 Needs torch and transformers (``pip install hanpack[eval]``). The model is loaded whole,
-in float32, on ``device``; the quantizer that reads the statistics still streams the
-checkpoint tensor by tensor.
+in float32 (or ``dtype``: ``torch.bfloat16`` halves the memory; the statistics are
+still summed in float64), on ``device``; the quantizer that reads the statistics still
+streams the checkpoint tensor by tensor.
 """
 
 from __future__ import annotations
@@ -130,33 +131,41 @@ def activation_importance(
     seed: int = 0,
     batch_size: int = 8,
     device: str = "cpu",
+    dtype: Any = None,
+    progress: Optional[bool] = None,
 ) -> Importance:
     """``E[x²]`` of every input feature of every ``nn.Linear`` in the causal LM at
     ``model`` (a checkpoint directory), over ``samples`` sequences of ``seq_len`` tokens:
     sampled by the model itself from BOS when ``text`` is None, else the first chunks of
     ``text`` (each starting with BOS when the tokenizer has one). Keys are the weights'
-    tensor names, as ``quantize_checkpoint`` sees them."""
+    tensor names, as ``quantize_checkpoint`` sees them. ``dtype``: the torch dtype the
+    model runs in (default float32). ``progress``: a tqdm bar on stderr (default: when
+    stderr is a terminal)."""
     import torch
 
+    from .checkpoint import _progress
     from .evaluate import _tokenizer, load_causal_lm
 
     for arg, v, low in (("samples", samples, 1), ("seq_len", seq_len, 2), ("batch_size", batch_size, 1)):
         if not isinstance(v, int) or v < low:
             raise InvalidArgumentError(f"{arg} must be an integer >= {low}, not {v!r}")
     model_dir = Path(model)
-    lm = load_causal_lm(model_dir).to(device)
+    lm = load_causal_lm(model_dir, dtype=dtype).to(device)
+    bar = _progress(2 * samples, progress, "calibrating", "seq") if text is None else None  # sampling, then the statistics
     if text is None:
         bos = lm.config.bos_token_id
         if bos is None:
             bos = getattr(getattr(lm, "generation_config", None), "bos_token_id", None)
         if bos is None:
             raise InvalidArgumentError(f"{model_dir}: the model has no bos_token_id to sample from; pass text=")
-        chunks = _sampled(lm, int(bos), samples=samples, seq_len=seq_len, seed=seed, batch_size=batch_size, device=device)
+        chunks = _sampled(lm, int(bos), samples=samples, seq_len=seq_len, seed=seed, batch_size=batch_size, device=device,
+                          bar=bar)
         source: Dict[str, Any] = {"text": "sampled by the model from BOS", "temperature": 1.0, "seed": seed}
     else:
         chunks = _chunks(_tokenizer(model_dir), text, samples=samples, seq_len=seq_len)
+        bar = _progress(len(chunks), progress, "calibrating", "seq")
         source = {"text": "given", "characters": len(text)}
-    source.update(samples=len(chunks), seq_len=seq_len, tokens=sum(len(c) for c in chunks))
+    source.update(samples=len(chunks), seq_len=seq_len, tokens=sum(len(c) for c in chunks), dtype=str(lm.dtype).replace("torch.", ""))
 
     linears = {name: m for name, m in lm.named_modules() if isinstance(m, torch.nn.Linear)}
     sums = {name: torch.zeros(m.in_features, dtype=torch.float64, device=device) for name, m in linears.items()}
@@ -174,14 +183,19 @@ def activation_importance(
         with torch.inference_mode():
             for batch in _batches(chunks, batch_size):
                 lm(torch.tensor(batch, device=device))
+                if bar is not None:
+                    bar.update(len(batch))
     finally:
         for h in handles:
             h.remove()
+        if bar is not None:
+            bar.close()
     arrays = {f"{name}.weight": (sums[name] / max(counts[name], 1)).float().cpu().numpy() for name in linears if counts[name]}
     return Importance(arrays, source=source)
 
 
-def _sampled(lm: Any, bos: int, *, samples: int, seq_len: int, seed: int, batch_size: int, device: str) -> List[List[int]]:
+def _sampled(lm: Any, bos: int, *, samples: int, seq_len: int, seed: int, batch_size: int, device: str,
+             bar: Any = None) -> List[List[int]]:
     import torch
 
     out: List[List[int]] = []
@@ -195,6 +209,8 @@ def _sampled(lm: Any, bos: int, *, samples: int, seq_len: int, seed: int, batch_
                 max_new_tokens=seq_len - 1, min_new_tokens=seq_len - 1, pad_token_id=bos,
             )
             out.extend(ids.tolist())
+            if bar is not None:
+                bar.update(n)
     return out
 
 

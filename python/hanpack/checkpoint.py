@@ -199,13 +199,13 @@ def _choose(
     return chosen
 
 
-def _progress(total: int, enabled: Optional[bool]) -> Any:
+def _progress(total: int, enabled: Optional[bool], desc: str = "quantizing", unit: str = "w") -> Any:
     show = sys.stderr.isatty() if enabled is None else enabled
     try:
         from tqdm.auto import tqdm  # type: ignore[import-untyped]
     except ImportError:  # tqdm is a dependency; a broken install just loses the bar
         return None
-    return tqdm(total=total, unit="w", unit_scale=True, desc="quantizing", disable=not show)
+    return tqdm(total=total, unit=unit, unit_scale=unit == "w", desc=desc, disable=not show)
 
 
 def quantize_checkpoint(

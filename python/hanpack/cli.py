@@ -189,8 +189,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise FileExistsError(17, "the destination already exists (hanpack never overwrites)", args.out)
     text = None if args.text is None else Path(args.text).read_text(encoding="utf-8")
     t0 = time.perf_counter()
+    import torch
+
     imp = activation_importance(args.model, text=text, samples=args.samples, seq_len=args.seq_len, seed=args.seed,
-                                batch_size=args.batch_size, device=args.device)
+                                batch_size=args.batch_size, device=args.device, dtype=getattr(torch, args.dtype),
+                                progress=not args.quiet)
     imp.save(args.out)
     src = imp.source
     print(f"{len(imp)} linear layers, {src['tokens']} tokens ({src['text']}) in {time.perf_counter() - t0:.1f} s; "
@@ -268,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_quantize)
 
     k = sub.add_parser("calibrate", help="activation statistics (E[x^2] per input) of a causal LM's linear layers, for --importance")
-    k.add_argument("model", help="checkpoint directory (transformers, float32 on --device)")
+    k.add_argument("model", help="checkpoint directory (transformers, on --device)")
     k.add_argument("out", help="new .safetensors file")
     k.add_argument("--text", help="UTF-8 text to calibrate on (default: text the model samples itself from BOS)")
     k.add_argument("--samples", type=int, default=32, help="sequences (default 32)")
@@ -276,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     k.add_argument("--batch-size", type=int, default=8)
     k.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    k.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="the model's dtype while calibrating (bfloat16 halves the memory)")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
     k.set_defaults(func=_cmd_calibrate)
 
     v = sub.add_parser("eval-ppl", help="perplexity of checkpoints on a text (transformers, CPU)")

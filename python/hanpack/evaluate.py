@@ -78,18 +78,20 @@ def _tokenizer(model_dir: Path) -> Tokenizer:
     return Tokenizer.from_file(model_dir)
 
 
-def load_causal_lm(model_dir: PathLike) -> Any:
-    """A float32 ``AutoModelForCausalLM`` in eval mode; a hanpack-quantized checkpoint is
-    dequantized into it (see the module comment)."""
+def load_causal_lm(model_dir: PathLike, dtype: Any = None) -> Any:
+    """An ``AutoModelForCausalLM`` in eval mode, float32 unless ``dtype`` (a torch dtype)
+    says otherwise; a hanpack-quantized checkpoint is dequantized into it (see the module
+    comment)."""
     import torch
     import transformers
 
+    dtype = torch.float32 if dtype is None else dtype
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
     qc = cfg.get("quantization_config") or {}
     if qc.get("quant_method") != "hanpack":
-        loaded: Any = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        loaded: Any = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
         return loaded.eval()
     from .checkpoint import load_checkpoint
     from .quant import QuantizedTensor
@@ -97,7 +99,7 @@ def load_causal_lm(model_dir: PathLike) -> Any:
     config = transformers.AutoConfig.from_pretrained(model_dir)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model: Any = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
+    model: Any = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)  # type: ignore[no-untyped-call]
     state = {}
     for name, t in load_checkpoint(model_dir).items():
         a = t.dequantize(np.float32) if isinstance(t, QuantizedTensor) else t
