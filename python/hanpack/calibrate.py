@@ -151,21 +151,18 @@ def activation_importance(
             raise InvalidArgumentError(f"{arg} must be an integer >= {low}, not {v!r}")
     model_dir = Path(model)
     lm = load_causal_lm(model_dir, dtype=dtype).to(device)
-    bar = _progress(2 * samples, progress, "calibrating", "seq") if text is None else None  # sampling, then the statistics
     if text is None:
         bos = lm.config.bos_token_id
         if bos is None:
             bos = getattr(getattr(lm, "generation_config", None), "bos_token_id", None)
         if bos is None:
             raise InvalidArgumentError(f"{model_dir}: the model has no bos_token_id to sample from; pass text=")
-        chunks = _sampled(lm, int(bos), samples=samples, seq_len=seq_len, seed=seed, batch_size=batch_size, device=device,
-                          bar=bar)
         source: Dict[str, Any] = {"text": "sampled by the model from BOS", "temperature": 1.0, "seed": seed}
+        bar = _progress(2 * samples, progress, "calibrating", "seq")  # sampling, then the statistics
     else:
         chunks = _chunks(_tokenizer(model_dir), text, samples=samples, seq_len=seq_len)
-        bar = _progress(len(chunks), progress, "calibrating", "seq")
         source = {"text": "given", "characters": len(text)}
-    source.update(samples=len(chunks), seq_len=seq_len, tokens=sum(len(c) for c in chunks), dtype=str(lm.dtype).replace("torch.", ""))
+        bar = _progress(len(chunks), progress, "calibrating", "seq")
 
     linears = {name: m for name, m in lm.named_modules() if isinstance(m, torch.nn.Linear)}
     sums = {name: torch.zeros(m.in_features, dtype=torch.float64, device=device) for name, m in linears.items()}
@@ -178,8 +175,12 @@ def activation_importance(
             counts[name] += x.shape[0]
         return hook
 
-    handles = [m.register_forward_pre_hook(collector(name)) for name, m in linears.items()]
+    handles = []
     try:
+        if text is None:
+            chunks = _sampled(lm, int(bos), samples=samples, seq_len=seq_len, seed=seed, batch_size=batch_size,
+                              device=device, bar=bar)
+        handles = [m.register_forward_pre_hook(collector(name)) for name, m in linears.items()]
         with torch.inference_mode():
             for batch in _batches(chunks, batch_size):
                 lm(torch.tensor(batch, device=device))
@@ -190,6 +191,7 @@ def activation_importance(
             h.remove()
         if bar is not None:
             bar.close()
+    source.update(samples=len(chunks), seq_len=seq_len, tokens=sum(len(c) for c in chunks), dtype=str(lm.dtype).replace("torch.", ""))
     arrays = {f"{name}.weight": (sums[name] / max(counts[name], 1)).float().cpu().numpy() for name in linears if counts[name]}
     return Importance(arrays, source=source)
 
