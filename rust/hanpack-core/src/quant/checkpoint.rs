@@ -352,6 +352,25 @@ mod tests {
         w
     }
 
+    /// `ShardQuantizer::new` on `d/in.safetensors` (written by `source`) into `d/dst`.
+    fn open(
+        d: &Path,
+        dst: &str,
+        names: &[&str],
+        spec: QuantSpec,
+        importance: HashMap<String, Vec<f32>>,
+    ) -> Result<ShardQuantizer> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        ShardQuantizer::new(
+            &d.join("in.safetensors"),
+            &d.join(dst),
+            &names,
+            spec,
+            &HashMap::new(),
+            importance,
+        )
+    }
+
     #[test]
     fn quantizes_chosen_tensors_and_copies_the_rest() {
         let d = dir("ok");
@@ -362,12 +381,11 @@ mod tests {
             sym: false,
             method: Method::Hqq,
         };
-        let mut job = ShardQuantizer::new(
-            &d.join("in.safetensors"),
-            &d.join("out.safetensors"),
-            &["layer.weight".into()],
+        let mut job = open(
+            &d,
+            "out.safetensors",
+            &["layer.weight"],
             spec,
-            &HashMap::new(),
             HashMap::new(),
         )
         .unwrap();
@@ -414,29 +432,15 @@ mod tests {
             ("nothing", "no tensor"),
         ];
         for (name, want) in cases {
-            let err = ShardQuantizer::new(
-                &d.join("in.safetensors"),
-                &d.join(format!("{name}.out")),
-                &[name.into()],
-                spec,
-                &HashMap::new(),
-                HashMap::new(),
-            )
-            .err()
-            .unwrap();
+            let err = open(&d, &format!("{name}.out"), &[name], spec, HashMap::new())
+                .err()
+                .unwrap();
             assert!(err.to_string().contains(want), "{err}");
             assert!(!d.join(format!("{name}.out")).exists());
         }
-        let exists = ShardQuantizer::new(
-            &d.join("in.safetensors"),
-            &d.join("in.safetensors"),
-            &[],
-            spec,
-            &HashMap::new(),
-            HashMap::new(),
-        )
-        .err()
-        .unwrap();
+        let exists = open(&d, "in.safetensors", &[], spec, HashMap::new())
+            .err()
+            .unwrap();
         assert!(matches!(exists, HanpackError::IoWrite { .. }), "{exists}");
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -454,15 +458,8 @@ mod tests {
         let imp: Vec<f32> = (0..70)
             .map(|c| if c % 7 == 0 { 50.0 } else { 0.5 })
             .collect();
-        let mut job = ShardQuantizer::new(
-            &d.join("in.safetensors"),
-            &d.join("out.safetensors"),
-            &["layer.weight".into()],
-            spec,
-            &HashMap::new(),
-            HashMap::from([("layer.weight".to_string(), imp.clone())]),
-        )
-        .unwrap();
+        let importance = HashMap::from([("layer.weight".to_string(), imp.clone())]);
+        let mut job = open(&d, "out.safetensors", &["layer.weight"], spec, importance).unwrap();
         while job.step().unwrap().is_some() {}
         job.finish().unwrap();
         let out = SafetensorsFile::open(&d.join("out.safetensors")).unwrap();
@@ -497,19 +494,13 @@ mod tests {
             ),
         ];
         for (i, (spec, name, imp, want)) in cases.into_iter().enumerate() {
-            let dst = d.join(format!("bad{i}.out"));
-            let err = ShardQuantizer::new(
-                &d.join("in.safetensors"),
-                &dst,
-                &["layer.weight".into()],
-                spec,
-                &HashMap::new(),
-                HashMap::from([(name.to_string(), imp)]),
-            )
-            .err()
-            .unwrap();
+            let dst = format!("bad{i}.out");
+            let importance = HashMap::from([(name.to_string(), imp)]);
+            let err = open(&d, &dst, &["layer.weight"], spec, importance)
+                .err()
+                .unwrap();
             assert!(err.to_string().contains(want), "{err}");
-            assert!(!dst.exists());
+            assert!(!d.join(dst).exists());
         }
         std::fs::remove_dir_all(&d).unwrap();
     }
