@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from . import _core
 from ._atomic import write_bytes
 from .exceptions import CudaKernelError, InvalidArgumentError
+from .quant import _row_bytes
 
 __all__ = ["CompiledKernels", "compile_kernels", "quant_linear", "dequantize", "unavailable", "sources",
            "KERNEL_BITS", "MAX_GEMV_BATCH"]
@@ -147,6 +148,9 @@ _modules_lock = threading.Lock()
 def _functions(device: torch.device) -> Dict[str, Any]:
     """The kernels loaded into ``device``'s primary context (torch's), loaded once."""
     index = device.index if device.index is not None else torch.cuda.current_device()
+    funcs = _modules.get(index)  # every product comes here: no lock once loaded
+    if funcs is not None:
+        return funcs
     with _modules_lock:
         if index in _modules:
             return _modules[index]
@@ -206,7 +210,7 @@ def _checked(x: Optional[torch.Tensor], qweight: torch.Tensor, scales: torch.Ten
         tensors["x"] = x
     out_features = qweight.shape[0] if qweight.dim() == 2 else -1
     n_groups = -(-in_features // group_size)
-    row_bytes = -(-in_features // 32) * 4 * bits
+    row_bytes = _row_bytes(bits, in_features)
     if qweight.dtype != torch.uint8 or tuple(qweight.shape) != (out_features, row_bytes):
         raise InvalidArgumentError(f"qweight must be uint8 [out_features, {row_bytes}] for int{bits} with {in_features} inputs, "
                                    f"got {qweight.dtype} {tuple(qweight.shape)}")
@@ -234,6 +238,12 @@ def dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
     kernel; anything else by torch ops)."""
     out_features, n_groups, _ = _checked(None, qweight, scales, zeros, bits=bits, group_size=group_size,
                                          in_features=in_features)
+    return _dequantize(qweight, scales, zeros, bits, group_size, in_features, dtype, out_features, n_groups)
+
+
+def _dequantize(qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, bits: int, group_size: int,
+                in_features: int, dtype: torch.dtype, out_features: int, n_groups: int) -> torch.Tensor:
+    """:func:`dequantize` on checked arguments."""
     if bits not in KERNEL_BITS or dtype not in _DTYPES:
         from .nn import dequantize_torch
 
@@ -268,7 +278,7 @@ def _quant_linear_op(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tenso
         _launch(funcs[f"hanpack_gemv_int{bits}_{_DTYPES[x.dtype]}"], x.device, -(-out_features // _GEMV_ROWS_PER_BLOCK),
                 _GEMV_ROWS_PER_BLOCK * 32, args)
     else:
-        w = dequantize(qweight, scales, zeros, bits=bits, group_size=group_size, in_features=in_features, dtype=x.dtype)
+        w = _dequantize(qweight, scales, zeros, bits, group_size, in_features, x.dtype, out_features, n_groups)
         y = F.linear(x2, w)
     return y.reshape(*x.shape[:-1], out_features)
 

@@ -36,15 +36,11 @@ from torch import nn
 
 from . import _core
 from .exceptions import InvalidArgumentError
-from .quant import BITS, QuantizedTensor, quantize
+from .quant import BITS, QuantizedTensor, _row_bytes, quantize
 
 __all__ = ["QuantLinear", "dequantize_torch", "quantized_buffers"]
 
 _BLOCK = 32
-
-
-def _row_bytes(bits: int, in_features: int) -> int:
-    return -(-in_features // _BLOCK) * 4 * bits
 
 
 def _unpack_codes(qweight: torch.Tensor, bits: int, in_features: int) -> torch.Tensor:
