@@ -18,10 +18,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #define HP_HOST_EMULATION
@@ -114,6 +116,14 @@ void launch(unsigned int grid, unsigned int block, F kernel) {
     }
 }
 
+// The entry point called `name`, or nullptr.
+template <class F>
+F kernel_named(const std::string& name, std::initializer_list<std::pair<const char*, F>> kernels) {
+    for (const auto& [n, f] : kernels)
+        if (name == n) return f;
+    return nullptr;
+}
+
 template <class T>
 std::vector<T> read_file(const char* path) {
     std::ifstream f(path, std::ios::binary);
@@ -141,11 +151,10 @@ int main(int argc, char** argv) {
         out.assign((size_t)B * N, 0);
         using Gemv = void (*)(const unsigned short*, const unsigned int*, const unsigned short*, const unsigned short*,
                               unsigned short*, int, int, int, int, int);
-        const Gemv k = name == "hanpack_gemv_int4_f16"    ? hanpack_gemv_int4_f16
-                       : name == "hanpack_gemv_int4_bf16" ? hanpack_gemv_int4_bf16
-                       : name == "hanpack_gemv_int3_f16"  ? hanpack_gemv_int3_f16
-                       : name == "hanpack_gemv_int3_bf16" ? hanpack_gemv_int3_bf16
-                                                          : nullptr;
+        const Gemv k = kernel_named<Gemv>(name, {{"hanpack_gemv_int4_f16", hanpack_gemv_int4_f16},
+                                                 {"hanpack_gemv_int4_bf16", hanpack_gemv_int4_bf16},
+                                                 {"hanpack_gemv_int3_f16", hanpack_gemv_int3_f16},
+                                                 {"hanpack_gemv_int3_bf16", hanpack_gemv_int3_bf16}});
         if (!k) return 2;
         launch((N + HP_WARPS - 1) / HP_WARPS, HP_WARPS * 32, [&] {
             k(x.data(), qweight.data(), scales.data(), zeros.data(), out.data(), B, N, K, group_size, n_groups);
@@ -154,11 +163,10 @@ int main(int argc, char** argv) {
         out.assign((size_t)N * K, 0);
         using Dequantize = void (*)(const unsigned int*, const unsigned short*, const unsigned short*, unsigned short*, int,
                                     int, int, int);
-        const Dequantize k = name == "hanpack_dequantize_int4_f16"    ? hanpack_dequantize_int4_f16
-                             : name == "hanpack_dequantize_int4_bf16" ? hanpack_dequantize_int4_bf16
-                             : name == "hanpack_dequantize_int3_f16"  ? hanpack_dequantize_int3_f16
-                             : name == "hanpack_dequantize_int3_bf16" ? hanpack_dequantize_int3_bf16
-                                                                      : nullptr;
+        const Dequantize k = kernel_named<Dequantize>(name, {{"hanpack_dequantize_int4_f16", hanpack_dequantize_int4_f16},
+                                                             {"hanpack_dequantize_int4_bf16", hanpack_dequantize_int4_bf16},
+                                                             {"hanpack_dequantize_int3_f16", hanpack_dequantize_int3_f16},
+                                                             {"hanpack_dequantize_int3_bf16", hanpack_dequantize_int3_bf16}});
         if (!k) return 2;
         const int threads = 256, total = N * ((K + 31) / 32);
         launch((total + threads - 1) / threads, threads, [&] {
