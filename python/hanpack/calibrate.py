@@ -219,7 +219,15 @@ def _sampled(lm: Any, bos: int, *, samples: int, seq_len: int, seed: int, batch_
 def _chunks(tokenizer: Any, text: str, *, samples: int, seq_len: int) -> List[List[int]]:
     with_bos = tokenizer.bos_id >= 0
     body = seq_len - 1 if with_bos else seq_len
-    ids = tokenizer.encode(text)
+    # Only as much of the text as the chunks need is encoded: it is cut after a newline
+    # every ~1 MB, and encoding stops once there are enough tokens.
+    ids: List[int] = []
+    start = 0
+    while start < len(text) and len(ids) < samples * body:
+        end = text.find("\n", start + (1 << 20))
+        end = len(text) if end < 0 else end + 1
+        ids += tokenizer.encode(text[start:end])
+        start = end
     chunks = [([tokenizer.bos_id] if with_bos else []) + ids[i : i + body] for i in range(0, len(ids), body)][:samples]
     if not chunks or len(chunks[0]) < 2:
         raise InvalidArgumentError("the text has too few tokens to calibrate on (at least 2 per chunk)")
