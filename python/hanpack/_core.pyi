@@ -216,6 +216,7 @@ def dequantize(
     out_dtype: str,
     num_threads: int | None = None,
 ) -> npt.NDArray[np.float32] | npt.NDArray[np.uint16]: ...
+def pack_codes(codes: npt.NDArray[np.uint8], bits: int, group_size: int | None) -> npt.NDArray[np.uint8]: ...
 def quant_matmul(
     x: npt.NDArray[np.float32] | npt.NDArray[np.uint16],
     packed: npt.NDArray[np.uint8],
@@ -253,6 +254,9 @@ class ShardQuantizer:
         metadata: dict[str, str],
         num_threads: int | None = None,
         importance: Mapping[str, Sequence[float]] | None = None,
+        given: Mapping[
+            str, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint16], npt.NDArray[np.uint16]]
+        ] | None = None,
     ) -> ShardQuantizer: ...
     def __len__(self) -> int: ...
     def step(self) -> dict[str, object] | None: ...

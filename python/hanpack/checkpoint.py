@@ -54,6 +54,7 @@ __all__ = [
     "CheckpointReport",
     "TensorReport",
     "DEFAULT_EXCLUDE",
+    "CHECKPOINT_METHODS",
     "PACKING",
     "READABLE_PACKINGS",
     "check_packing",
@@ -66,6 +67,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: Name patterns left unquantized unless ``exclude`` says otherwise.
 DEFAULT_EXCLUDE: Tuple[str, ...] = ("embed", "lm_head", "norm", "wte", "wpe")
+
+#: The methods of :data:`hanpack.quant.METHODS` and ``"learned"``
+#: (:mod:`hanpack.learned`), whose tensors are fitted with torch and then given.
+CHECKPOINT_METHODS: Tuple[str, ...] = METHODS + ("learned",)
 #: The packed layouts' name, written with every quantized tensor and to
 #: ``quantization_config`` (see ``hanpack.quant``). v2 changed int3 only (eight values
 #: per three bytes instead of bit planes), so v1 checkpoints of the other widths read as v2.
@@ -221,6 +226,7 @@ def quantize_checkpoint(
     num_threads: Optional[int] = None,
     progress: Optional[bool] = None,
     importance: Union[None, PathLike, Mapping[str, npt.ArrayLike]] = None,
+    learned: Optional[Mapping[str, QuantizedTensor]] = None,
 ) -> CheckpointReport:
     """Quantizes the safetensors checkpoint ``src`` (a directory, sharded or not, or one
     ``.safetensors`` file) into the new directory ``dst``. See the module documentation
@@ -229,7 +235,9 @@ def quantize_checkpoint(
     stderr (default: when stderr is a terminal). ``importance`` (``method="mse"`` only):
     per-input-feature error weights by tensor name, e.g. from
     :func:`hanpack.calibrate.activation_importance`, or the path of a file it saved; every
-    quantized tensor needs one, other entries are ignored.
+    quantized tensor needs one, other entries are ignored. ``method="learned"`` writes
+    the tensors of ``learned`` (from :func:`hanpack.learned.learn_rounding`; when None it
+    is called here with its defaults, which needs torch and transformers).
 
     >>> import hanpack, tempfile, os  # doctest: +SKIP
     >>> r = hanpack.quantize_checkpoint("stories260k", "out", bits=4, group_size=64)  # doctest: +SKIP
@@ -238,8 +246,12 @@ def quantize_checkpoint(
     """
     if bits not in BITS:
         raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
-    if method not in METHODS:
-        raise InvalidArgumentError(f"method must be one of {METHODS}, not {method!r}")
+    if method not in CHECKPOINT_METHODS:
+        raise InvalidArgumentError(f"method must be one of {CHECKPOINT_METHODS}, not {method!r}")
+    if learned is not None and method != "learned":
+        raise InvalidArgumentError(f"learned tensors are only written by method='learned', not {method!r}")
+    if method == "learned" and sym:
+        raise InvalidArgumentError("method='learned' is asymmetric only (sym=False)")
     if group_size is not None and (not isinstance(group_size, int) or group_size <= 0 or group_size % 32):
         raise InvalidArgumentError(f"group_size must be a positive multiple of 32 or None (per-channel), not {group_size!r}")
     src, dst = Path(src), Path(dst)
@@ -252,6 +264,11 @@ def quantize_checkpoint(
     if include is not None and not any(plans):
         raise InvalidArgumentError(f"include={list(include)!r} matches no tensor of {src}")
     weights, importance_source = _importance(importance, method, [n for names in plans for n in names])
+    if method == "learned" and learned is None:
+        from .learned import learn_rounding
+
+        learned = learn_rounding(src, bits=bits, group_size=group_size, include=include, exclude=exclude, progress=progress)
+    given = _given(learned, [n for names in plans for n in names], bits=bits, group_size=group_size)
     total = sum(int(np.prod(shape)) for r in readers for _, _, shape in r.tensors())
     src_dir = src if src.is_dir() else None
 
@@ -265,7 +282,8 @@ def quantize_checkpoint(
                 if bar is not None:
                     bar.set_postfix_str(shard.name)
                 job = _core.ShardQuantizer(shard, tmp / shard.name, names, bits, group_size, sym, method, extra, num_threads,
-                                           {n: weights[n] for n in names} if weights else None)
+                                           {n: weights[n] for n in names} if weights else None,
+                                           {n: given[n] for n in names} if given else None)
                 while (d := job.step()) is not None:
                     reports.append(_tensor_report(d))
                     if bar is not None:
@@ -277,6 +295,8 @@ def quantize_checkpoint(
             spec: Dict[str, Any] = dict(bits=bits, group_size=group_size, sym=sym, method=method)
             if importance_source is not None:
                 spec["importance"] = importance_source
+            if learned is not None:
+                spec["learned"] = getattr(learned, "source", None) or {"text": "given"}
             if src_dir is not None:
                 _write_side_files(src_dir, tmp, reports, **spec)
             report = CheckpointReport(
@@ -312,6 +332,28 @@ def _importance(
     return {n: imp[n].tolist() for n in quantized}, imp.source or {"text": "given"}
 
 
+def _given(
+    learned: Optional[Mapping[str, QuantizedTensor]], quantized: List[str], *, bits: int, group_size: Optional[int]
+) -> Optional[Dict[str, Tuple[Any, Any, Any]]]:
+    """The learned tensors' arrays as the core takes them, each checked to be what
+    ``bits`` and ``group_size`` make of that tensor."""
+    if learned is None:
+        return None
+    missing = [n for n in quantized if n not in learned]
+    if missing:
+        raise InvalidArgumentError(f"learned has no tensor for {len(missing)} weight(s) to quantize, e.g. {missing[:3]}")
+    out = {}
+    for n in quantized:
+        t = learned[n]
+        if not isinstance(t, QuantizedTensor):
+            raise InvalidArgumentError(f"learned[{n!r}] must be a QuantizedTensor, not {type(t).__name__}")
+        want_group = t.shape[1] if group_size is None else min(group_size, t.shape[1])
+        if t.bits != bits or t.group_size != want_group or t.sym:
+            raise InvalidArgumentError(f"learned[{n!r}] is {t!r}, not asymmetric int{bits} in groups of {want_group}")
+        out[n] = (t.packed.ravel(), t.scales.view(np.uint16).ravel(), t.zeros.view(np.uint16).ravel())
+    return out
+
+
 def _tensor_report(d: Dict[str, Any]) -> TensorReport:
     base = dict(name=d["name"], dtype=d["dtype"], shape=tuple(d["shape"]))
     if "bits" not in d:
@@ -344,9 +386,9 @@ def _write_index(tmp: Path, shards: List[Path]) -> None:
 
 
 def _quantization_config(reports: List[TensorReport], *, bits: int, group_size: Optional[int], sym: bool, method: str,
-                         importance: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                         importance: Optional[Dict[str, Any]] = None, learned: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     skipped = [t.name for t in reports if not t.quantized and len(t.shape) == 2 and t.dtype in _QUANTIZABLE]
-    extra = {} if importance is None else {"importance": importance}
+    extra = {k: v for k, v in (("importance", importance), ("learned", learned)) if v is not None}
     return {
         "quant_method": "hanpack",
         "bits": bits,

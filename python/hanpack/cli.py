@@ -5,6 +5,7 @@
     hanpack decode --model M.model 1 2 3
     hanpack segment "我来到北京清华大学"          # words, jieba-exact (--file, --no-hmm, --dict, --user-dict)
     hanpack quantize SRC DST --bits 4 --group-size 128 --method hqq
+    hanpack quantize SRC DST --bits 3 --method learned [--steps 1500]   # fitted with torch
     hanpack quantize SRC OUT.gguf --format gguf --type Q4_K_M   # llama.cpp's file types
     hanpack calibrate MODEL IMPORTANCE.safetensors [--text FILE]   # for --method mse --importance
     hanpack eval-ppl ORIGINAL QUANTIZED --text FILE [--separator LINE]
@@ -149,6 +150,10 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+#: `hanpack quantize` options that are `learn_rounding`'s keyword arguments.
+_LEARNING = ("steps", "samples", "seq_len", "batch_size", "lr", "seed", "text", "device")
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
     from .checkpoint import DEFAULT_EXCLUDE, quantize_checkpoint
 
@@ -159,10 +164,24 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
     group = None if args.group_size in (0, -1) else args.group_size
     exclude = tuple(args.exclude) + (() if args.no_default_exclude else DEFAULT_EXCLUDE)
+    learning = {k: getattr(args, k) for k in _LEARNING if getattr(args, k) is not None}
+    learned = None
+    if args.method == "learned":
+        from .learned import learn_rounding
+
+        if os.path.lexists(args.dst):  # before minutes of learning, not after
+            raise FileExistsError(17, "the destination already exists (hanpack never overwrites)", args.dst)
+        if "text" in learning:
+            learning["text"] = Path(learning["text"]).read_text(encoding="utf-8")
+        learned = learn_rounding(args.src, bits=args.bits, group_size=group, include=args.include or None, exclude=exclude,
+                                 progress=not args.quiet, **learning)
+    elif learning:
+        raise SystemExit(f"hanpack quantize: {', '.join('--' + k.replace('_', '-') for k in learning)} "
+                         "only apply to --method learned")
     r = quantize_checkpoint(
         args.src, args.dst, bits=args.bits, group_size=group, method=args.method, sym=args.sym,
         include=args.include or None, exclude=exclude, num_threads=args.threads, progress=not args.quiet,
-        importance=args.importance,
+        importance=args.importance, learned=learned,
     )
     q = r.quantized
     if args.report:
@@ -258,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GGUF file type: Q4_K_M (default), Q3_K_M, Q4_0, Q8_0, F16, ... (see hanpack.gguf.mixture.FILE_TYPES)")
     q.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 8])
     q.add_argument("--group-size", type=int, default=128, help="a multiple of 32; 0 for per-channel")
-    q.add_argument("--method", default="hqq", choices=["rtn", "mse", "hqq"])
+    q.add_argument("--method", default="hqq", choices=["rtn", "mse", "hqq", "learned"],
+                   help="learned: fitted to the model's outputs with torch (hanpack.learned; minutes for small models on CPU)")
     q.add_argument("--sym", action="store_true", help="symmetric codes (default asymmetric)")
     q.add_argument("--include", action="append", default=[], metavar="PATTERN", help="quantize only matching tensors (repeatable)")
     q.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="also leave matching tensors unquantized (repeatable)")
@@ -268,6 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--report", action="store_true", help="print each tensor's relative error, SNR and largest error")
     q.add_argument("--importance", metavar="FILE",
                    help="per-input error weights from 'hanpack calibrate' (--method mse; with --format gguf, llama.cpp's imatrix)")
+    lq = q.add_argument_group("--method learned")
+    lq.add_argument("--steps", type=int, help="Adam steps (default 1500)")
+    lq.add_argument("--samples", type=int, help="sequences the model samples from BOS (default 1024)")
+    lq.add_argument("--seq-len", type=int, help="tokens per sequence (default 256)")
+    lq.add_argument("--batch-size", type=int, help="sequences per step (default 8)")
+    lq.add_argument("--lr", type=float, help="learning rate, decaying linearly to 0 (default 1e-3)")
+    lq.add_argument("--seed", type=int, help="sampling and batching seed (default 0)")
+    lq.add_argument("--text", help="UTF-8 text to learn on instead of the model's own samples")
+    lq.add_argument("--device", help="torch device (default cpu)")
     q.set_defaults(func=_cmd_quantize)
 
     k = sub.add_parser("calibrate", help="activation statistics (E[x^2] per input) of a causal LM's linear layers, for --importance")

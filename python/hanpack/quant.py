@@ -110,6 +110,44 @@ class QuantizedTensor:
         set_(self, "_sym", bool(sym))
         set_(self, "_method", str(method))
 
+    @classmethod
+    def from_codes(
+        cls,
+        codes: npt.ArrayLike,
+        *,
+        scales: npt.ArrayLike,
+        zeros: npt.ArrayLike,
+        bits: int,
+        group_size: int,
+        sym: bool = False,
+        method: str = "learned",
+    ) -> "QuantizedTensor":
+        """Packs integer ``codes`` (``[out, in]``, each in ``0 .. 2^bits - 1``) chosen
+        elsewhere, with their fp16 ``scales`` and ``zeros`` (``[out, n_groups]``), so that
+        ``dequantize()`` gives ``(codes - zeros) * scales`` per group of ``group_size``
+        inputs (the effective size: at most ``in``; the last group may be shorter).
+
+        >>> import numpy as np
+        >>> from hanpack.quant import QuantizedTensor
+        >>> q = QuantizedTensor.from_codes(np.array([[0, 1, 2, 3]]), scales=np.array([[0.5]]),
+        ...                                zeros=np.array([[1.0]]), bits=2, group_size=4)
+        >>> q.dequantize().tolist()
+        [[-0.5, 0.0, 0.5, 1.0]]
+        """
+        c = np.asarray(codes)
+        if c.ndim != 2 or not np.issubdtype(c.dtype, np.integer):
+            raise InvalidArgumentError(f"codes must be a 2-D integer array, got {c.dtype.name} {c.shape}")
+        if bits not in BITS:
+            raise InvalidArgumentError(f"bits must be one of {BITS}, not {bits!r}")
+        if c.size and (c.min() < 0 or c.max() > (1 << bits) - 1):
+            raise InvalidArgumentError(f"codes must lie in 0..{(1 << bits) - 1} for int{bits}, got {c.min()}..{c.max()}")
+        if not isinstance(group_size, int) or not 0 < group_size <= max(c.shape[1], 1):
+            raise InvalidArgumentError(f"group_size must be an integer in 1..{c.shape[1]} (the effective size), not {group_size!r}")
+        packed = _core.pack_codes(np.ascontiguousarray(c, dtype=np.uint8), bits, group_size)
+        return cls(packed=packed.reshape(c.shape[0], -1), scales=np.asarray(scales, dtype=np.float16),
+                   zeros=np.asarray(zeros, dtype=np.float16), shape=(c.shape[0], c.shape[1]), bits=bits,
+                   group_size=group_size, sym=sym, method=method)
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"QuantizedTensor is immutable (cannot set {name!r})")
 

@@ -44,11 +44,11 @@ from transformers.quantizers.quantizers_utils import get_module_from_name, shoul
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from .. import _core
-from ..checkpoint import (DEFAULT_EXCLUDE, METADATA_KEY, PACKING, check_packing, name_matches, read_headers,
-                          unreadable_packing)
+from ..checkpoint import (CHECKPOINT_METHODS, DEFAULT_EXCLUDE, METADATA_KEY, PACKING, check_packing, name_matches,
+                          read_headers, unreadable_packing)
 from ..exceptions import CheckpointFormatError, InvalidArgumentError
 from ..nn import QuantLinear, quantized_buffers
-from ..quant import BITS, METHODS, quantize
+from ..quant import BITS, quantize
 
 __all__ = ["HanpackConfig", "HanpackHfQuantizer", "QUANT_METHOD"]
 
@@ -66,7 +66,9 @@ class HanpackConfig(QuantizationConfigMixin):
     ``act_bits``: ``None``, or 8 to quantize activations to int8 on the fly on CPU (see
     :class:`hanpack.nn.QuantLinear`); saved with the model like the other keys.
     ``importance``: how ``quantize_checkpoint`` made mse's error weights, when it had
-    them (a record only: quantizing on load does not calibrate).
+    them (a record only: quantizing on load does not calibrate). ``method="learned"``
+    (and its record ``learned``) loads checkpoints that ``quantize_checkpoint`` wrote
+    with :mod:`hanpack.learned`; quantizing on load cannot learn and refuses it.
 
     >>> HanpackConfig(bits=3, group_size=64).to_dict()["quant_method"]  # doctest: +SKIP
     'hanpack'
@@ -83,6 +85,7 @@ class HanpackConfig(QuantizationConfigMixin):
         version: Optional[str] = None,
         act_bits: Optional[int] = None,
         importance: Optional[Dict[str, Any]] = None,
+        learned: Optional[Dict[str, Any]] = None,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("quant_method", None)
@@ -90,8 +93,8 @@ class HanpackConfig(QuantizationConfigMixin):
             warnings.warn(f"HanpackConfig ignores unknown keys {sorted(kwargs)}", stacklevel=2)
         if bits not in BITS:
             raise InvalidArgumentError(f"HanpackConfig: bits must be one of {BITS}, not {bits!r}")
-        if method not in METHODS:
-            raise InvalidArgumentError(f"HanpackConfig: method must be one of {METHODS}, not {method!r}")
+        if method not in CHECKPOINT_METHODS:
+            raise InvalidArgumentError(f"HanpackConfig: method must be one of {CHECKPOINT_METHODS}, not {method!r}")
         if group_size is not None and (not isinstance(group_size, int) or group_size <= 0 or group_size % 32):
             raise InvalidArgumentError(
                 f"HanpackConfig: group_size must be a positive multiple of 32 or None (per-channel), not {group_size!r}"
@@ -112,6 +115,7 @@ class HanpackConfig(QuantizationConfigMixin):
         self.version = version or _core.__version__
         self.act_bits = act_bits
         self.importance = importance
+        self.learned = learned
 
 
 def _described(checkpoint_files: Optional[Sequence[str]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, Tuple[str, List[int]]]]:
@@ -190,6 +194,9 @@ class HanpackHfQuantizer(HfQuantizer):
     def _process_model_before_weight_loading(self, model: Any, checkpoint_files: Optional[Sequence[str]] = None,
                                              **kwargs: Any) -> Any:
         cfg = self.quantization_config
+        if not self.pre_quantized and cfg.method == "learned":
+            raise InvalidArgumentError("HanpackConfig(method='learned') cannot quantize on load: write the checkpoint with "
+                                       "hanpack.quantize_checkpoint(..., method='learned') and load that")
         linears = {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
         plan: Dict[str, Dict[str, Any]] = {}
         described, tensors = _described(checkpoint_files) if self.pre_quantized else ({}, {})

@@ -4,10 +4,12 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use half::f16;
 use hanpack_core::io::safetensors::{dtype_name, SafetensorsFile};
-use hanpack_core::quant::checkpoint::{ShardQuantizer as CoreShard, TensorOutcome};
+use hanpack_core::quant::checkpoint::{GivenTensor, ShardQuantizer as CoreShard, TensorOutcome};
 use hanpack_core::quant::{Bits, Method, QuantSpec};
 use hanpack_core::HanpackError;
+use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -66,6 +68,41 @@ impl SafetensorsReader {
     }
 }
 
+/// A weight's packed bytes, scale bits and zero bits (fp16 as uint16), from Python.
+type GivenArrays<'py> = (
+    PyReadonlyArray1<'py, u8>,
+    PyReadonlyArray1<'py, u16>,
+    PyReadonlyArray1<'py, u16>,
+);
+
+fn given_tensors(
+    given: HashMap<String, GivenArrays<'_>>,
+) -> Result<HashMap<String, GivenTensor>, Failure> {
+    let slice = |name: &str, what: &str| {
+        Failure::Core(HanpackError::InvalidArgument(format!(
+            "the given {what} of {name:?} must be C-contiguous"
+        )))
+    };
+    given
+        .into_iter()
+        .map(|(name, (p, s, z))| {
+            let packed = p
+                .as_slice()
+                .map_err(|_| slice(&name, "packed bytes"))?
+                .to_vec();
+            let scales = s.as_slice().map_err(|_| slice(&name, "scales"))?;
+            let zeros = z.as_slice().map_err(|_| slice(&name, "zeros"))?;
+            let half = |v: &[u16]| v.iter().map(|&b| f16::from_bits(b)).collect();
+            let t = GivenTensor {
+                packed,
+                scales: half(scales),
+                zeros: half(zeros),
+            };
+            Ok((name, t))
+        })
+        .collect()
+}
+
 /// One shard being quantized; `step()` does one tensor with the GIL released.
 #[pyclass(module = "hanpack._core")]
 pub struct ShardQuantizer {
@@ -77,7 +114,7 @@ pub struct ShardQuantizer {
 #[pymethods]
 impl ShardQuantizer {
     #[new]
-    #[pyo3(signature = (src, dst, to_quantize, bits, group_size, sym, method, metadata, num_threads=None, importance=None))]
+    #[pyo3(signature = (src, dst, to_quantize, bits, group_size, sym, method, metadata, num_threads=None, importance=None, given=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -91,12 +128,14 @@ impl ShardQuantizer {
         metadata: HashMap<String, String>,
         num_threads: Option<usize>,
         importance: Option<HashMap<String, Vec<f32>>>,
+        given: Option<HashMap<String, GivenArrays<'_>>>,
     ) -> PyResult<Self> {
         let method = Method::from_name(method);
+        let given = run(py, || given_tensors(given.unwrap_or_default()))?;
         run_detached(py, move || {
             let method = method.ok_or_else(|| {
                 Failure::Core(HanpackError::InvalidArgument(
-                    "method must be \"rtn\", \"mse\" or \"hqq\"".into(),
+                    "method must be \"rtn\", \"mse\", \"hqq\" or \"learned\"".into(),
                 ))
             })?;
             let spec = QuantSpec {
@@ -112,6 +151,7 @@ impl ShardQuantizer {
                 spec,
                 &metadata,
                 importance.unwrap_or_default(),
+                given,
             )?;
             let total = job.work().count();
             Ok(Self {

@@ -41,6 +41,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<segment::JiebaSegmenter>()?;
     m.add_class::<checkpoint::ShardQuantizer>()?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::pack_codes, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_quantize, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(ggml::ggml_types, m)?)?;

@@ -113,6 +113,25 @@ pub fn quantize<'py>(
     ))
 }
 
+/// Packs a `[rows, cols]` uint8 array of codes (each at most `2^bits - 1`) into the
+/// layout's flat packed bytes (method "learned": codes chosen in Python).
+#[pyfunction]
+#[pyo3(signature = (codes, bits, group_size))]
+pub fn pack_codes<'py>(
+    py: Python<'py>,
+    codes: PyReadonlyArray2<'py, u8>,
+    bits: u32,
+    group_size: Option<usize>,
+) -> PyResult<Bound<'py, PyArray1<u8>>> {
+    let [rows, cols] = [codes.shape()[0], codes.shape()[1]];
+    let c = crate::errors::run(py, || contiguous(&codes, "codes"))?;
+    let packed = run_detached(py, || {
+        let layout = Layout::new(Bits::new(bits)?, rows, cols, group_size)?;
+        Ok(quant::formats::pack_codes(&layout, c)?)
+    })?;
+    Ok(packed.into_pyarray(py))
+}
+
 /// Dequantizes to a flat float32 array, or (`out_dtype="float16"`) to uint16 fp16 bits.
 #[pyfunction]
 #[pyo3(signature = (packed, scales, zeros, bits, rows, cols, group_size, out_dtype, num_threads=None))]

@@ -54,6 +54,15 @@ pub struct TensorOutcome {
     pub quantized: Option<(Layout, ErrorStats)>,
 }
 
+/// A weight's arrays computed elsewhere (method [`Method::Learned`]), written in place of
+/// quantizing it; checked against the layout the source tensor gets.
+#[derive(Clone, Debug)]
+pub struct GivenTensor {
+    pub packed: Vec<u8>,
+    pub scales: Vec<f16>,
+    pub zeros: Vec<f16>,
+}
+
 pub struct ShardQuantizer {
     src: SafetensorsFile,
     writer: Option<SafetensorsWriter>,
@@ -63,6 +72,8 @@ pub struct ShardQuantizer {
     spec: QuantSpec,
     /// Per-column weights of the squared error (`Method::Mse`), by tensor name.
     importance: HashMap<String, Vec<f32>>,
+    /// Method `Learned`: every chosen tensor's arrays, taken out as it is written.
+    given: HashMap<String, QuantizedTensor>,
 }
 
 impl ShardQuantizer {
@@ -70,7 +81,8 @@ impl ShardQuantizer {
     /// with `spec`, and creates `dst` (which must not exist) with its full header.
     /// `metadata` is added to the source's `__metadata__`. `importance` gives tensors
     /// of `to_quantize` per-column error weights (see [`quantize`]); each is checked here,
-    /// before anything is written.
+    /// before anything is written. `given` (method `Learned` only, then one for each
+    /// tensor of `to_quantize`) holds arrays to write instead of quantizing.
     pub fn new(
         src: &Path,
         dst: &Path,
@@ -78,7 +90,14 @@ impl ShardQuantizer {
         spec: QuantSpec,
         metadata: &HashMap<String, String>,
         importance: HashMap<String, Vec<f32>>,
+        mut given: HashMap<String, GivenTensor>,
     ) -> Result<Self> {
+        if !given.is_empty() && spec.method != Method::Learned {
+            return Err(HanpackError::InvalidArgument(format!(
+                "given arrays are only written for method \"learned\", not {:?}",
+                spec.method.name()
+            )));
+        }
         if !importance.is_empty() && spec.method != Method::Mse {
             return Err(HanpackError::InvalidArgument(format!(
                 "an importance is only used by method \"mse\", not {:?}",
@@ -96,6 +115,7 @@ impl ShardQuantizer {
         let mut work = Vec::with_capacity(src.entries().len());
         let mut plan = Vec::with_capacity(src.entries().len() + 2 * to_quantize.len());
         let mut described = serde_json::Map::new();
+        let mut learned = HashMap::new();
         for (i, e) in src.entries().iter().enumerate() {
             if !chosen.contains(e.name.as_str()) {
                 plan.push(PlannedTensor {
@@ -109,6 +129,35 @@ impl ShardQuantizer {
             let layout = quantizable(e, &spec)?;
             if let Some(imp) = importance.get(&e.name) {
                 check_importance(&e.name, imp, layout.cols, "importance")?;
+            }
+            if spec.method == Method::Learned {
+                let g = given
+                    .remove(&e.name)
+                    .ok_or_else(|| HanpackError::Quantization {
+                        tensor: e.name.clone(),
+                        reason: "method \"learned\" needs its arrays, and none are given".into(),
+                    })?;
+                let refuse = |reason: String| HanpackError::Quantization {
+                    tensor: e.name.clone(),
+                    reason,
+                };
+                layout
+                    .check(g.packed.len(), g.scales.len(), g.zeros.len())
+                    .map_err(|err| refuse(format!("the given arrays do not fit: {err}")))?;
+                if let Some(i) = g.scales.iter().chain(&g.zeros).position(|h| !h.is_finite()) {
+                    let what = if i < g.scales.len() { "scale" } else { "zero" };
+                    return Err(refuse(format!("a given {what} is not finite")));
+                }
+                learned.insert(
+                    e.name.clone(),
+                    QuantizedTensor {
+                        layout,
+                        sym: spec.sym,
+                        packed: g.packed,
+                        scales: g.scales,
+                        zeros: g.zeros,
+                    },
+                );
             }
             let [qw, sc, ze] = quantized_names(&e.name);
             let (rows, rb, ng) = (layout.rows, layout.row_bytes(), layout.n_groups());
@@ -145,6 +194,12 @@ impl ShardQuantizer {
             );
             work.push((i, Some(layout)));
         }
+        if let Some(stray) = given.keys().next() {
+            return Err(HanpackError::InvalidArgument(format!(
+                "{}: arrays are given for {stray:?}, which is not a tensor being quantized",
+                src.path().display()
+            )));
+        }
         if let Some(stray) = importance.keys().find(|n| !chosen.contains(n.as_str())) {
             return Err(HanpackError::InvalidArgument(format!(
                 "{}: an importance is given for {stray:?}, which is not a tensor being quantized",
@@ -175,6 +230,7 @@ impl ShardQuantizer {
             next: 0,
             spec,
             importance,
+            given: learned,
         })
     }
 
@@ -209,6 +265,7 @@ impl ShardQuantizer {
             }
             Some(layout) => {
                 let imp = self.importance.get(&e.name).map(Vec::as_slice);
+                let given = self.given.remove(&e.name);
                 let (q, stats) = match e.dtype {
                     Dtype::F32 => quantize_with_stats(
                         &e.name,
@@ -216,6 +273,7 @@ impl ShardQuantizer {
                         &layout,
                         &self.spec,
                         imp,
+                        given,
                     )?,
                     Dtype::F16 => quantize_with_stats(
                         &e.name,
@@ -223,6 +281,7 @@ impl ShardQuantizer {
                         &layout,
                         &self.spec,
                         imp,
+                        given,
                     )?,
                     _ => quantize_with_stats(
                         &e.name,
@@ -230,6 +289,7 @@ impl ShardQuantizer {
                         &layout,
                         &self.spec,
                         imp,
+                        given,
                     )?,
                 };
                 let [qw, sc, ze] = quantized_names(&e.name);
@@ -292,8 +352,12 @@ fn quantize_with_stats<T: Element>(
     layout: &Layout,
     spec: &QuantSpec,
     importance: Option<&[f32]>,
+    given: Option<QuantizedTensor>,
 ) -> Result<(QuantizedTensor, ErrorStats)> {
-    let q = quantize(name, w, layout.rows, layout.cols, spec, importance)?;
+    let q = match given {
+        Some(q) => q,
+        None => quantize(name, w, layout.rows, layout.cols, spec, importance)?,
+    };
     let stats = error_stats(w, &q);
     Ok((q, stats))
 }
@@ -305,7 +369,7 @@ fn half_bytes(v: &[f16]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::Bits;
+    use crate::quant::{formats, Bits};
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("hanpack-ckpt-{}-{name}", std::process::id()));
@@ -359,6 +423,7 @@ mod tests {
         names: &[&str],
         spec: QuantSpec,
         importance: HashMap<String, Vec<f32>>,
+        given: HashMap<String, GivenTensor>,
     ) -> Result<ShardQuantizer> {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         ShardQuantizer::new(
@@ -368,6 +433,7 @@ mod tests {
             spec,
             &HashMap::new(),
             importance,
+            given,
         )
     }
 
@@ -386,6 +452,7 @@ mod tests {
             "out.safetensors",
             &["layer.weight"],
             spec,
+            HashMap::new(),
             HashMap::new(),
         )
         .unwrap();
@@ -432,15 +499,29 @@ mod tests {
             ("nothing", "no tensor"),
         ];
         for (name, want) in cases {
-            let err = open(&d, &format!("{name}.out"), &[name], spec, HashMap::new())
-                .err()
-                .unwrap();
+            let err = open(
+                &d,
+                &format!("{name}.out"),
+                &[name],
+                spec,
+                HashMap::new(),
+                HashMap::new(),
+            )
+            .err()
+            .unwrap();
             assert!(err.to_string().contains(want), "{err}");
             assert!(!d.join(format!("{name}.out")).exists());
         }
-        let exists = open(&d, "in.safetensors", &[], spec, HashMap::new())
-            .err()
-            .unwrap();
+        let exists = open(
+            &d,
+            "in.safetensors",
+            &[],
+            spec,
+            HashMap::new(),
+            HashMap::new(),
+        )
+        .err()
+        .unwrap();
         assert!(matches!(exists, HanpackError::IoWrite { .. }), "{exists}");
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -459,7 +540,15 @@ mod tests {
             .map(|c| if c % 7 == 0 { 50.0 } else { 0.5 })
             .collect();
         let importance = HashMap::from([("layer.weight".to_string(), imp.clone())]);
-        let mut job = open(&d, "out.safetensors", &["layer.weight"], spec, importance).unwrap();
+        let mut job = open(
+            &d,
+            "out.safetensors",
+            &["layer.weight"],
+            spec,
+            importance,
+            HashMap::new(),
+        )
+        .unwrap();
         while job.step().unwrap().is_some() {}
         job.finish().unwrap();
         let out = SafetensorsFile::open(&d.join("out.safetensors")).unwrap();
@@ -496,12 +585,111 @@ mod tests {
         for (i, (spec, name, imp, want)) in cases.into_iter().enumerate() {
             let dst = format!("bad{i}.out");
             let importance = HashMap::from([(name.to_string(), imp)]);
-            let err = open(&d, &dst, &["layer.weight"], spec, importance)
+            let err = open(
+                &d,
+                &dst,
+                &["layer.weight"],
+                spec,
+                importance,
+                HashMap::new(),
+            )
+            .err()
+            .unwrap();
+            assert!(err.to_string().contains(want), "{err}");
+            assert!(!d.join(dst).exists());
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn given_arrays_are_written_for_method_learned_and_checked_first() {
+        let d = dir("given");
+        let w = source(&d.join("in.safetensors"));
+        let spec = QuantSpec {
+            bits: Bits::B3,
+            group_size: Some(32),
+            sym: false,
+            method: Method::Learned,
+        };
+        // Codes no built-in method would choose: a pattern, with its own scales and zeros.
+        let layout = Layout::new(Bits::B3, 6, 70, Some(32)).unwrap();
+        let codes: Vec<u8> = (0..6 * 70).map(|i| (i * 5 % 8) as u8).collect();
+        let given = GivenTensor {
+            packed: formats::pack_codes(&layout, &codes).unwrap(),
+            scales: (0..18)
+                .map(|i| f16::from_f32(0.01 * (i + 1) as f32))
+                .collect(),
+            zeros: (0..18)
+                .map(|i| f16::from_f32(3.5 - 0.1 * i as f32))
+                .collect(),
+        };
+        let gmap = |g: &GivenTensor| HashMap::from([("layer.weight".to_string(), g.clone())]);
+        let mut job = open(
+            &d,
+            "out.safetensors",
+            &["layer.weight"],
+            spec,
+            HashMap::new(),
+            gmap(&given),
+        )
+        .unwrap();
+        let mut stats = None;
+        while let Some(o) = job.step().unwrap() {
+            stats = stats.or(o.quantized.map(|(_, s)| s));
+        }
+        job.finish().unwrap();
+        let out = SafetensorsFile::open(&d.join("out.safetensors")).unwrap();
+        let bytes = |n: &str| out.bytes(out.entry(n).unwrap()).to_vec();
+        assert_eq!(bytes("layer.qweight"), given.packed);
+        assert_eq!(bytes("layer.scales"), half_bytes(&given.scales));
+        assert_eq!(bytes("layer.zeros"), half_bytes(&given.zeros));
+        assert!(out.metadata()[METADATA_KEY].contains("\"method\":\"learned\""));
+        // The error statistics compare the given arrays with the source weight.
+        let q = QuantizedTensor {
+            layout,
+            sym: false,
+            packed: given.packed.clone(),
+            scales: given.scales.clone(),
+            zeros: given.zeros.clone(),
+        };
+        assert_eq!(stats.unwrap().sq_error, error_stats(&w, &q).sq_error);
+        assert!(quantize("layer.weight", &w, 6, 70, &spec, None)
+            .unwrap_err()
+            .to_string()
+            .contains("given, not computed"));
+
+        let short = GivenTensor {
+            scales: given.scales[1..].to_vec(),
+            ..given.clone()
+        };
+        let mut nan = given.clone();
+        nan.zeros[4] = f16::NAN;
+        let hqq = QuantSpec {
+            method: Method::Hqq,
+            ..spec
+        };
+        let cases = [
+            (spec, HashMap::new(), "none are given"),
+            (spec, gmap(&short), "do not fit"),
+            (spec, gmap(&nan), "zero is not finite"),
+            (hqq, gmap(&given), "only written for method"),
+        ];
+        for (i, (spec, given, want)) in cases.into_iter().enumerate() {
+            let dst = format!("bad{i}.out");
+            let err = open(&d, &dst, &["layer.weight"], spec, HashMap::new(), given)
                 .err()
                 .unwrap();
             assert!(err.to_string().contains(want), "{err}");
             assert!(!d.join(dst).exists());
         }
+        let stray = HashMap::from([("norm.weight".to_string(), given.clone())]);
+        let err = open(&d, "stray.out", &[], spec, HashMap::new(), stray)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("not a tensor being quantized"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -89,6 +89,11 @@ pub fn quantize<T: Element>(
     spec: &QuantSpec,
     importance: Option<&[f32]>,
 ) -> Result<QuantizedTensor> {
+    if spec.method == Method::Learned {
+        return Err(HanpackError::InvalidArgument(format!(
+            "tensor {name:?}: method \"learned\" fits its codes to the model's outputs (hanpack.learned); they are given, not computed here"
+        )));
+    }
     let layout = Layout::new(spec.bits, rows, cols, spec.group_size)?;
     if rows.checked_mul(cols) != Some(weight.len()) {
         return Err(HanpackError::InvalidArgument(format!(
@@ -264,7 +269,8 @@ impl RowCtx<'_> {
         imp: Option<&[f32]>,
     ) -> std::result::Result<Params, methods::ScaleOverflow> {
         match self.spec.method {
-            Method::Rtn => methods::rtn::params(w, self.grid),
+            // `quantize` refuses `Learned` before any row is quantized.
+            Method::Rtn | Method::Learned => methods::rtn::params(w, self.grid),
             Method::Mse => methods::mse::params(w, imp, self.grid),
             Method::Hqq => methods::hqq::params(w, self.grid),
         }

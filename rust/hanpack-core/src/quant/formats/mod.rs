@@ -175,6 +175,40 @@ impl Layout {
     }
 }
 
+/// Packs a whole weight's codes (`[rows, cols]`, row-major, each at most
+/// [`Bits::qmax`]) into `layout`'s packed array: codes chosen elsewhere (method
+/// `learned`) stored exactly as [`super::quantize`] stores its own.
+pub fn pack_codes(layout: &Layout, codes: &[u8]) -> Result<Vec<u8>> {
+    let (rows, cols) = (layout.rows, layout.cols);
+    if rows.checked_mul(cols) != Some(codes.len()) {
+        return Err(HanpackError::QuantLayout(format!(
+            "{} codes do not make a [{rows}, {cols}] weight",
+            codes.len()
+        )));
+    }
+    let qmax = layout.bits.qmax();
+    if let Some(i) = codes.iter().position(|&q| q > qmax) {
+        return Err(HanpackError::QuantLayout(format!(
+            "code {} at row {}, column {} exceeds int{}'s largest code {qmax}",
+            codes[i],
+            i / cols,
+            i % cols,
+            layout.bits.get()
+        )));
+    }
+    let (rb, padded) = (layout.row_bytes(), cols.div_ceil(BLOCK) * BLOCK);
+    let mut packed = vec![0u8; layout.packed_len()];
+    let mut row = vec![0u8; padded];
+    for (src, dst) in codes
+        .chunks_exact(cols.max(1))
+        .zip(packed.chunks_exact_mut(rb))
+    {
+        row[..cols].copy_from_slice(src);
+        pack_row(layout.bits, &row, dst);
+    }
+    Ok(packed)
+}
+
 /// Packs one row of codes (`codes.len()` a multiple of [`BLOCK`]) into `out` (`row_bytes`).
 pub fn pack_row(bits: Bits, codes: &[u8], out: &mut [u8]) {
     let bb = bits.block_bytes();

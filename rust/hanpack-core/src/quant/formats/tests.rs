@@ -123,3 +123,28 @@ fn dequantize_row_applies_group_params() {
         );
     }
 }
+
+#[test]
+fn pack_codes_stores_a_weight_row_by_row_and_checks_its_codes() {
+    for bits in ALL {
+        // 70 columns: every row ends in a padded block.
+        let layout = Layout::new(bits, 3, 70, Some(32)).unwrap();
+        let c = codes(3 * 70, bits, 7);
+        let packed = pack_codes(&layout, &c).unwrap();
+        assert_eq!(packed.len(), layout.packed_len());
+        for (r, row) in packed.chunks_exact(layout.row_bytes()).enumerate() {
+            let mut back = vec![0u8; 96];
+            unpack_row(bits, row, &mut back);
+            assert_eq!(&back[..70], &c[r * 70..(r + 1) * 70], "{bits:?} row {r}");
+            assert!(back[70..].iter().all(|&q| q == 0));
+        }
+        let mut over = c.clone();
+        over[75] = bits.qmax().wrapping_add(1);
+        if bits != Bits::B8 {
+            let err = pack_codes(&layout, &over).unwrap_err().to_string();
+            assert!(err.contains("row 1, column 5"), "{err}");
+        }
+        let err = pack_codes(&layout, &c[1..]).unwrap_err().to_string();
+        assert!(err.contains("209 codes"), "{err}");
+    }
+}

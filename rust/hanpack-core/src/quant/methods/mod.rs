@@ -27,6 +27,10 @@ pub enum Method {
     Rtn,
     Mse,
     Hqq,
+    /// Codes, scales and zeros fitted to the model's own outputs by `hanpack.learned`
+    /// (torch, in Python). They are given to [`crate::quant::checkpoint::ShardQuantizer`];
+    /// [`crate::quant::quantize`] cannot compute them and refuses this method.
+    Learned,
 }
 
 impl Method {
@@ -35,6 +39,7 @@ impl Method {
             "rtn" => Some(Method::Rtn),
             "mse" => Some(Method::Mse),
             "hqq" => Some(Method::Hqq),
+            "learned" => Some(Method::Learned),
             _ => None,
         }
     }
@@ -44,6 +49,7 @@ impl Method {
             Method::Rtn => "rtn",
             Method::Mse => "mse",
             Method::Hqq => "hqq",
+            Method::Learned => "learned",
         }
     }
 }
