@@ -196,6 +196,22 @@ def test_quantizing_on_load_refuses_learned(tiny) -> None:
         AutoModelForCausalLM.from_pretrained(tiny, quantization_config=cfg)
 
 
+def test_learning_on_a_given_text(trained_models, tmp_path) -> None:
+    spm_model = trained_models["bpe_bytefallback"]
+    vocab = hanpack.Tokenizer.from_file(spm_model).vocab_size
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64, bos_token_id=1, eos_token_id=2)
+    src = tmp_path / "with-tokenizer"
+    LlamaForCausalLM(cfg).save_pretrained(src)
+    (src / "tokenizer.model").write_bytes(spm_model.read_bytes())
+    text = "今天天气很好，我们去公园散步。The weather is nice today.\n" * 40
+    got = learn_rounding(src, bits=4, group_size=32, progress=False, text=text, **{**FAST, "steps": 3, "samples": 6})
+    assert got.source["text"] == "given" and got.source["characters"] == len(text) and got.source["samples"] == 6
+    with pytest.raises(InvalidArgumentError, match="too few tokens"):
+        learn_rounding(src, progress=False, text="", **FAST)
+
+
 def test_cli_learns_and_refuses_learning_options_for_other_methods(tiny, tmp_path) -> None:
     dst = tmp_path / "cli"
     args = ["--bits", "3", "--group-size", "64", "--method", "learned", "--steps", "3", "--samples", "4", "--seq-len", "8",

@@ -52,6 +52,8 @@ class LearnedRounding(Mapping[str, QuantizedTensor]):
     Picklable."""
 
     __slots__ = ("_tensors", "_source")
+    _tensors: Dict[str, QuantizedTensor]
+    _source: Dict[str, Any]
 
     def __init__(self, tensors: Mapping[str, QuantizedTensor], *, source: Mapping[str, Any]) -> None:
         for name, t in tensors.items():
