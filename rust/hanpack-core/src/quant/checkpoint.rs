@@ -416,6 +416,15 @@ mod tests {
         w
     }
 
+    fn int3_g32(method: Method) -> QuantSpec {
+        QuantSpec {
+            bits: Bits::B3,
+            group_size: Some(32),
+            sym: false,
+            method,
+        }
+    }
+
     /// `ShardQuantizer::new` on `d/in.safetensors` (written by `source`) into `d/dst`.
     fn open(
         d: &Path,
@@ -530,12 +539,7 @@ mod tests {
     fn an_importance_weights_its_tensor_and_is_checked_first() {
         let d = dir("importance");
         let w = source(&d.join("in.safetensors"));
-        let spec = QuantSpec {
-            bits: Bits::B3,
-            group_size: Some(32),
-            sym: false,
-            method: Method::Mse,
-        };
+        let spec = int3_g32(Method::Mse);
         let imp: Vec<f32> = (0..70)
             .map(|c| if c % 7 == 0 { 50.0 } else { 0.5 })
             .collect();
@@ -605,12 +609,7 @@ mod tests {
     fn given_arrays_are_written_for_method_learned_and_checked_first() {
         let d = dir("given");
         let w = source(&d.join("in.safetensors"));
-        let spec = QuantSpec {
-            bits: Bits::B3,
-            group_size: Some(32),
-            sym: false,
-            method: Method::Learned,
-        };
+        let spec = int3_g32(Method::Learned);
         // Codes no built-in method would choose: a pattern, with its own scales and zeros.
         let layout = Layout::new(Bits::B3, 6, 70, Some(32)).unwrap();
         let codes: Vec<u8> = (0..6 * 70).map(|i| (i * 5 % 8) as u8).collect();
