@@ -12,7 +12,7 @@ from typing_extensions import disjoint_base
 
 __all__ = [
     "BpeTokenizer", "JiebaSegmenter", "LinesStream", "SafetensorsReader", "ShardQuantizer", "SpmStreamDecoder", "SpmTokenizer", "TokenizerBase", "__version__", "PACKING", "CUDA_SOURCES",
-    "dequantize", "load_gguf", "read_gguf_header", "encode_gguf_header", "ggml_quantize", "ggml_dequantize", "ggml_types", "quant_matmul", "quantize",
+    "dequantize", "load_gguf", "read_gguf_header", "encode_gguf_header", "ggml_quantize", "ggml_dequantize", "ggml_types", "pack_codes", "quant_matmul", "quantize",
     "UnitCounter", "extend_spm", "has_cjk", "spm_to_hf_json", "spm_unreachable", "spm_without_dummy_prefix",
 ]
 __version__: str
