@@ -205,6 +205,12 @@ class _GroupFit:
         # Groups as `[rows, n_groups, group]` blocks: the whole ones, and a short last one.
         whole = cols // self.group * self.group
         self.parts: List[Tuple[int, int]] = [(0, whole)] + ([(whole, cols)] if whole < cols else [])
+        # The weight never changes: its blocks and their extremes are computed once, not per step.
+        self.blocks = []
+        for a, b in self.parts:
+            size = self.group if a == 0 else b - a
+            w_ = self.w[:, a:b].reshape(rows, (b - a) // size, size)
+            self.blocks.append((w_, w_.amax(-1), w_.amin(-1)))
         self.v = torch.zeros_like(self.w, requires_grad=True)
         n_groups = -(-cols // self.group)
         self.shrink_max = torch.ones(rows, n_groups, requires_grad=True)
@@ -220,15 +226,12 @@ class _GroupFit:
         def ste(x: Any, y: Any) -> Any:
             return y if hard else x + (y - x).detach()
 
-        rows = self.w.shape[0]
         g0 = 0
-        for a, b in self.parts:
-            size = self.group if (a, b) == self.parts[0] else b - a
-            ng = (b - a) // size
-            w = self.w[:, a:b].reshape(rows, ng, size)
-            v = self.v[:, a:b].reshape(rows, ng, size).clamp(-0.5, 0.5)
-            hi = (w.amax(-1) * self.shrink_max[:, g0:g0 + ng]).clamp(min=0)
-            lo = (w.amin(-1) * self.shrink_min[:, g0:g0 + ng]).clamp(max=0)
+        for (a, b), (w, w_max, w_min) in zip(self.parts, self.blocks):
+            ng = w.shape[1]
+            v = self.v[:, a:b].reshape(w.shape).clamp(-0.5, 0.5)
+            hi = (w_max * self.shrink_max[:, g0:g0 + ng]).clamp(min=0)
+            lo = (w_min * self.shrink_min[:, g0:g0 + ng]).clamp(max=0)
             # fp16's smallest subnormal: a zero group still gets a positive, storable scale.
             s = ((hi - lo) / self.qmax).clamp(min=2.0 ** -24)
             s = ste(s, s.half().float())
